@@ -1,0 +1,72 @@
+# Global device provisioning — the commands platform teams, security teams and CI use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export CHECKPOINT_DISABLE := 1
+# Local tooling runs on Node 20; the Lambda runs Node 22. The SDK's upgrade notice is noise here.
+export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
+TSX := node_modules/.bin/tsx
+
+.PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
+        rotate-ipstack-key local-up local-down seed local-watch bench demo clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.package-lock.json ## Install dependencies (npm ci) when the lockfile changed
+
+build: install ## Bundle the provisioning Lambda with esbuild (dist/provisioning)
+	$(TSX) functions/build.ts
+
+lint: install ## Type-check, ESLint and Prettier
+	node_modules/.bin/tsc -p tsconfig.json
+	node_modules/.bin/eslint .
+	node_modules/.bin/prettier --check .
+
+synth: build ## Synthesize the Terraform JSON offline (cdktf.out/)
+	$(TSX) infra/main.ts
+
+test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, integration and end-to-end tests
+	node_modules/.bin/jest --ci
+
+test-unit: install ## Only the tests that need no local stack
+	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra
+
+local-up: build ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
+	$(TSX) tests/local/stack.ts up
+
+local-down: ## Stop everything local-up started
+	$(TSX) tests/local/stack.ts down
+
+seed: ## Add mydevice1..mydevice10 to the local registry as unprovisioned
+	$(TSX) tests/local/stack.ts seed
+
+local-watch: ## Print every MQTT message published in any local region as JSON lines
+	$(TSX) tests/local/watch.ts
+
+bench: build ## Latency (plain and with 50 ms per AWS call), bundle size, cold start
+	$(TSX) tests/bench/bench.ts
+
+demo: install build ## Provision four virtual devices around the world and watch them publish
+	$(TSX) device/demo.ts
+
+plan: synth ## terraform plan of the synthesized stack (needs AWS credentials and terraform)
+	$(TSX) infra/ops.ts plan
+
+deploy: synth ## Deploy to AWS (needs AWS credentials and terraform)
+	$(TSX) infra/ops.ts deploy
+
+destroy: ## Destroy the deployment
+	$(TSX) infra/ops.ts destroy
+
+outputs: ## Print the deployment's outputs (provisioning URL, table, key alias)
+	$(TSX) infra/ops.ts outputs
+
+rotate-ipstack-key: install ## Store a new ipstack key, KMS-encrypted; reads it from stdin or the terminal
+	$(TSX) infra/rotate-ipstack-key.ts
+
+clean: ## Remove build output
+	rm -rf dist cdktf.out coverage

@@ -1,0 +1,172 @@
+/**
+ * The function's configuration: read and validated once at cold start. A missing or bad
+ * setting fails the cold start with a message naming the variable, never a request later.
+ *
+ * FUNCTION_ENVIRONMENT is the contract with infra/ (which sets these on the Lambda) and with
+ * the local stack (which sets them on the local edge); a test pins that all three agree.
+ */
+import { createPublicKey, KeyObject } from 'node:crypto';
+import { z } from 'zod';
+import { enabledRegionSites, RegionSite } from './regions';
+
+/** Variables the function reads, and whether the deployment must set them. */
+export const FUNCTION_ENVIRONMENT = {
+  TABLE_NAME: 'required',
+  REGISTRY_REGION: 'required',
+  IOT_REGIONS: 'required',
+  DEFAULT_REGION: 'required',
+  COUNTRY_REGION_OVERRIDES: 'optional',
+  IOT_POLICY_NAME: 'required',
+  FLEET_PUBLIC_KEY: 'required',
+  ACCEPT_V1_SIGNATURES: 'optional',
+  ORIGIN_VERIFY_SECRET: 'required',
+  IPSTACK_URL: 'optional',
+  IPSTACK_KEY_PARAMETER: 'optional',
+  IPSTACK_KEY_CACHE_SECONDS: 'optional',
+  KMS_KEY_ID: 'optional',
+  LEASE_SECONDS: 'optional',
+  REPROVISION_WINDOW_SECONDS: 'optional',
+  V2_MAX_CLOCK_SKEW_SECONDS: 'optional',
+  POWERTOOLS_SERVICE_NAME: 'optional',
+  POWERTOOLS_METRICS_NAMESPACE: 'optional',
+} as const;
+
+export type FunctionEnvironmentName = keyof typeof FUNCTION_ENVIRONMENT;
+
+/** Header CloudFront adds to every origin request; its value is ORIGIN_VERIFY_SECRET. */
+export const ORIGIN_VERIFY_HEADER = 'x-origin-verify';
+
+/**
+ * KMS encryption context bound to the ipstack key ciphertext. The rotate tool encrypts with it
+ * and the function decrypts with it; the IAM policy conditions kms:Decrypt on it.
+ */
+export const IPSTACK_KEY_ENCRYPTION_CONTEXT: Readonly<Record<string, string>> = {
+  purpose: 'ipstack-access-key',
+  service: 'global-device-provisioning',
+};
+
+/** Value the ipstack key parameter holds until a security engineer stores the first key. */
+export const IPSTACK_KEY_UNSET = 'UNSET';
+
+export interface ProvisioningConfig {
+  readonly tableName: string;
+  readonly registryRegion: string;
+  readonly regions: readonly RegionSite[];
+  readonly defaultRegion: string;
+  readonly countryRegionOverrides: Readonly<Record<string, string>>;
+  readonly iotPolicyName: string;
+  readonly fleetPublicKey: KeyObject;
+  readonly acceptV1Signatures: boolean;
+  readonly originVerifySecret: string;
+  readonly ipstack?: {
+    readonly baseUrl: string;
+    readonly keyParameter: string;
+    readonly keyCacheSeconds: number;
+    /** When set, decrypt insists the ciphertext was made with this key. */
+    readonly kmsKeyId?: string;
+  };
+  readonly leaseSeconds: number;
+  readonly reprovisionWindowSeconds: number;
+  readonly v2MaxClockSkewSeconds: number;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+const regionName = z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
+const boolean = z.enum(['true', 'false']).transform((value) => value === 'true');
+const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+const environmentSchema = z.object({
+  TABLE_NAME: z.string().min(3),
+  REGISTRY_REGION: regionName,
+  IOT_REGIONS: z
+    .string()
+    .transform((list) => list.split(',').map((region) => region.trim()).filter(Boolean))
+    .pipe(z.array(regionName).min(1)),
+  DEFAULT_REGION: regionName,
+  COUNTRY_REGION_OVERRIDES: z
+    .string()
+    .default('{}')
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'not valid JSON' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.record(z.string().regex(/^[A-Z]{2}$/, 'expected ISO 3166-1 alpha-2 country codes'), regionName)),
+  IOT_POLICY_NAME: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'expected an IoT policy name'),
+  FLEET_PUBLIC_KEY: z.string().min(1),
+  ACCEPT_V1_SIGNATURES: boolean.default(true),
+  ORIGIN_VERIFY_SECRET: z.string().min(16, 'must be at least 16 characters'),
+  IPSTACK_URL: z.url().optional(),
+  IPSTACK_KEY_PARAMETER: z.string().min(1).optional(),
+  IPSTACK_KEY_CACHE_SECONDS: seconds(300),
+  KMS_KEY_ID: z.string().min(1).optional(),
+  LEASE_SECONDS: seconds(60),
+  REPROVISION_WINDOW_SECONDS: z.coerce.number().int().nonnegative().default(300),
+  V2_MAX_CLOCK_SKEW_SECONDS: seconds(300),
+});
+
+/** Parses the environment; throws ConfigError naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningConfig {
+  const parsed = environmentSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`);
+    throw new ConfigError(`invalid function configuration: ${problems.join('; ')}`);
+  }
+  const settings = parsed.data;
+  const fail = (variable: string, message: string): never => {
+    throw new ConfigError(`invalid function configuration: ${variable}: ${message}`);
+  };
+
+  let regions: RegionSite[] = [];
+  try {
+    regions = enabledRegionSites(settings.IOT_REGIONS);
+  } catch (error) {
+    fail('IOT_REGIONS', (error as Error).message);
+  }
+  const enabled = new Set(regions.map((site) => site.region));
+  if (!enabled.has(settings.DEFAULT_REGION)) fail('DEFAULT_REGION', `${settings.DEFAULT_REGION} is not in IOT_REGIONS`);
+  for (const [country, region] of Object.entries(settings.COUNTRY_REGION_OVERRIDES)) {
+    if (!enabled.has(region)) fail('COUNTRY_REGION_OVERRIDES', `${country} → ${region} is not in IOT_REGIONS`);
+  }
+
+  let fleetPublicKey: KeyObject | undefined;
+  try {
+    fleetPublicKey = createPublicKey(settings.FLEET_PUBLIC_KEY.replace(/\\n/g, '\n'));
+  } catch (error) {
+    fail('FLEET_PUBLIC_KEY', `not a PEM public key (${(error as Error).message})`);
+  }
+
+  if (settings.IPSTACK_URL && !settings.IPSTACK_KEY_PARAMETER) {
+    fail('IPSTACK_KEY_PARAMETER', 'required when IPSTACK_URL is set');
+  }
+
+  return {
+    tableName: settings.TABLE_NAME,
+    registryRegion: settings.REGISTRY_REGION,
+    regions,
+    defaultRegion: settings.DEFAULT_REGION,
+    countryRegionOverrides: settings.COUNTRY_REGION_OVERRIDES,
+    iotPolicyName: settings.IOT_POLICY_NAME,
+    fleetPublicKey: fleetPublicKey as KeyObject,
+    acceptV1Signatures: settings.ACCEPT_V1_SIGNATURES,
+    originVerifySecret: settings.ORIGIN_VERIFY_SECRET,
+    ipstack:
+      settings.IPSTACK_URL && settings.IPSTACK_KEY_PARAMETER
+        ? {
+            baseUrl: settings.IPSTACK_URL.replace(/\/+$/, ''),
+            keyParameter: settings.IPSTACK_KEY_PARAMETER,
+            keyCacheSeconds: settings.IPSTACK_KEY_CACHE_SECONDS,
+            kmsKeyId: settings.KMS_KEY_ID,
+          }
+        : undefined,
+    leaseSeconds: settings.LEASE_SECONDS,
+    reprovisionWindowSeconds: settings.REPROVISION_WINDOW_SECONDS,
+    v2MaxClockSkewSeconds: settings.V2_MAX_CLOCK_SKEW_SECONDS,
+  };
+}

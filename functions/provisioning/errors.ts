@@ -1,0 +1,53 @@
+/**
+ * The closed set of failures the service answers with. Each kind maps once to an HTTP status;
+ * the handler turns any of them into the sample's error body `{"status":"error","message"}`.
+ */
+export type ProvisioningErrorKind =
+  | 'malformed' // 400: the request can't be understood or is invalid
+  | 'unauthenticated' // 401: the signature does not verify
+  | 'forbidden' // 403: not on the allowlist, or did not come through CloudFront
+  | 'already-provisioned' // 409
+  | 'too-large' // 413
+  | 'throttled' // 429: AWS or a concurrent request; retry after retryAfterSeconds
+  | 'internal' // 500: our fault
+  | 'unavailable'; // 503: a dependency failed; safe to retry
+
+const STATUS: Record<ProvisioningErrorKind, number> = {
+  malformed: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  'already-provisioned': 409,
+  'too-large': 413,
+  throttled: 429,
+  internal: 500,
+  unavailable: 503,
+};
+
+export class ProvisioningError extends Error {
+  override readonly name = 'ProvisioningError';
+  readonly status: number;
+
+  constructor(
+    readonly kind: ProvisioningErrorKind,
+    message: string,
+    readonly retryAfterSeconds?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.status = STATUS[kind];
+  }
+}
+
+export const malformed = (message: string) => new ProvisioningError('malformed', message);
+export const unauthenticated = (message: string) => new ProvisioningError('unauthenticated', message);
+export const forbidden = (message: string) => new ProvisioningError('forbidden', message);
+export const throttled = (message: string, retryAfterSeconds: number, cause?: unknown) =>
+  new ProvisioningError('throttled', message, retryAfterSeconds, { cause });
+export const unavailable = (message: string, cause?: unknown) =>
+  new ProvisioningError('unavailable', message, 2, { cause });
+
+/** Any thrown value as a ProvisioningError; unknown errors become a 500 without leaking details. */
+export function asProvisioningError(error: unknown): ProvisioningError {
+  if (error instanceof ProvisioningError) return error;
+  return new ProvisioningError('internal', 'internal error; the device may retry', undefined, { cause: error });
+}

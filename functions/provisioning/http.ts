@@ -1,0 +1,112 @@
+/**
+ * HTTP API (payload 2.0) event → typed request → provision(...) → HTTP answer, and the wiring
+ * of the real AWS adapters. The Lambda entry point is handler.ts.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { ORIGIN_VERIFY_HEADER, ProvisioningConfig } from './config';
+import { asProvisioningError, forbidden } from './errors';
+import { awsDeviceIot } from './iot';
+import { ipstackGeolocator } from './ipstack';
+import { viewerFromHeaders } from './locate';
+import { provision, ProvisioningDependencies } from './provision';
+import { dynamoRegistry } from './registry';
+import { parseProvisioningRequest, THING_NAME_PATTERN } from './request';
+import { kmsSecretSource } from './secrets';
+import { countMetric, logger, metrics, MetricUnit } from './telemetry';
+import { ErrorAnswer, SuccessAnswer } from './wire';
+
+export type ProvisioningHandler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxyStructuredResultV2>;
+
+/** Wires the real adapters for a configuration. */
+export function awsDependencies(config: ProvisioningConfig): ProvisioningDependencies {
+  const secrets = config.ipstack
+    ? kmsSecretSource({
+        region: config.registryRegion,
+        parameterName: config.ipstack.keyParameter,
+        cacheSeconds: config.ipstack.keyCacheSeconds,
+        kmsKeyId: config.ipstack.kmsKeyId,
+      })
+    : undefined;
+  return {
+    config,
+    registry: dynamoRegistry({ region: config.registryRegion, tableName: config.tableName }),
+    iot: awsDeviceIot(config.iotPolicyName),
+    geolocator: config.ipstack && secrets ? ipstackGeolocator(config.ipstack.baseUrl, secrets) : undefined,
+  };
+}
+
+function respond(
+  statusCode: number,
+  body: SuccessAnswer | ErrorAnswer,
+  retryAfterSeconds?: number,
+): APIGatewayProxyStructuredResultV2 {
+  return {
+    statusCode,
+    headers: {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      ...(retryAfterSeconds !== undefined ? { 'retry-after': String(Math.ceil(retryAfterSeconds)) } : {}),
+    },
+    body: JSON.stringify(body),
+  };
+}
+
+function cameThroughCloudFront(headers: APIGatewayProxyEventV2['headers'], secret: string): boolean {
+  const presented = Buffer.from(headers?.[ORIGIN_VERIFY_HEADER] ?? '', 'utf8');
+  const expected = Buffer.from(secret, 'utf8');
+  return presented.length === expected.length && timingSafeEqual(presented, expected);
+}
+
+/** A thing name for logs, only if it is a valid one (never echo arbitrary input into logs). */
+function loggableThingName(body: string | undefined): string | undefined {
+  const match = body ? /"thing-name"\s*:\s*"([^"]{1,128})"/.exec(body) : null;
+  return match?.[1] && THING_NAME_PATTERN.test(match[1]) ? match[1] : undefined;
+}
+
+export function createHandler(deps: ProvisioningDependencies): ProvisioningHandler {
+  return async (event) => {
+    const started = performance.now();
+    const headers = event.headers ?? {};
+    try {
+      if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
+        throw forbidden('requests must come through the provisioning URL');
+      }
+      const request = parseProvisioningRequest(event.body, event.isBase64Encoded);
+      const outcome = await provision(request, viewerFromHeaders(headers), deps);
+      const latencyMs = Math.round(performance.now() - started);
+      countMetric(outcome.reprovisioned ? 'Reprovisioned' : 'Provisioned');
+      countMetric(`GeoSource_${outcome.placement.geoSource}`);
+      metrics.addMetric('ProvisioningLatency', MetricUnit.Milliseconds, latencyMs);
+      logger.info('provisioned', {
+        thingName: request.thingName,
+        region: outcome.placement.region,
+        geoSource: outcome.placement.geoSource,
+        countryOverride: outcome.placement.overridden,
+        distanceKm: outcome.placement.distanceKm,
+        protocol: `v${request.proof.version}`,
+        keyMode: request.csrPem ? 'csr' : 'aws-generated',
+        reprovisioned: outcome.reprovisioned,
+        stagesMs: outcome.stages,
+        latencyMs,
+      });
+      return respond(200, outcome.answer);
+    } catch (thrown) {
+      const error = asProvisioningError(thrown);
+      countMetric(`Status${error.status}`);
+      const fields = {
+        thingName: loggableThingName(event.body),
+        status: error.status,
+        kind: error.kind,
+        reason: error.message,
+        causeClass: (error.cause as Error | undefined)?.name,
+        latencyMs: Math.round(performance.now() - started),
+      };
+      if (error.status >= 500) logger.error('provisioning failed', { ...fields, cause: String((error.cause as Error | undefined)?.message ?? '') });
+      else logger.warn('provisioning refused', fields);
+      return respond(error.status, { status: 'error', message: error.message }, error.retryAfterSeconds);
+    } finally {
+      metrics.publishStoredMetrics();
+    }
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * Turns the HTTP body into a typed provisioning request, or a 400/413 naming what was wrong.
+ * Pure: no AWS, no clock.
+ */
+import { z } from 'zod';
+import { malformed, ProvisioningError } from './errors';
+import { MAX_BODY_BYTES, V2_NONCE_PATTERN } from './wire';
+
+/** AWS IoT thing-name rules. */
+export const THING_NAME_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
+const BASE64_PATTERN = /^[A-Za-z0-9+/]+={0,2}$/;
+
+export type Proof =
+  | { readonly version: 1; readonly signature: Buffer }
+  | { readonly version: 2; readonly signature: Buffer; readonly timestamp: number; readonly nonce: string };
+
+export interface ProvisioningRequest {
+  readonly thingName: string;
+  readonly csrPem?: string;
+  readonly proof: Proof;
+}
+
+const base64Signature = (field: string) =>
+  z
+    .string({ error: `${field} must be a base64 string` })
+    .min(1, `${field} must not be empty`)
+    .max(2048, `${field} is too long`)
+    .regex(BASE64_PATTERN, `${field} must be base64`);
+
+const thingName = z
+  .string({ error: 'thing-name must be a string' })
+  .regex(THING_NAME_PATTERN, "thing-name must be 1–128 characters of letters, digits, ':', '_' or '-'");
+
+const csr = z
+  .string({ error: 'CSR must be a PEM string' })
+  .max(16 * 1024, 'CSR is larger than 16 KiB')
+  .refine((pem) => pem.includes('-----BEGIN CERTIFICATE REQUEST-----'), {
+    message: 'CSR must be a PEM "CERTIFICATE REQUEST"',
+  })
+  .optional();
+
+const v1Body = z.object({
+  'thing-name': thingName,
+  'thing-name-sig': base64Signature('thing-name-sig'),
+  CSR: csr,
+});
+
+const v2Body = z.object({
+  'thing-name': thingName,
+  'sig-version': z.literal(2),
+  timestamp: z
+    .number({ error: 'timestamp must be a number (Unix seconds)' })
+    .int('timestamp must be whole Unix seconds')
+    .positive('timestamp must be positive'),
+  nonce: z.string({ error: 'nonce must be a string' }).regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -'),
+  signature: base64Signature('signature'),
+  CSR: csr,
+});
+
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid request';
+  const field = issue.path.join('.');
+  // zod's own messages (e.g. for a missing key) don't name the field; ours do.
+  return issue.message.includes(String(issue.path[0] ?? '\u0000')) || !field
+    ? issue.message
+    : `${field}: ${issue.message}`;
+}
+
+/** Decodes the API Gateway body (possibly base64) and validates it. */
+export function parseProvisioningRequest(body: string | undefined, isBase64Encoded = false): ProvisioningRequest {
+  if (body === undefined || body === null || body.length === 0) throw malformed('request body is required');
+  const raw = isBase64Encoded ? Buffer.from(body, 'base64') : Buffer.from(body, 'utf8');
+  if (raw.length > MAX_BODY_BYTES) {
+    throw new ProvisioningError('too-large', `request body is ${raw.length} bytes; the limit is ${MAX_BODY_BYTES}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw malformed('request body is not valid JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw malformed('request body must be a JSON object');
+  }
+  const fields = parsed as Record<string, unknown>;
+  if ('sig-version' in fields && fields['sig-version'] !== 1) {
+    if (fields['sig-version'] !== 2) throw malformed('sig-version must be 1 or 2');
+    const v2 = v2Body.safeParse(fields);
+    if (!v2.success) throw malformed(firstIssue(v2.error));
+    return {
+      thingName: v2.data['thing-name'],
+      csrPem: v2.data.CSR,
+      proof: {
+        version: 2,
+        signature: Buffer.from(v2.data.signature, 'base64'),
+        timestamp: v2.data.timestamp,
+        nonce: v2.data.nonce,
+      },
+    };
+  }
+  const v1 = v1Body.safeParse(fields);
+  if (!v1.success) throw malformed(firstIssue(v1.error));
+  return {
+    thingName: v1.data['thing-name'],
+    csrPem: v1.data.CSR,
+    proof: { version: 1, signature: Buffer.from(v1.data['thing-name-sig'], 'base64') },
+  };
+}

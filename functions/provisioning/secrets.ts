@@ -1,0 +1,57 @@
+/**
+ * The ipstack access key: KMS ciphertext in an SSM parameter, decrypted with an encryption
+ * context and cached per container. Security teams rotate it with `make rotate-ipstack-key`;
+ * running containers pick the new one up within `keyCacheSeconds`. The plaintext stays in
+ * memory only and is never logged.
+ */
+import { DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from './config';
+
+export interface SecretSource {
+  /** The current ipstack key, or undefined when none has been stored yet. */
+  ipstackKey(): Promise<string | undefined>;
+}
+
+export interface KmsSecretSettings {
+  readonly region: string;
+  readonly parameterName: string;
+  readonly cacheSeconds: number;
+  readonly kmsKeyId?: string;
+}
+
+export function kmsSecretSource(settings: KmsSecretSettings, now: () => number = Date.now): SecretSource {
+  const ssm = new SSMClient({ region: settings.region, maxAttempts: 3 });
+  const kms = new KMSClient({ region: settings.region, maxAttempts: 3 });
+  let cached: { value: Promise<string | undefined>; expiresAt: number } | undefined;
+
+  async function fetchKey(): Promise<string | undefined> {
+    const parameter = await ssm.send(new GetParameterCommand({ Name: settings.parameterName }));
+    const ciphertext = parameter.Parameter?.Value?.trim();
+    if (!ciphertext || ciphertext === IPSTACK_KEY_UNSET) return undefined;
+    const decrypted = await kms.send(
+      new DecryptCommand({
+        CiphertextBlob: Buffer.from(ciphertext, 'base64'),
+        EncryptionContext: { ...IPSTACK_KEY_ENCRYPTION_CONTEXT },
+        KeyId: settings.kmsKeyId,
+      }),
+    );
+    if (!decrypted.Plaintext) return undefined;
+    return Buffer.from(decrypted.Plaintext).toString('utf8');
+  }
+
+  return {
+    ipstackKey() {
+      const at = now();
+      if (!cached || cached.expiresAt <= at) {
+        const value = fetchKey();
+        cached = { value, expiresAt: at + settings.cacheSeconds * 1000 };
+        // A failed fetch must not be cached for the whole period: retry on the next request.
+        value.catch(() => {
+          if (cached?.value === value) cached = undefined;
+        });
+      }
+      return cached.value;
+    },
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * What a device sends, built the way firmware would, for integration tests that talk to the
+ * local stack (moto as AWS, the local edge as CloudFront + API Gateway).
+ */
+import { createPrivateKey, KeyObject, randomBytes, sign } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { IoTClient } from '@aws-sdk/client-iot';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { canonicalV2Message, pemToDer } from '../../functions/provisioning/wire';
+import * as x509 from '../../functions/provisioning/x509';
+import { LocalStack, readStack } from '../local/stack';
+
+export const stack: LocalStack = readStack();
+export const fleetKey: KeyObject = createPrivateKey(readFileSync(stack.fleetSigningKey));
+
+const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
+export const iotIn = (region: string) => new IoTClient({ region, endpoint: stack.awsEndpoint, credentials });
+export const registryClient = () =>
+  new DynamoDBClient({ region: stack.homeRegion, endpoint: stack.awsEndpoint, credentials });
+
+let counter = 0;
+/** A thing name no other test uses. */
+export function uniqueThingName(prefix: string): string {
+  counter += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter}`;
+}
+
+export function v1Body(thingName: string, extra: Record<string, unknown> = {}, key: KeyObject = fleetKey) {
+  return { 'thing-name': thingName, 'thing-name-sig': sign('sha256', Buffer.from(thingName), key).toString('base64'), ...extra };
+}
+
+export function v2Body(
+  thingName: string,
+  options: { key?: KeyObject; csrPem?: string; timestamp?: number; nonce?: string } = {},
+) {
+  const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000);
+  const nonce = options.nonce ?? randomBytes(16).toString('base64url');
+  const csrDer = options.csrPem ? pemToDer(options.csrPem) : undefined;
+  const signature = sign('sha256', canonicalV2Message({ thingName, timestamp, nonce, csrDer }), options.key ?? fleetKey);
+  return {
+    'thing-name': thingName,
+    'sig-version': 2,
+    timestamp,
+    nonce,
+    signature: signature.toString('base64'),
+    ...(options.csrPem ? { CSR: options.csrPem } : {}),
+  };
+}
+
+export async function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer }> {
+  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = (await crypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${commonName}`, keys, signingAlgorithm: algorithm });
+  return { pem: csr.toString('pem'), publicKeySpki: Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey)) };
+}
+
+/** Simulated places, as the local edge's X-Local-Viewer-* headers. */
+export const PLACES = {
+  tokyo: { 'X-Local-Viewer-Latitude': '35.6895', 'X-Local-Viewer-Longitude': '139.6917', 'X-Local-Viewer-Country': 'JP' },
+  sydney: { 'X-Local-Viewer-Latitude': '-33.8688', 'X-Local-Viewer-Longitude': '151.2093', 'X-Local-Viewer-Country': 'AU' },
+  saoPaulo: { 'X-Local-Viewer-Latitude': '-23.5505', 'X-Local-Viewer-Longitude': '-46.6333', 'X-Local-Viewer-Country': 'BR' },
+  mumbai: { 'X-Local-Viewer-Latitude': '19.0760', 'X-Local-Viewer-Longitude': '72.8777', 'X-Local-Viewer-Country': 'IN' },
+  detroit: { 'X-Local-Viewer-Latitude': '42.3314', 'X-Local-Viewer-Longitude': '-83.0458', 'X-Local-Viewer-Country': 'US' },
+} as const;
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: Record<string, unknown>;
+}
+
+export async function post(body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+  const response = await fetch(stack.provisioningUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+}
+
+export async function setFaults(spec: unknown): Promise<void> {
+  const response = await fetch(stack.faultsUrl, { method: 'POST', body: JSON.stringify(spec), headers: { 'content-type': 'application/json' } });
+  if (!response.ok) throw new Error(`fault proxy refused ${JSON.stringify(spec)}: ${await response.text()}`);
+}
+
+export async function clearFaults(): Promise<void> {
+  await fetch(stack.faultsUrl, { method: 'DELETE' });
+}

@@ -1,0 +1,35 @@
+import { generateKeyPairSync } from 'node:crypto';
+import { loadConfig } from '../../../functions/provisioning/config';
+
+const fleetKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+const valid = {
+  TABLE_NAME: 'registry',
+  REGISTRY_REGION: 'us-east-2',
+  IOT_REGIONS: 'us-east-2, eu-central-1',
+  DEFAULT_REGION: 'us-east-2',
+  IOT_POLICY_NAME: 'device-policy',
+  FLEET_PUBLIC_KEY: fleetKey,
+  ORIGIN_VERIFY_SECRET: 'a-long-enough-secret',
+};
+
+describe('function configuration', () => {
+  it('reads a valid environment with defaults', () => {
+    const config = loadConfig(valid);
+    expect(config.regions.map((site) => site.region)).toEqual(['us-east-2', 'eu-central-1']);
+    expect(config).toMatchObject({ acceptV1Signatures: true, leaseSeconds: 60, ipstack: undefined });
+  });
+
+  it.each([
+    [{ TABLE_NAME: undefined }, 'TABLE_NAME'],
+    [{ IOT_REGIONS: 'us-east-2,moon-1' }, 'IOT_REGIONS'],
+    [{ IOT_REGIONS: 'us-east-2,cn-north-1' }, 'unknown AWS IoT region(s): cn-north-1'],
+    [{ DEFAULT_REGION: 'ap-northeast-1' }, 'DEFAULT_REGION: ap-northeast-1 is not in IOT_REGIONS'],
+    [{ COUNTRY_REGION_OVERRIDES: '{"DE":"eu-west-1"}' }, 'COUNTRY_REGION_OVERRIDES: DE → eu-west-1 is not in IOT_REGIONS'],
+    [{ COUNTRY_REGION_OVERRIDES: 'DE=eu-central-1' }, 'COUNTRY_REGION_OVERRIDES: not valid JSON'],
+    [{ FLEET_PUBLIC_KEY: 'not a key' }, 'FLEET_PUBLIC_KEY: not a PEM public key'],
+    [{ ACCEPT_V1_SIGNATURES: 'yes' }, 'ACCEPT_V1_SIGNATURES'],
+    [{ IPSTACK_URL: 'https://api.ipstack.com' }, 'IPSTACK_KEY_PARAMETER: required when IPSTACK_URL is set'],
+  ])('fails the cold start naming the variable: %j', (change, message) => {
+    expect(() => loadConfig({ ...valid, ...change })).toThrow(message);
+  });
+});
