@@ -59,7 +59,7 @@ plan: synth ## terraform plan of the synthesized stack (needs AWS credentials an
 deploy: synth ## Deploy to AWS (needs AWS credentials and terraform)
 	$(TSX) infra/ops.ts deploy
 
-destroy: ## Destroy the deployment
+destroy: synth ## Destroy the deployment
 	$(TSX) infra/ops.ts destroy
 
 outputs: ## Print the deployment's outputs (provisioning URL, table, key alias)

@@ -27,7 +27,9 @@ async function main(): Promise<void> {
   });
   writeFileSync(join(outdir, 'meta.json'), JSON.stringify(result.metafile));
   const bytes = statSync(join(outdir, 'index.js')).size;
-  console.log(`built dist/provisioning/index.js: ${(bytes / 1024).toFixed(1)} KiB in ${Date.now() - started} ms`);
+  console.log(
+    `built dist/provisioning/index.js: ${(bytes / 1024).toFixed(1)} KiB in ${Date.now() - started} ms`,
+  );
 }
 
 main().catch((error: unknown) => {

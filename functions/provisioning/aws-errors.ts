@@ -12,7 +12,16 @@ const THROTTLING = new Set([
   'SlowDown',
 ]);
 
-const TRANSIENT = new Set(['InternalFailure', 'InternalFailureException', 'InternalServerError', 'ServiceUnavailable', 'ServiceUnavailableException', 'InternalServerException', 'RequestTimeout', 'TimeoutError']);
+const TRANSIENT = new Set([
+  'InternalFailure',
+  'InternalFailureException',
+  'InternalServerError',
+  'ServiceUnavailable',
+  'ServiceUnavailableException',
+  'InternalServerException',
+  'RequestTimeout',
+  'TimeoutError',
+]);
 
 function errorName(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'name' in error ? String(error.name) : undefined;

@@ -74,7 +74,9 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-const regionName = z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
+const regionName = z
+  .string()
+  .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
 const boolean = z.enum(['true', 'false']).transform((value) => value === 'true');
 const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
@@ -83,7 +85,12 @@ const environmentSchema = z.object({
   REGISTRY_REGION: regionName,
   IOT_REGIONS: z
     .string()
-    .transform((list) => list.split(',').map((region) => region.trim()).filter(Boolean))
+    .transform((list) =>
+      list
+        .split(',')
+        .map((region) => region.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(regionName).min(1)),
   DEFAULT_REGION: regionName,
   COUNTRY_REGION_OVERRIDES: z
@@ -115,7 +122,9 @@ const environmentSchema = z.object({
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningConfig {
   const parsed = environmentSchema.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`);
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`,
+    );
     throw new ConfigError(`invalid function configuration: ${problems.join('; ')}`);
   }
   const settings = parsed.data;
@@ -130,9 +139,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     fail('IOT_REGIONS', (error as Error).message);
   }
   const enabled = new Set(regions.map((site) => site.region));
-  if (!enabled.has(settings.DEFAULT_REGION)) fail('DEFAULT_REGION', `${settings.DEFAULT_REGION} is not in IOT_REGIONS`);
+  if (!enabled.has(settings.DEFAULT_REGION))
+    fail('DEFAULT_REGION', `${settings.DEFAULT_REGION} is not in IOT_REGIONS`);
   for (const [country, region] of Object.entries(settings.COUNTRY_REGION_OVERRIDES)) {
-    if (!enabled.has(region)) fail('COUNTRY_REGION_OVERRIDES', `${country} → ${region} is not in IOT_REGIONS`);
+    if (!enabled.has(region))
+      fail('COUNTRY_REGION_OVERRIDES', `${country} → ${region} is not in IOT_REGIONS`);
   }
 
   let fleetPublicKey: KeyObject | undefined;

@@ -47,12 +47,7 @@ export async function checkCsr(pem: string, thingName: string): Promise<CheckedC
     keyDescription = undefined;
   }
   if (!keyDescription) throw malformed('CSR key must be RSA of at least 2048 bits, or EC P-256 or P-384');
-  let selfSigned = false;
-  try {
-    selfSigned = await csr.verify();
-  } catch {
-    selfSigned = false;
-  }
+  const selfSigned = await csr.verify().catch(() => false);
   if (!selfSigned) throw malformed('CSR signature does not verify with its own key');
   const commonNames = csr.subjectName.getField('CN');
   if (commonNames.length !== 1 || commonNames[0] !== thingName) {

@@ -49,5 +49,7 @@ export const unavailable = (message: string, cause?: unknown) =>
 /** Any thrown value as a ProvisioningError; unknown errors become a 500 without leaking details. */
 export function asProvisioningError(error: unknown): ProvisioningError {
   if (error instanceof ProvisioningError) return error;
-  return new ProvisioningError('internal', 'internal error; the device may retry', undefined, { cause: error });
+  return new ProvisioningError('internal', 'internal error; the device may retry', undefined, {
+    cause: error,
+  });
 }

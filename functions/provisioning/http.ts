@@ -16,7 +16,9 @@ import { kmsSecretSource } from './secrets';
 import { countMetric, logger, metrics, MetricUnit } from './telemetry';
 import { ErrorAnswer, SuccessAnswer } from './wire';
 
-export type ProvisioningHandler = (event: APIGatewayProxyEventV2) => Promise<APIGatewayProxyStructuredResultV2>;
+export type ProvisioningHandler = (
+  event: APIGatewayProxyEventV2,
+) => Promise<APIGatewayProxyStructuredResultV2>;
 
 /** Wires the real adapters for a configuration. */
 export function awsDependencies(config: ProvisioningConfig): ProvisioningDependencies {
@@ -94,6 +96,8 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
     } catch (thrown) {
       const error = asProvisioningError(thrown);
       countMetric(`Status${error.status}`);
+      // The throttle alarm (infra/alarms.ts) watches this one.
+      if (error.status === 429) countMetric('Throttled');
       const fields = {
         thingName: loggableThingName(event.body),
         status: error.status,
@@ -102,7 +106,11 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
         causeClass: (error.cause as Error | undefined)?.name,
         latencyMs: Math.round(performance.now() - started),
       };
-      if (error.status >= 500) logger.error('provisioning failed', { ...fields, cause: String((error.cause as Error | undefined)?.message ?? '') });
+      if (error.status >= 500)
+        logger.error('provisioning failed', {
+          ...fields,
+          cause: String((error.cause as Error | undefined)?.message ?? ''),
+        });
       else logger.warn('provisioning refused', fields);
       return respond(error.status, { status: 'error', message: error.message }, error.retryAfterSeconds);
     } finally {

@@ -49,7 +49,11 @@ export interface DeviceIot {
   issueCertificate(region: string, csrPem?: string): Promise<IssuedCertificate>;
   attach(region: string, thingName: string, certificateArn: string): Promise<void>;
   /** Detach, deactivate and delete a certificate; tolerates parts already gone. */
-  retireCertificate(region: string, thingName: string, certificate: Pick<IssuedCertificate, 'certificateId' | 'certificateArn'>): Promise<void>;
+  retireCertificate(
+    region: string,
+    thingName: string,
+    certificate: Pick<IssuedCertificate, 'certificateId' | 'certificateArn'>,
+  ): Promise<void>;
   deleteThing(region: string, thingName: string): Promise<void>;
 }
 
@@ -110,7 +114,9 @@ export function awsDeviceIot(policyName: string): DeviceIot {
     endpointAddress(region) {
       return once(endpoints, region, () =>
         call('DescribeEndpoint', async () => {
-          const answer = await client(region).send(new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }));
+          const answer = await client(region).send(
+            new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }),
+          );
           if (!answer.endpointAddress) throw new Error(`DescribeEndpoint returned no address in ${region}`);
           return answer.endpointAddress;
         }),
@@ -126,7 +132,10 @@ export function awsDeviceIot(policyName: string): DeviceIot {
             if (!hasName(error, 'ResourceNotFoundException')) throw error;
             try {
               await client(region).send(
-                new CreatePolicyCommand({ policyName, policyDocument: JSON.stringify(devicePolicyDocument()) }),
+                new CreatePolicyCommand({
+                  policyName,
+                  policyDocument: JSON.stringify(devicePolicyDocument()),
+                }),
               );
             } catch (createError) {
               // Another container created it meanwhile.
@@ -186,20 +195,27 @@ export function awsDeviceIot(policyName: string): DeviceIot {
     async retireCertificate(region, thingName, certificate) {
       const iot = client(region);
       await Promise.all([
-        undo(() => iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificate.certificateArn }))),
+        undo(() =>
+          iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificate.certificateArn })),
+        ),
         undo(() => iot.send(new DetachPolicyCommand({ policyName, target: certificate.certificateArn }))),
         undo(() =>
-          iot.send(new UpdateCertificateCommand({ certificateId: certificate.certificateId, newStatus: 'INACTIVE' })),
+          iot.send(
+            new UpdateCertificateCommand({ certificateId: certificate.certificateId, newStatus: 'INACTIVE' }),
+          ),
         ),
       ]);
       // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
       // attachment for a moment (CertificateStateException / DeleteConflictException).
       for (let attempt = 1; ; attempt += 1) {
         try {
-          await undo(() => iot.send(new DeleteCertificateCommand({ certificateId: certificate.certificateId })));
+          await undo(() =>
+            iot.send(new DeleteCertificateCommand({ certificateId: certificate.certificateId })),
+          );
           return;
         } catch (error) {
-          const retryable = hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
+          const retryable =
+            hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
           if (!retryable || attempt >= 5) throw error;
           await sleep(200 * 2 ** attempt);
         }

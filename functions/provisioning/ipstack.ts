@@ -62,7 +62,8 @@ export function ipstackGeolocator(baseUrl: string, secrets: SecretSource): IpGeo
           throw new IpstackError(`ipstack error ${code ?? '?'} ${answer.error?.type ?? ''}`.trim(), code);
         }
         const { latitude, longitude } = answer ?? {};
-        const country = typeof answer?.country_code === 'string' ? answer.country_code.toUpperCase() : undefined;
+        const country =
+          typeof answer?.country_code === 'string' ? answer.country_code.toUpperCase() : undefined;
         const point =
           typeof latitude === 'number' && typeof longitude === 'number' ? { latitude, longitude } : undefined;
         return { point, country };

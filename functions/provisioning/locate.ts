@@ -82,9 +82,21 @@ export function placeDevice(
   }
   if (found.point) {
     const choice = nearestRegion(found.point, rules.regions);
-    return { ...choice, point: found.point, geoSource: found.geoSource, country: found.country, overridden: false };
+    return {
+      ...choice,
+      point: found.point,
+      geoSource: found.geoSource,
+      country: found.country,
+      overridden: false,
+    };
   }
-  return { region: rules.defaultRegion, distanceKm: 0, geoSource: 'default', country: found.country, overridden: false };
+  return {
+    region: rules.defaultRegion,
+    distanceKm: 0,
+    geoSource: 'default',
+    country: found.country,
+    overridden: false,
+  };
 }
 
 /** A geolocation lookup by IP (ipstack); answers undefined when it can't tell. */
@@ -104,7 +116,8 @@ export async function locateDevice(
   }
   if (geolocator && viewer.ip) {
     const found = await geolocator.locate(viewer.ip);
-    if (found?.point) return placeDevice({ ...found, country: found.country ?? viewer.country, geoSource: 'ipstack' }, rules);
+    if (found?.point)
+      return placeDevice({ ...found, country: found.country ?? viewer.country, geoSource: 'ipstack' }, rules);
     if (found?.country) return placeDevice({ country: found.country, geoSource: 'ipstack' }, rules);
   }
   return placeDevice({ country: viewer.country, geoSource: 'default' }, rules);

@@ -100,7 +100,9 @@ export async function provision(
 
   // A re-provisioned device stays in the region its thing lives in.
   const region =
-    claim.reprovision && claim.record.region && config.regions.some((site) => site.region === claim.record.region)
+    claim.reprovision &&
+    claim.record.region &&
+    config.regions.some((site) => site.region === claim.record.region)
       ? claim.record.region
       : placement.region;
   const regionSite = findRegionSite(region);
@@ -110,7 +112,14 @@ export async function provision(
       : placement.point && regionSite
         ? Math.round(distanceBetween(placement.point, regionSite))
         : 0;
-  const answer = await createInRegion(deps, claim, { region, distanceKm, geoSource: placement.geoSource }, csr, timer, nowSeconds);
+  const answer = await createInRegion(
+    deps,
+    claim,
+    { region, distanceKm, geoSource: placement.geoSource },
+    csr,
+    timer,
+    nowSeconds,
+  );
   return {
     answer,
     placement: { ...placement, region, distanceKm },
@@ -182,9 +191,14 @@ async function createInRegion(
 }
 
 /** Retires the certificate a re-provisioned device held before; the new one is already live. */
-async function retirePrevious(deps: ProvisioningDependencies, claim: Claim, issued: IssuedCertificate): Promise<void> {
+async function retirePrevious(
+  deps: ProvisioningDependencies,
+  claim: Claim,
+  issued: IssuedCertificate,
+): Promise<void> {
   const previous = claim.record;
-  if (!previous.certificateId || !previous.certificateArn || previous.certificateId === issued.certificateId) return;
+  if (!previous.certificateId || !previous.certificateArn || previous.certificateId === issued.certificateId)
+    return;
   try {
     await deps.iot.retireCertificate(previous.region ?? '', claim.thingName, {
       certificateId: previous.certificateId,

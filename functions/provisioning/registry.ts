@@ -215,7 +215,10 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         );
       } catch (error) {
         if (error instanceof ConditionalCheckFailedException) {
-          throw unavailable(`the claim on ${claim.thingName} expired before provisioning finished; retry`, error);
+          throw unavailable(
+            `the claim on ${claim.thingName} expired before provisioning finished; retry`,
+            error,
+          );
         }
         throw translate(error, 'mark provisioned');
       }

@@ -52,7 +52,9 @@ const v2Body = z.object({
     .number({ error: 'timestamp must be a number (Unix seconds)' })
     .int('timestamp must be whole Unix seconds')
     .positive('timestamp must be positive'),
-  nonce: z.string({ error: 'nonce must be a string' }).regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -'),
+  nonce: z
+    .string({ error: 'nonce must be a string' })
+    .regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -'),
   signature: base64Signature('signature'),
   CSR: csr,
 });
@@ -68,11 +70,17 @@ function firstIssue(error: z.ZodError): string {
 }
 
 /** Decodes the API Gateway body (possibly base64) and validates it. */
-export function parseProvisioningRequest(body: string | undefined, isBase64Encoded = false): ProvisioningRequest {
+export function parseProvisioningRequest(
+  body: string | undefined,
+  isBase64Encoded = false,
+): ProvisioningRequest {
   if (body === undefined || body === null || body.length === 0) throw malformed('request body is required');
   const raw = isBase64Encoded ? Buffer.from(body, 'base64') : Buffer.from(body, 'utf8');
   if (raw.length > MAX_BODY_BYTES) {
-    throw new ProvisioningError('too-large', `request body is ${raw.length} bytes; the limit is ${MAX_BODY_BYTES}`);
+    throw new ProvisioningError(
+      'too-large',
+      `request body is ${raw.length} bytes; the limit is ${MAX_BODY_BYTES}`,
+    );
   }
   let parsed: unknown;
   try {

@@ -22,7 +22,8 @@ export function describeSigningKey(key: KeyObject): 'rsa' | 'ec-p256' | undefine
 function verifyWith(key: KeyObject, message: Buffer, signature: Buffer): boolean {
   const kind = describeSigningKey(key);
   try {
-    if (kind === 'rsa') return verify('sha256', message, { key, padding: constants.RSA_PKCS1_PADDING }, signature);
+    if (kind === 'rsa')
+      return verify('sha256', message, { key, padding: constants.RSA_PKCS1_PADDING }, signature);
     if (kind === 'ec-p256') {
       // Firmware libraries differ: mbedTLS emits ASN.1 DER, PKCS#11 tokens raw r||s. Accept both.
       const dsaEncoding = signature.length === 64 ? 'ieee-p1363' : 'der';
@@ -51,10 +52,13 @@ export interface SignatureCheck {
  * The checks that need no key: run before touching the registry, so stale or disallowed
  * requests cost no write.
  */
-export function precheckProof(check: Pick<SignatureCheck, 'proof' | 'acceptV1' | 'nowSeconds' | 'maxClockSkewSeconds'>): void {
+export function precheckProof(
+  check: Pick<SignatureCheck, 'proof' | 'acceptV1' | 'nowSeconds' | 'maxClockSkewSeconds'>,
+): void {
   const { proof } = check;
   if (proof.version === 1) {
-    if (!check.acceptV1) throw unauthenticated('v1 signatures are no longer accepted; sign with sig-version 2');
+    if (!check.acceptV1)
+      throw unauthenticated('v1 signatures are no longer accepted; sign with sig-version 2');
     return;
   }
   const skew = Math.abs(check.nowSeconds - proof.timestamp);

@@ -7,7 +7,17 @@ import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
 import { addDevice } from '../local/stack';
-import { clearFaults, iotIn, PLACES, post, registryClient, setFaults, stack, uniqueThingName, v1Body } from './requests';
+import {
+  clearFaults,
+  iotIn,
+  PLACES,
+  post,
+  registryClient,
+  setFaults,
+  stack,
+  uniqueThingName,
+  v1Body,
+} from './requests';
 
 // Mumbai: no other test provisions there, so certificate counts in ap-south-1 are ours alone.
 const REGION = 'ap-south-1';
@@ -19,7 +29,11 @@ async function certificateCount(): Promise<number> {
 
 async function recordOf(thingName: string) {
   const answer = await registryClient().send(
-    new GetItemCommand({ TableName: stack.tableName, Key: { thing_name: { S: thingName } }, ConsistentRead: true }),
+    new GetItemCommand({
+      TableName: stack.tableName,
+      Key: { thing_name: { S: thingName } },
+      ConsistentRead: true,
+    }),
   );
   return answer.Item;
 }
@@ -43,12 +57,20 @@ describe('when AWS IoT fails after the claim', () => {
     const before = await certificateCount();
     // AttachThingPrincipal fails every time (past the SDK's own retries).
     await setFaults({
-      rules: [{ match: { service: 'iot', region: REGION, method: 'PUT', path: `^/things/${thingName}/principals` }, error: 'InternalFailure' }],
+      rules: [
+        {
+          match: { service: 'iot', region: REGION, method: 'PUT', path: `^/things/${thingName}/principals` },
+          error: 'InternalFailure',
+        },
+      ],
     });
 
     const failed = await post(v1Body(thingName), PLACES.mumbai);
     expect(failed.status).toBe(503);
-    expect(failed.body).toEqual({ status: 'error', message: expect.stringContaining('AWS IoT is unavailable') });
+    expect(failed.body).toEqual({
+      status: 'error',
+      message: expect.stringContaining('AWS IoT is unavailable'),
+    });
     expect(failed.headers.get('retry-after')).toBeTruthy();
     expect(await certificateCount()).toBe(before);
     expect(await thingExists(thingName)).toBe(false);
@@ -69,7 +91,12 @@ describe('when AWS IoT throttles certificate creation', () => {
     await addDevice(stack, thingName);
     const before = await certificateCount();
     await setFaults({
-      rules: [{ match: { service: 'iot', region: REGION, path: '^/keys-and-certificate' }, error: 'ThrottlingException' }],
+      rules: [
+        {
+          match: { service: 'iot', region: REGION, path: '^/keys-and-certificate' },
+          error: 'ThrottlingException',
+        },
+      ],
     });
 
     const answer = await post(v1Body(thingName), PLACES.mumbai);
@@ -85,7 +112,12 @@ describe('when AWS IoT throttles certificate creation', () => {
     const thingName = uniqueThingName('ddb-throttled');
     await addDevice(stack, thingName);
     await setFaults({
-      rules: [{ match: { service: 'dynamodb', target: 'DynamoDB_20120810.UpdateItem' }, error: 'ProvisionedThroughputExceededException' }],
+      rules: [
+        {
+          match: { service: 'dynamodb', target: 'DynamoDB_20120810.UpdateItem' },
+          error: 'ProvisionedThroughputExceededException',
+        },
+      ],
     });
     const answer = await post(v1Body(thingName), PLACES.mumbai);
     expect(answer.status).toBe(429);
@@ -96,15 +128,24 @@ describe('when AWS IoT throttles certificate creation', () => {
 describe('traffic that did not come through CloudFront', () => {
   it('is refused with 403 even with forged viewer headers', async () => {
     // The same handler the edge runs, called directly as API Gateway would without CloudFront.
-    const handler = createHandler(awsDependencies(loadConfig({ ...process.env, ...stack.functionEnvironment })));
+    const handler = createHandler(
+      awsDependencies(loadConfig({ ...process.env, ...stack.functionEnvironment })),
+    );
     const thingName = uniqueThingName('bypass');
     await addDevice(stack, thingName);
     const answer = await handler({
-      headers: { 'content-type': 'application/json', 'cloudfront-viewer-latitude': '35.6', 'cloudfront-viewer-longitude': '139.7' },
+      headers: {
+        'content-type': 'application/json',
+        'cloudfront-viewer-latitude': '35.6',
+        'cloudfront-viewer-longitude': '139.7',
+      },
       body: JSON.stringify(v1Body(thingName)),
       isBase64Encoded: false,
     } as unknown as Parameters<typeof handler>[0]);
     expect(answer.statusCode).toBe(403);
-    expect(JSON.parse(String(answer.body))).toEqual({ status: 'error', message: 'requests must come through the provisioning URL' });
+    expect(JSON.parse(String(answer.body))).toEqual({
+      status: 'error',
+      message: 'requests must come through the provisioning URL',
+    });
   });
 });

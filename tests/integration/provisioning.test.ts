@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/client-iot';
 import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { addDevice } from '../local/stack';
+import { FUNCTION_LOG, SECRETS_FILE } from '../local/stack-state';
 import {
   iotIn,
   makeCsr,
@@ -27,7 +28,11 @@ import {
 
 async function record(thingName: string) {
   const answer = await registryClient().send(
-    new GetItemCommand({ TableName: stack.tableName, Key: { thing_name: { S: thingName } }, ConsistentRead: true }),
+    new GetItemCommand({
+      TableName: stack.tableName,
+      Key: { thing_name: { S: thingName } },
+      ConsistentRead: true,
+    }),
   );
   return answer.Item;
 }
@@ -74,7 +79,9 @@ describe('a device on the allowlist', () => {
     expect(described.certificateDescription?.status).toBe('ACTIVE');
     const principals = await iot.send(new ListThingPrincipalsCommand({ thingName }));
     expect(principals.principals).toEqual([item?.certificate_arn?.S]);
-    const policies = await iot.send(new ListAttachedPoliciesCommand({ target: String(item?.certificate_arn?.S) }));
+    const policies = await iot.send(
+      new ListAttachedPoliciesCommand({ target: String(item?.certificate_arn?.S) }),
+    );
     expect(policies.policies?.map((policy) => policy.policyName)).toEqual([stack.iotPolicyName]);
   });
 
@@ -100,16 +107,28 @@ describe('a device on the allowlist', () => {
     });
     const csr = await makeCsr(thingName);
     const withFleetKey = await post(v2Body(thingName, { csrPem: csr.pem }), PLACES.saoPaulo);
-    expect(withFleetKey).toMatchObject({ status: 401, body: { status: 'error', message: 'signature does not verify' } });
+    expect(withFleetKey).toMatchObject({
+      status: 401,
+      body: { status: 'error', message: 'signature does not verify' },
+    });
 
-    const answer = await post(v2Body(thingName, { csrPem: csr.pem, key: device.privateKey }), PLACES.saoPaulo);
+    const answer = await post(
+      v2Body(thingName, { csrPem: csr.pem, key: device.privateKey }),
+      PLACES.saoPaulo,
+    );
     expect(answer.status).toBe(200);
     expect(answer.body.region).toBe('sa-east-1');
   });
 
   it('is located by ipstack from CloudFront-Viewer-Address when CloudFront has no coordinates', async () => {
-    const fixtures = JSON.parse(readFileSync(stack.ipstackFixtures, 'utf8')) as Record<string, { latitude: number; longitude: number; city?: string }>;
-    const [ip, entry] = Object.entries(fixtures).find(([, body]) => body.latitude !== null && body.latitude < -30 && body.longitude > 100) ?? [];
+    const fixtures = JSON.parse(readFileSync(stack.ipstackFixtures, 'utf8')) as Record<
+      string,
+      { latitude: number; longitude: number; city?: string }
+    >;
+    const [ip, entry] =
+      Object.entries(fixtures).find(
+        ([, body]) => body.latitude !== null && body.latitude < -30 && body.longitude > 100,
+      ) ?? [];
     expect(ip).toBeDefined(); // the fixture file carries a Sydney address
     const thingName = await newDevice('ipstack');
     const answer = await post(v1Body(thingName), { 'X-Local-Viewer-Address': `${ip}:51234` });
@@ -151,7 +170,10 @@ describe('requests that are refused', () => {
   it('answers 403 for a thing that is not on the allowlist, creating nothing', async () => {
     const thingName = uniqueThingName('stranger');
     const answer = await post(v1Body(thingName), PLACES.mumbai);
-    expect(answer).toMatchObject({ status: 403, body: { status: 'error', message: `thing ${thingName} is not on the allowlist` } });
+    expect(answer).toMatchObject({
+      status: 403,
+      body: { status: 'error', message: `thing ${thingName} is not on the allowlist` },
+    });
     expect(await thingExists('ap-south-1', thingName)).toBe(false);
     expect(await record(thingName)).toBeUndefined();
   });
@@ -160,7 +182,10 @@ describe('requests that are refused', () => {
     const thingName = await newDevice('fake');
     const impostor = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     const answer = await post(v1Body(thingName, {}, impostor), PLACES.tokyo);
-    expect(answer).toMatchObject({ status: 401, body: { status: 'error', message: 'thing-name-sig does not verify' } });
+    expect(answer).toMatchObject({
+      status: 401,
+      body: { status: 'error', message: 'thing-name-sig does not verify' },
+    });
     const item = await record(thingName);
     expect(item?.prov_status?.S).toBe('unprovisioned');
     expect(item?.claim_id).toBeUndefined();
@@ -183,15 +208,33 @@ describe('requests that are refused', () => {
     const answer = await post(v1Body(thingName), PLACES.tokyo);
     expect(answer).toMatchObject({
       status: 409,
-      body: { status: 'error', message: `thing ${thingName} is already provisioned in eu-central-1 since 2018-06-01T10:00:00Z` },
+      body: {
+        status: 'error',
+        message: `thing ${thingName} is already provisioned in eu-central-1 since 2018-06-01T10:00:00Z`,
+      },
     });
   });
 
   it.each([
     ['not JSON', 'hello', 400, 'request body is not valid JSON'],
-    ['a bad thing name', JSON.stringify({ 'thing-name': 'a/b', 'thing-name-sig': 'QUJD' }), 400, 'thing-name must be'],
-    ['a wrong type', JSON.stringify({ 'thing-name': 'abc', 'thing-name-sig': 7 }), 400, 'thing-name-sig must be a base64 string'],
-    ['a body over 64 KiB', JSON.stringify({ 'thing-name': 'abc', 'thing-name-sig': 'QUJD', pad: 'x'.repeat(70000) }), 413, 'the limit is 65536'],
+    [
+      'a bad thing name',
+      JSON.stringify({ 'thing-name': 'a/b', 'thing-name-sig': 'QUJD' }),
+      400,
+      'thing-name must be',
+    ],
+    [
+      'a wrong type',
+      JSON.stringify({ 'thing-name': 'abc', 'thing-name-sig': 7 }),
+      400,
+      'thing-name-sig must be a base64 string',
+    ],
+    [
+      'a body over 64 KiB',
+      JSON.stringify({ 'thing-name': 'abc', 'thing-name-sig': 'QUJD', pad: 'x'.repeat(70000) }),
+      413,
+      'the limit is 65536',
+    ],
   ])('answers %s with a clear error', async (_what, body, status, message) => {
     const answer = await post(body);
     expect(answer.status).toBe(status);
@@ -202,7 +245,10 @@ describe('requests that are refused', () => {
     const thingName = await newDevice('badcn');
     const csr = await makeCsr('someone-else');
     const answer = await post(v1Body(thingName, { CSR: csr.pem }), PLACES.sydney);
-    expect(answer).toMatchObject({ status: 400, body: { message: `CSR subject CN must be the thing name "${thingName}"` } });
+    expect(answer).toMatchObject({
+      status: 400,
+      body: { message: `CSR subject CN must be the thing name "${thingName}"` },
+    });
     expect((await record(thingName))?.prov_status?.S).toBe('unprovisioned');
     expect(await thingExists('ap-southeast-2', thingName)).toBe(false);
   });
@@ -216,7 +262,10 @@ describe('requests that are refused', () => {
     expect(swapped).toMatchObject({ status: 401, body: { message: 'signature does not verify' } });
     // The swapped attempt burnt the nonce: the captured request can't be used at all any more.
     const replayed = await post(original, PLACES.tokyo);
-    expect(replayed).toMatchObject({ status: 401, body: { message: 'nonce was already used; sign a new request' } });
+    expect(replayed).toMatchObject({
+      status: 401,
+      body: { message: 'nonce was already used; sign a new request' },
+    });
     const fresh = await post(v2Body(thingName, { csrPem: csr.pem }), PLACES.tokyo);
     expect(fresh.status).toBe(200);
   });
@@ -233,7 +282,9 @@ describe('two requests for one device at the same time', () => {
   it('provision it exactly once: one 200, the other 429 with Retry-After', async () => {
     const thingName = await newDevice('race');
     const csrs = await Promise.all([makeCsr(thingName), makeCsr(thingName)]);
-    const answers = await Promise.all(csrs.map((csr) => post(v1Body(thingName, { CSR: csr.pem }), PLACES.detroit)));
+    const answers = await Promise.all(
+      csrs.map((csr) => post(v1Body(thingName, { CSR: csr.pem }), PLACES.detroit)),
+    );
     const statuses = answers.map((answer) => answer.status).sort();
     expect(statuses).toEqual([200, 429]);
     const throttled = answers.find((answer) => answer.status === 429);
@@ -263,5 +314,33 @@ describe('a device whose answer was lost', () => {
     expect(principals.principals).toEqual([item?.certificate_arn?.S]);
     const key = createPublicKey(String(retry.body.PrivateKey));
     expect(new X509Certificate(String(retry.body.certificatePem)).publicKey.equals(key)).toBe(true);
+  });
+});
+
+describe('the function log', () => {
+  it('names thing, region and geo source but never a key, certificate, signature or the ipstack key', async () => {
+    const thingName = await newDevice('logged');
+    const body = v1Body(thingName);
+    const answer = await post(body, { 'X-Local-Viewer-Address': '203.0.113.250:1234' });
+    expect(answer.status).toBe(200);
+    const secrets = JSON.parse(readFileSync(SECRETS_FILE, 'utf8')) as { ipstackAccessKey: string };
+    // The edge's process writes the handler's stdout here; give it a moment to flush.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const log = readFileSync(FUNCTION_LOG, 'utf8');
+    expect(log).toContain(thingName);
+    const line = log
+      .split('\n')
+      .find((entry) => entry.includes(thingName) && entry.includes('"provisioned"'));
+    expect(JSON.parse(String(line))).toMatchObject({
+      thingName,
+      region: stack.defaultRegion,
+      stagesMs: expect.any(Object),
+    });
+    const certificateBody = String(answer.body.certificatePem).split('\n')[1];
+    const keyBody = String(answer.body.PrivateKey).split('\n')[1];
+    for (const secret of [certificateBody, keyBody, body['thing-name-sig'], secrets.ipstackAccessKey]) {
+      expect(secret && secret.length > 10).toBe(true);
+      expect(log).not.toContain(secret);
+    }
   });
 });

@@ -2,7 +2,7 @@
  * What a device sends, built the way firmware would, for integration tests that talk to the
  * local stack (moto as AWS, the local edge as CloudFront + API Gateway).
  */
-import { createPrivateKey, KeyObject, randomBytes, sign } from 'node:crypto';
+import { createPrivateKey, KeyObject, randomBytes, sign, webcrypto } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { IoTClient } from '@aws-sdk/client-iot';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -26,7 +26,11 @@ export function uniqueThingName(prefix: string): string {
 }
 
 export function v1Body(thingName: string, extra: Record<string, unknown> = {}, key: KeyObject = fleetKey) {
-  return { 'thing-name': thingName, 'thing-name-sig': sign('sha256', Buffer.from(thingName), key).toString('base64'), ...extra };
+  return {
+    'thing-name': thingName,
+    'thing-name-sig': sign('sha256', Buffer.from(thingName), key).toString('base64'),
+    ...extra,
+  };
 }
 
 export function v2Body(
@@ -36,7 +40,11 @@ export function v2Body(
   const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000);
   const nonce = options.nonce ?? randomBytes(16).toString('base64url');
   const csrDer = options.csrPem ? pemToDer(options.csrPem) : undefined;
-  const signature = sign('sha256', canonicalV2Message({ thingName, timestamp, nonce, csrDer }), options.key ?? fleetKey);
+  const signature = sign(
+    'sha256',
+    canonicalV2Message({ thingName, timestamp, nonce, csrDer }),
+    options.key ?? fleetKey,
+  );
   return {
     'thing-name': thingName,
     'sig-version': 2,
@@ -49,18 +57,48 @@ export function v2Body(
 
 export async function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer }> {
   const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await crypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${commonName}`, keys, signingAlgorithm: algorithm });
-  return { pem: csr.toString('pem'), publicKeySpki: Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey)) };
+  const keys = (await crypto.subtle.generateKey(algorithm, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${commonName}`,
+    keys,
+    signingAlgorithm: algorithm,
+  });
+  return {
+    pem: csr.toString('pem'),
+    publicKeySpki: Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey)),
+  };
 }
 
 /** Simulated places, as the local edge's X-Local-Viewer-* headers. */
 export const PLACES = {
-  tokyo: { 'X-Local-Viewer-Latitude': '35.6895', 'X-Local-Viewer-Longitude': '139.6917', 'X-Local-Viewer-Country': 'JP' },
-  sydney: { 'X-Local-Viewer-Latitude': '-33.8688', 'X-Local-Viewer-Longitude': '151.2093', 'X-Local-Viewer-Country': 'AU' },
-  saoPaulo: { 'X-Local-Viewer-Latitude': '-23.5505', 'X-Local-Viewer-Longitude': '-46.6333', 'X-Local-Viewer-Country': 'BR' },
-  mumbai: { 'X-Local-Viewer-Latitude': '19.0760', 'X-Local-Viewer-Longitude': '72.8777', 'X-Local-Viewer-Country': 'IN' },
-  detroit: { 'X-Local-Viewer-Latitude': '42.3314', 'X-Local-Viewer-Longitude': '-83.0458', 'X-Local-Viewer-Country': 'US' },
+  tokyo: {
+    'X-Local-Viewer-Latitude': '35.6895',
+    'X-Local-Viewer-Longitude': '139.6917',
+    'X-Local-Viewer-Country': 'JP',
+  },
+  sydney: {
+    'X-Local-Viewer-Latitude': '-33.8688',
+    'X-Local-Viewer-Longitude': '151.2093',
+    'X-Local-Viewer-Country': 'AU',
+  },
+  saoPaulo: {
+    'X-Local-Viewer-Latitude': '-23.5505',
+    'X-Local-Viewer-Longitude': '-46.6333',
+    'X-Local-Viewer-Country': 'BR',
+  },
+  mumbai: {
+    'X-Local-Viewer-Latitude': '19.0760',
+    'X-Local-Viewer-Longitude': '72.8777',
+    'X-Local-Viewer-Country': 'IN',
+  },
+  detroit: {
+    'X-Local-Viewer-Latitude': '42.3314',
+    'X-Local-Viewer-Longitude': '-83.0458',
+    'X-Local-Viewer-Country': 'US',
+  },
 } as const;
 
 export interface Answer {
@@ -75,11 +113,19 @@ export async function post(body: unknown, headers: Record<string, string> = {}):
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
-  return { status: response.status, headers: response.headers, body: (await response.json()) as Record<string, unknown> };
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: (await response.json()) as Record<string, unknown>,
+  };
 }
 
 export async function setFaults(spec: unknown): Promise<void> {
-  const response = await fetch(stack.faultsUrl, { method: 'POST', body: JSON.stringify(spec), headers: { 'content-type': 'application/json' } });
+  const response = await fetch(stack.faultsUrl, {
+    method: 'POST',
+    body: JSON.stringify(spec),
+    headers: { 'content-type': 'application/json' },
+  });
   if (!response.ok) throw new Error(`fault proxy refused ${JSON.stringify(spec)}: ${await response.text()}`);
 }
 

@@ -1,7 +1,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../../../functions/provisioning/config';
 
-const fleetKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+const fleetKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({
+  type: 'spki',
+  format: 'pem',
+}) as string;
 const valid = {
   TABLE_NAME: 'registry',
   REGISTRY_REGION: 'us-east-2',
@@ -24,7 +27,10 @@ describe('function configuration', () => {
     [{ IOT_REGIONS: 'us-east-2,moon-1' }, 'IOT_REGIONS'],
     [{ IOT_REGIONS: 'us-east-2,cn-north-1' }, 'unknown AWS IoT region(s): cn-north-1'],
     [{ DEFAULT_REGION: 'ap-northeast-1' }, 'DEFAULT_REGION: ap-northeast-1 is not in IOT_REGIONS'],
-    [{ COUNTRY_REGION_OVERRIDES: '{"DE":"eu-west-1"}' }, 'COUNTRY_REGION_OVERRIDES: DE → eu-west-1 is not in IOT_REGIONS'],
+    [
+      { COUNTRY_REGION_OVERRIDES: '{"DE":"eu-west-1"}' },
+      'COUNTRY_REGION_OVERRIDES: DE → eu-west-1 is not in IOT_REGIONS',
+    ],
     [{ COUNTRY_REGION_OVERRIDES: 'DE=eu-central-1' }, 'COUNTRY_REGION_OVERRIDES: not valid JSON'],
     [{ FLEET_PUBLIC_KEY: 'not a key' }, 'FLEET_PUBLIC_KEY: not a PEM public key'],
     [{ ACCEPT_V1_SIGNATURES: 'yes' }, 'ACCEPT_V1_SIGNATURES'],

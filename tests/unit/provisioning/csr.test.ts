@@ -1,3 +1,4 @@
+import { webcrypto } from 'node:crypto';
 import { checkCsr } from '../../../functions/provisioning/csr';
 import * as x509 from '../../../functions/provisioning/x509';
 
@@ -9,9 +10,19 @@ const rsaAlgorithm = (modulusLength: number) => ({
   hash: 'SHA-256',
 });
 
-async function csrPem(name: string, algorithm: Algorithm & Record<string, unknown>): Promise<string> {
-  const keys = (await crypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name, keys, signingAlgorithm: algorithm });
+async function csrPem(
+  name: string,
+  algorithm: webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams,
+): Promise<string> {
+  const keys = (await crypto.subtle.generateKey(algorithm, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+    name,
+    keys,
+    signingAlgorithm: algorithm,
+  });
   return csr.toString('pem');
 }
 
@@ -36,16 +47,22 @@ describe('CSR checks (before anything is created in AWS)', () => {
   });
 
   it('rejects a CSR whose CN is not the thing name', async () => {
-    expect(await refusal(await csrPem('CN=wm102', ecAlgorithm))).toBe('CSR subject CN must be the thing name "wm101"');
+    expect(await refusal(await csrPem('CN=wm102', ecAlgorithm))).toBe(
+      'CSR subject CN must be the thing name "wm101"',
+    );
   });
 
   it('rejects an RSA key under 2048 bits', async () => {
-    expect(await refusal(await csrPem('CN=wm101', rsaAlgorithm(1024)))).toContain('RSA of at least 2048 bits');
+    expect(await refusal(await csrPem('CN=wm101', rsaAlgorithm(1024)))).toContain(
+      'RSA of at least 2048 bits',
+    );
   });
 
   it('rejects a CSR whose self-signature does not verify', async () => {
-    const der = Buffer.from(x509.PemConverter.decode(await csrPem('CN=wm101', ecAlgorithm))[0] as ArrayBuffer);
-    der[der.length - 3] ^= 0x01; // flip a bit inside the signature
+    const der = Buffer.from(
+      x509.PemConverter.decode(await csrPem('CN=wm101', ecAlgorithm))[0] as ArrayBuffer,
+    );
+    der.writeUInt8(der.readUInt8(der.length - 3) ^ 0x01, der.length - 3); // flip a bit inside the signature
     const tampered = x509.PemConverter.encode(der, 'CERTIFICATE REQUEST');
     expect(await refusal(tampered)).toBe('CSR signature does not verify with its own key');
   });

@@ -70,7 +70,9 @@ describe('locating a device', () => {
   });
 
   it('falls back to ipstack with the viewer IP', async () => {
-    const { geolocator, asked } = fakeIpstack({ '203.0.113.5': { latitude: -23.5, longitude: -46.6, country: 'BR' } });
+    const { geolocator, asked } = fakeIpstack({
+      '203.0.113.5': { latitude: -23.5, longitude: -46.6, country: 'BR' },
+    });
     const placement = await locateDevice({ ip: '203.0.113.5' }, rules, geolocator);
     expect(placement).toMatchObject({ region: 'sa-east-1', geoSource: 'ipstack', country: 'BR' });
     expect(asked).toEqual(['203.0.113.5']);
@@ -83,14 +85,21 @@ describe('locating a device', () => {
       geoSource: 'default',
       distanceKm: 0,
     });
-    expect(await locateDevice({}, rules, undefined)).toMatchObject({ region: 'us-east-2', geoSource: 'default' });
+    expect(await locateDevice({}, rules, undefined)).toMatchObject({
+      region: 'us-east-2',
+      geoSource: 'default',
+    });
   });
 
   it('applies a residency override even when another region is nearer', async () => {
     // Aachen is closer to Frankfurt anyway; Sydney-based AU devices too. Use a DE device near Paris' side.
     const placement = await locateDevice(
       { point: { latitude: 49.2, longitude: 6.9 }, country: 'DE' },
-      { ...rules, regions: enabledRegionSites(['us-east-2', 'eu-central-1', 'eu-west-3']), countryRegionOverrides: { DE: 'eu-central-1' } },
+      {
+        ...rules,
+        regions: enabledRegionSites(['us-east-2', 'eu-central-1', 'eu-west-3']),
+        countryRegionOverrides: { DE: 'eu-central-1' },
+      },
       undefined,
     );
     expect(placement).toMatchObject({ region: 'eu-central-1', overridden: true });

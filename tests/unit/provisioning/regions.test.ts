@@ -1,7 +1,18 @@
-import { distanceKm, enabledRegionSites, IOT_REGION_CATALOGUE, nearestRegion } from '../../../functions/provisioning/regions';
+import {
+  distanceKm,
+  enabledRegionSites,
+  IOT_REGION_CATALOGUE,
+  nearestRegion,
+} from '../../../functions/provisioning/regions';
 import deployment from '../../../infra/deployment.json';
 
-const enabled = enabledRegionSites(['us-east-2', 'eu-central-1', 'ap-northeast-1', 'ap-southeast-2', 'sa-east-1']);
+const enabled = enabledRegionSites([
+  'us-east-2',
+  'eu-central-1',
+  'ap-northeast-1',
+  'ap-southeast-2',
+  'sa-east-1',
+]);
 
 describe('nearest region', () => {
   it.each([

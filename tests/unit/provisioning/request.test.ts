@@ -13,7 +13,9 @@ function refusal(body: string | undefined, isBase64 = false): { status: number; 
 
 describe('provisioning request', () => {
   it("accepts the sample's v1 body", () => {
-    const request = parseProvisioningRequest(JSON.stringify({ 'thing-name': 'wm101', 'thing-name-sig': 'QUJD' }));
+    const request = parseProvisioningRequest(
+      JSON.stringify({ 'thing-name': 'wm101', 'thing-name-sig': 'QUJD' }),
+    );
     expect(request).toMatchObject({ thingName: 'wm101', proof: { version: 1 } });
     expect(request.csrPem).toBeUndefined();
   });
@@ -32,7 +34,9 @@ describe('provisioning request', () => {
   });
 
   it('decodes a base64-encoded body as API Gateway may send it', () => {
-    const body = Buffer.from(JSON.stringify({ 'thing-name': 'wm101', 'thing-name-sig': 'QUJD' })).toString('base64');
+    const body = Buffer.from(JSON.stringify({ 'thing-name': 'wm101', 'thing-name-sig': 'QUJD' })).toString(
+      'base64',
+    );
     expect(parseProvisioningRequest(body, true).thingName).toBe('wm101');
   });
 
@@ -46,10 +50,16 @@ describe('provisioning request', () => {
     ['{"thing-name":"wm101"}', 'thing-name-sig must be a base64 string'],
     ['{"thing-name":"wm101","thing-name-sig":"%%%"}', 'thing-name-sig must be base64'],
     ['{"thing-name":"wm101","thing-name-sig":"QUJD","CSR":42}', 'CSR must be a PEM string'],
-    ['{"thing-name":"wm101","thing-name-sig":"QUJD","CSR":"hello"}', 'CSR must be a PEM "CERTIFICATE REQUEST"'],
+    [
+      '{"thing-name":"wm101","thing-name-sig":"QUJD","CSR":"hello"}',
+      'CSR must be a PEM "CERTIFICATE REQUEST"',
+    ],
     ['{"thing-name":"wm101","sig-version":3}', 'sig-version must be 1 or 2'],
     ['{"thing-name":"wm101","sig-version":2,"timestamp":"now"}', 'timestamp must be a number'],
-    ['{"thing-name":"wm101","sig-version":2,"timestamp":1,"nonce":"short","signature":"QUJD"}', 'nonce must be 16–64'],
+    [
+      '{"thing-name":"wm101","sig-version":2,"timestamp":1,"nonce":"short","signature":"QUJD"}',
+      'nonce must be 16–64',
+    ],
   ])('refuses %s with 400 naming the problem', (body, message) => {
     const answer = refusal(body);
     expect(answer.status).toBe(400);

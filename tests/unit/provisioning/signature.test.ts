@@ -50,7 +50,9 @@ describe('v1 signatures (the sample)', () => {
   });
 
   it('refuses garbage signature bytes as a bad signature, not a crash', () => {
-    expect(refusal({ proof: { version: 1, signature: Buffer.from('abc') } })).toBe('thing-name-sig does not verify');
+    expect(refusal({ proof: { version: 1, signature: Buffer.from('abc') } })).toBe(
+      'thing-name-sig does not verify',
+    );
   });
 });
 
@@ -58,7 +60,11 @@ describe('v2 signatures', () => {
   const nonce = 'q2Xr8JkTz0vW4mNa';
   const v2 = (key: Parameters<typeof sign>[2], parts: { timestamp?: number; csrDer?: Buffer } = {}) => {
     const timestamp = parts.timestamp ?? now;
-    const signature = sign('sha256', canonicalV2Message({ thingName: 'wm101', timestamp, nonce, csrDer: parts.csrDer }), key);
+    const signature = sign(
+      'sha256',
+      canonicalV2Message({ thingName: 'wm101', timestamp, nonce, csrDer: parts.csrDer }),
+      key,
+    );
     return { version: 2 as const, signature, timestamp, nonce };
   };
 
@@ -68,7 +74,11 @@ describe('v2 signatures', () => {
     expect(message.toString('utf8')).toBe(vector.canonicalMessage);
     expect(message.toString('hex')).toBe(vector.canonicalMessageHex);
     expect(sign('sha256', message, vector.rsaPrivateKeyPem).toString('base64')).toBe(vector.rsaSignature);
-    const noCsr = canonicalV2Message({ thingName: 'wm101', timestamp: vector.inputs.timestamp, nonce: vector.inputs.nonce });
+    const noCsr = canonicalV2Message({
+      thingName: 'wm101',
+      timestamp: vector.inputs.timestamp,
+      nonce: vector.inputs.nonce,
+    });
     expect(noCsr.toString('utf8')).toBe(vector.withoutCsr.canonicalMessage);
   });
 
@@ -81,7 +91,14 @@ describe('v2 signatures', () => {
     };
     const csrDer = pemToDer(vector.inputs.csrPem);
     expect(() =>
-      verifyProof(check({ proof, csrDer, deviceKey: createPublicKey(vector.ecPublicKeyPem), nowSeconds: vector.inputs.timestamp })),
+      verifyProof(
+        check({
+          proof,
+          csrDer,
+          deviceKey: createPublicKey(vector.ecPublicKeyPem),
+          nowSeconds: vector.inputs.timestamp,
+        }),
+      ),
     ).not.toThrow();
   });
 
@@ -91,7 +108,9 @@ describe('v2 signatures', () => {
     const signature = sign('sha256', message, { key: device.privateKey, dsaEncoding: 'ieee-p1363' });
     expect(signature).toHaveLength(64);
     expect(() =>
-      verifyProof(check({ proof: { version: 2, signature, timestamp: now, nonce }, deviceKey: device.publicKey })),
+      verifyProof(
+        check({ proof: { version: 2, signature, timestamp: now, nonce }, deviceKey: device.publicKey }),
+      ),
     ).not.toThrow();
   });
 
@@ -101,7 +120,9 @@ describe('v2 signatures', () => {
 
   it('refuses the fleet key once the device has its own key', () => {
     const device = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-    expect(refusal({ proof: v2(fleet.privateKey), deviceKey: device.publicKey })).toBe('signature does not verify');
+    expect(refusal({ proof: v2(fleet.privateKey), deviceKey: device.publicKey })).toBe(
+      'signature does not verify',
+    );
   });
 
   it('refuses a request replayed with another CSR', () => {
@@ -121,8 +142,12 @@ describe('v2 signatures', () => {
 
   it('refuses keys weaker than RSA-2048 or not on P-256', () => {
     const weak = generateKeyPairSync('rsa', { modulusLength: 1024 });
-    expect(refusal({ proof: v2(weak.privateKey), deviceKey: weak.publicKey })).toContain('not RSA ≥ 2048 or EC P-256');
+    expect(refusal({ proof: v2(weak.privateKey), deviceKey: weak.publicKey })).toContain(
+      'not RSA ≥ 2048 or EC P-256',
+    );
     const p384 = generateKeyPairSync('ec', { namedCurve: 'secp384r1' });
-    expect(refusal({ proof: v2(p384.privateKey), deviceKey: p384.publicKey })).toContain('not RSA ≥ 2048 or EC P-256');
+    expect(refusal({ proof: v2(p384.privateKey), deviceKey: p384.publicKey })).toContain(
+      'not RSA ≥ 2048 or EC P-256',
+    );
   });
 });

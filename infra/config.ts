@@ -1,0 +1,130 @@
+/**
+ * The deployment configuration: infra/deployment.json (or the file named by DEPLOYMENT_CONFIG),
+ * validated once. The same region list feeds the stack, the function (IOT_REGIONS) and the
+ * local stack, so the function can never pick a region that was not deployed.
+ *
+ * No cdktf imports here: the rotate tool and the local stack read this too.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import { z } from 'zod';
+import { enabledRegionSites } from '../functions/provisioning/regions';
+
+export const REPO_ROOT = resolve(__dirname, '..');
+export const DEFAULT_DEPLOYMENT_FILE = resolve(__dirname, 'deployment.json');
+
+const regionName = z
+  .string()
+  .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
+const positiveInt = z.number().int().positive();
+
+const deploymentSchema = z
+  .object({
+    appName: z.string().regex(/^[a-z][a-z0-9-]{2,40}$/, 'lower-case letters, digits and dashes'),
+    homeRegion: regionName,
+    iotRegions: z.array(regionName).min(1),
+    defaultRegion: regionName,
+    countryRegionOverrides: z.record(z.string().regex(/^[A-Z]{2}$/), regionName).default({}),
+    tableName: z.string().regex(/^[a-zA-Z0-9_.-]{3,255}$/),
+    iotPolicyName: z.string().regex(/^[\w+=,.@-]{1,128}$/),
+    fleetPublicKeyFile: z.string().min(1),
+    acceptV1Signatures: z.boolean(),
+    ipstackUrl: z.url().nullable(),
+    ipstackKeyParameter: z.string().regex(/^\/[\w./-]+$/, 'an SSM parameter name starting with /'),
+    ipstackKeyCacheSeconds: positiveInt.max(3600),
+    kmsKeyAlias: z
+      .string()
+      .regex(/^alias\/[\w/-]+$/)
+      .refine((alias) => !alias.startsWith('alias/aws/'), {
+        message: 'alias/aws/ is reserved for AWS managed keys',
+      }),
+    metricsNamespace: z.string().min(1).max(255),
+    tableDeletionProtection: z.boolean(),
+    cloudFrontPriceClass: z.enum(['PriceClass_All', 'PriceClass_200', 'PriceClass_100']),
+    function: z.object({
+      memoryMb: z.number().int().min(128).max(10240),
+      timeoutSeconds: z.number().int().min(1).max(29, 'API Gateway HTTP APIs wait at most 30 s'),
+      reservedConcurrency: positiveInt.nullable(),
+      logRetentionDays: positiveInt,
+    }),
+    api: z.object({ throttleRatePerSecond: z.number().positive(), throttleBurst: positiveInt }),
+    alarms: z.object({
+      fiveXxRatePercent: z.number().positive().max(100),
+      throttledRequestsPerFiveMinutes: positiveInt,
+      ipstackFailuresPerFiveMinutes: positiveInt,
+      lambdaErrorsPerFiveMinutes: positiveInt,
+      alarmEmail: z.email().nullable(),
+    }),
+    customDomain: z
+      .object({
+        domainName: z.string().regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'a lower-case DNS name'),
+        hostedZoneId: z.string().regex(/^Z[A-Z0-9]+$/, 'a Route 53 hosted zone id'),
+      })
+      .nullable(),
+    terraformState: z
+      .object({
+        bucket: z.string().min(3),
+        key: z.string().min(1),
+        region: regionName,
+        dynamodbTable: z.string().min(1).optional(),
+      })
+      .nullable(),
+  })
+  .strict();
+
+export type DeploymentConfig = z.infer<typeof deploymentSchema>;
+
+export class DeploymentConfigError extends Error {
+  override readonly name = 'DeploymentConfigError';
+}
+
+/** Validates a parsed deployment.json; throws naming every problem. */
+export function parseDeploymentConfig(raw: unknown, source = 'deployment config'): DeploymentConfig {
+  const parsed = deploymentSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map(
+      (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
+    );
+    throw new DeploymentConfigError(`${source}: ${problems.join('; ')}`);
+  }
+  const config = parsed.data;
+  const fail = (message: string): never => {
+    throw new DeploymentConfigError(`${source}: ${message}`);
+  };
+  try {
+    enabledRegionSites([config.homeRegion]);
+    enabledRegionSites(config.iotRegions);
+  } catch (error) {
+    fail((error as Error).message);
+  }
+  if (new Set(config.iotRegions).size !== config.iotRegions.length) fail('iotRegions lists a region twice');
+  const enabled = new Set(config.iotRegions);
+  if (!enabled.has(config.defaultRegion)) fail(`defaultRegion ${config.defaultRegion} is not in iotRegions`);
+  for (const [country, region] of Object.entries(config.countryRegionOverrides)) {
+    if (!enabled.has(region)) fail(`countryRegionOverrides.${country}: ${region} is not in iotRegions`);
+  }
+  return config;
+}
+
+/** Reads DEPLOYMENT_CONFIG (if set) or infra/deployment.json. */
+export function loadDeploymentConfig(
+  file = process.env.DEPLOYMENT_CONFIG || DEFAULT_DEPLOYMENT_FILE,
+): DeploymentConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new DeploymentConfigError(`cannot read ${file}: ${(error as Error).message}`);
+  }
+  return parseDeploymentConfig(raw, file);
+}
+
+/** Repo-relative paths in the config resolve against the repository root. */
+export function repoPath(path: string): string {
+  return isAbsolute(path) ? path : resolve(REPO_ROOT, path);
+}
+
+/** The stack directory name under cdktf.out/stacks. */
+export function stackName(config: DeploymentConfig): string {
+  return config.appName;
+}

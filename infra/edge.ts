@@ -1,0 +1,223 @@
+/**
+ * The public edge: CloudFront (adds the CloudFront-Viewer-* geolocation headers and the secret
+ * origin header) → API Gateway HTTP API (POST /device-provisioning, payload 2.0) → the function.
+ */
+import { Fn, TerraformIterator } from 'cdktf';
+import { Construct } from 'constructs';
+import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
+import { AcmCertificate } from '@cdktf/provider-aws/lib/acm-certificate';
+import { AcmCertificateValidation } from '@cdktf/provider-aws/lib/acm-certificate-validation';
+import { Apigatewayv2Api } from '@cdktf/provider-aws/lib/apigatewayv2-api';
+import { Apigatewayv2Integration } from '@cdktf/provider-aws/lib/apigatewayv2-integration';
+import { Apigatewayv2Route } from '@cdktf/provider-aws/lib/apigatewayv2-route';
+import { Apigatewayv2Stage } from '@cdktf/provider-aws/lib/apigatewayv2-stage';
+import { CloudfrontDistribution } from '@cdktf/provider-aws/lib/cloudfront-distribution';
+import { CloudfrontOriginRequestPolicy } from '@cdktf/provider-aws/lib/cloudfront-origin-request-policy';
+import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group';
+import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
+import { LambdaPermission } from '@cdktf/provider-aws/lib/lambda-permission';
+import { Route53Record } from '@cdktf/provider-aws/lib/route53-record';
+import { ORIGIN_VERIFY_HEADER } from '../functions/provisioning/config';
+import { PROVISIONING_PATH } from '../functions/provisioning/wire';
+import type { DeploymentConfig } from './config';
+
+/** AWS managed cache policy "CachingDisabled": every provisioning request reaches the origin. */
+export const CACHING_DISABLED_POLICY_ID = '4135ea2d-6df8-44a3-9df3-4b5a84be39ad';
+
+/**
+ * Viewer headers forwarded to the API. Never `Host`: execute-api answers 403 to a foreign Host.
+ * The CloudFront-Viewer-* values are set by CloudFront (viewer-sent copies are overwritten).
+ */
+export const FORWARDED_HEADERS = [
+  'CloudFront-Viewer-Latitude',
+  'CloudFront-Viewer-Longitude',
+  'CloudFront-Viewer-Country',
+  'CloudFront-Viewer-Address',
+  'Content-Type',
+] as const;
+
+/** TLS floor with a custom domain. The default *.cloudfront.net certificate forces TLSv1. */
+export const CUSTOM_DOMAIN_MINIMUM_TLS = 'TLSv1.2_2021';
+
+const ORIGIN_ID = 'provisioning-api';
+const STAGE_NAME = '$default';
+
+export interface EdgeProps {
+  readonly config: DeploymentConfig;
+  readonly provider: AwsProvider;
+  /** us-east-1: CloudFront only takes ACM certificates from there. */
+  readonly certificateProvider?: AwsProvider;
+  readonly function: LambdaFunction;
+  readonly originVerifySecret: string;
+}
+
+export class Edge extends Construct {
+  readonly api: Apigatewayv2Api;
+  readonly stage: Apigatewayv2Stage;
+  readonly distribution: CloudfrontDistribution;
+  /** The custom domain when configured, else the distribution's *.cloudfront.net name. */
+  readonly publicDomainName: string;
+
+  constructor(scope: Construct, id: string, props: EdgeProps) {
+    super(scope, id);
+    const { config, provider } = props;
+
+    this.api = new Apigatewayv2Api(this, 'api', {
+      provider,
+      name: config.appName,
+      protocolType: 'HTTP',
+      description: 'Device provisioning; reached through CloudFront only (x-origin-verify)',
+    });
+    const integration = new Apigatewayv2Integration(this, 'integration', {
+      provider,
+      apiId: this.api.id,
+      integrationType: 'AWS_PROXY',
+      integrationUri: props.function.invokeArn,
+      payloadFormatVersion: '2.0',
+    });
+    new Apigatewayv2Route(this, 'route', {
+      provider,
+      apiId: this.api.id,
+      routeKey: `POST ${PROVISIONING_PATH}`,
+      target: `integrations/${integration.id}`,
+    });
+    const accessLogs = new CloudwatchLogGroup(this, 'access-logs', {
+      provider,
+      name: `/aws/apigateway/${config.appName}`,
+      retentionInDays: config.function.logRetentionDays,
+    });
+    this.stage = new Apigatewayv2Stage(this, 'stage', {
+      provider,
+      apiId: this.api.id,
+      name: STAGE_NAME,
+      autoDeploy: true,
+      defaultRouteSettings: {
+        throttlingRateLimit: config.api.throttleRatePerSecond,
+        throttlingBurstLimit: config.api.throttleBurst,
+      },
+      accessLogSettings: {
+        destinationArn: accessLogs.arn,
+        // No request headers: one of them is the origin secret. sourceIp is the CloudFront edge.
+        format: JSON.stringify({
+          requestId: '$context.requestId',
+          requestTime: '$context.requestTime',
+          routeKey: '$context.routeKey',
+          status: '$context.status',
+          responseLength: '$context.responseLength',
+          responseLatency: '$context.responseLatency',
+          integrationLatency: '$context.integrationLatency',
+          integrationError: '$context.integrationErrorMessage',
+          edgeIp: '$context.identity.sourceIp',
+        }),
+      },
+    });
+    new LambdaPermission(this, 'invoke', {
+      provider,
+      statementId: 'AllowApiGatewayInvoke',
+      action: 'lambda:InvokeFunction',
+      functionName: props.function.functionName,
+      principal: 'apigateway.amazonaws.com',
+      sourceArn: `${this.api.executionArn}/*/POST${PROVISIONING_PATH}`,
+    });
+
+    const originRequestPolicy = new CloudfrontOriginRequestPolicy(this, 'origin-request-policy', {
+      provider,
+      name: `${config.appName}-viewer-location`,
+      comment: 'Viewer geolocation headers for the provisioning function; never Host',
+      headersConfig: { headerBehavior: 'whitelist', headers: { items: [...FORWARDED_HEADERS] } },
+      cookiesConfig: { cookieBehavior: 'none' },
+      queryStringsConfig: { queryStringBehavior: 'none' },
+    });
+
+    const domain = config.customDomain;
+    let validatedCertificateArn: string | undefined;
+    if (domain) {
+      if (!props.certificateProvider) throw new Error('a custom domain needs the us-east-1 provider');
+      const certificate = new AcmCertificate(this, 'certificate', {
+        provider: props.certificateProvider,
+        domainName: domain.domainName,
+        validationMethod: 'DNS',
+        lifecycle: { createBeforeDestroy: true },
+      });
+      const validationRecords = TerraformIterator.fromComplexList(
+        certificate.domainValidationOptions,
+        'domain_name',
+      );
+      const validationRecord = new Route53Record(this, 'certificate-validation-record', {
+        provider,
+        forEach: validationRecords,
+        zoneId: domain.hostedZoneId,
+        name: validationRecords.getString('resource_record_name'),
+        type: validationRecords.getString('resource_record_type'),
+        records: [validationRecords.getString('resource_record_value')],
+        ttl: 300,
+        allowOverwrite: true,
+      });
+      validatedCertificateArn = new AcmCertificateValidation(this, 'certificate-validation', {
+        provider: props.certificateProvider,
+        certificateArn: certificate.arn,
+        dependsOn: [validationRecord],
+      }).certificateArn;
+    }
+
+    this.distribution = new CloudfrontDistribution(this, 'distribution', {
+      provider,
+      enabled: true,
+      comment: `${config.appName}: global device provisioning`,
+      isIpv6Enabled: true,
+      httpVersion: 'http2and3',
+      priceClass: config.cloudFrontPriceClass,
+      aliases: domain ? [domain.domainName] : undefined,
+      origin: [
+        {
+          originId: ORIGIN_ID,
+          domainName: Fn.replace(this.api.apiEndpoint, 'https://', ''),
+          customOriginConfig: {
+            httpPort: 80,
+            httpsPort: 443,
+            originProtocolPolicy: 'https-only',
+            originSslProtocols: ['TLSv1.2'],
+            originReadTimeout: 30,
+          },
+          customHeader: [{ name: ORIGIN_VERIFY_HEADER, value: props.originVerifySecret }],
+        },
+      ],
+      defaultCacheBehavior: {
+        targetOriginId: ORIGIN_ID,
+        // Reject plain HTTP rather than redirect: a redirected POST loses its body on many clients.
+        viewerProtocolPolicy: 'https-only',
+        // CloudFront only offers POST as part of the full method set.
+        allowedMethods: ['DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH', 'POST', 'PUT'],
+        cachedMethods: ['GET', 'HEAD'],
+        cachePolicyId: CACHING_DISABLED_POLICY_ID,
+        originRequestPolicyId: originRequestPolicy.id,
+        compress: false,
+      },
+      restrictions: { geoRestriction: { restrictionType: 'none' } },
+      viewerCertificate: validatedCertificateArn
+        ? {
+            acmCertificateArn: validatedCertificateArn,
+            sslSupportMethod: 'sni-only',
+            minimumProtocolVersion: CUSTOM_DOMAIN_MINIMUM_TLS,
+          }
+        : { cloudfrontDefaultCertificate: true },
+    });
+
+    if (domain) {
+      for (const type of ['A', 'AAAA']) {
+        new Route53Record(this, `alias-${type}`, {
+          provider,
+          zoneId: domain.hostedZoneId,
+          name: domain.domainName,
+          type,
+          alias: {
+            name: this.distribution.domainName,
+            zoneId: this.distribution.hostedZoneId,
+            evaluateTargetHealth: false,
+          },
+        });
+      }
+    }
+    this.publicDomainName = domain ? domain.domainName : this.distribution.domainName;
+  }
+}

@@ -1,0 +1,45 @@
+/**
+ * The provisioning function's environment, derived from the deployment config. The stack sets it
+ * on the Lambda; the local stack can call this too with its own secret and key, so infra, local
+ * stack and function (FUNCTION_ENVIRONMENT) agree on one set of names. No cdktf imports.
+ */
+import type { FunctionEnvironmentName } from '../functions/provisioning/config';
+import type { DeploymentConfig } from './config';
+
+export interface FunctionEnvironmentInputs {
+  /** PEM text of the fleet's public key. */
+  readonly fleetPublicKeyPem: string;
+  /** Value CloudFront sends in x-origin-verify (a Terraform reference in the stack). */
+  readonly originVerifySecret: string;
+  /** ARN or id of the KMS key the ipstack key ciphertext was made with. */
+  readonly kmsKeyId: string;
+}
+
+export type FunctionEnvironment = Partial<Record<FunctionEnvironmentName, string>>;
+
+export function functionEnvironment(
+  config: DeploymentConfig,
+  inputs: FunctionEnvironmentInputs,
+): FunctionEnvironment {
+  const environment: FunctionEnvironment = {
+    TABLE_NAME: config.tableName,
+    REGISTRY_REGION: config.homeRegion,
+    IOT_REGIONS: config.iotRegions.join(','),
+    DEFAULT_REGION: config.defaultRegion,
+    COUNTRY_REGION_OVERRIDES: JSON.stringify(config.countryRegionOverrides),
+    IOT_POLICY_NAME: config.iotPolicyName,
+    // One line: Lambda environment values are easier to inspect that way; the function turns \n back.
+    FLEET_PUBLIC_KEY: inputs.fleetPublicKeyPem.trim().replace(/\r?\n/g, '\\n'),
+    ACCEPT_V1_SIGNATURES: String(config.acceptV1Signatures),
+    ORIGIN_VERIFY_SECRET: inputs.originVerifySecret,
+    KMS_KEY_ID: inputs.kmsKeyId,
+    POWERTOOLS_SERVICE_NAME: config.appName,
+    POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
+  };
+  if (config.ipstackUrl) {
+    environment.IPSTACK_URL = config.ipstackUrl;
+    environment.IPSTACK_KEY_PARAMETER = config.ipstackKeyParameter;
+    environment.IPSTACK_KEY_CACHE_SECONDS = String(config.ipstackKeyCacheSeconds);
+  }
+  return environment;
+}

@@ -1,0 +1,196 @@
+/**
+ * The provisioning Lambda (esbuild bundle as a TerraformAsset), its log group, its origin secret
+ * and its least-privilege role.
+ */
+import { AssetType, TerraformAsset } from 'cdktf';
+import { Construct } from 'constructs';
+import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
+import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group';
+import { IamRole } from '@cdktf/provider-aws/lib/iam-role';
+import { IamRolePolicy } from '@cdktf/provider-aws/lib/iam-role-policy';
+import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
+import type { DeploymentConfig } from './config';
+import { functionEnvironment } from './function-environment';
+import { RandomPassword } from './random-password';
+import { encryptionContextCondition } from './secrets';
+
+export const FUNCTION_RUNTIME = 'nodejs22.x';
+export const FUNCTION_HANDLER = 'index.handler';
+
+/** IoT actions scoped to resource ARNs in each enabled region (AWS IoT developer guide, IAM table). */
+export const IOT_THING_ACTIONS = [
+  'iot:CreateThing',
+  'iot:DeleteThing',
+  'iot:DescribeThing',
+  'iot:ListThingPrincipals',
+  'iot:AttachThingPrincipal',
+  'iot:DetachThingPrincipal',
+] as const;
+export const IOT_CERTIFICATE_ACTIONS = [
+  'iot:UpdateCertificate',
+  'iot:DeleteCertificate',
+  'iot:DescribeCertificate',
+  // The docs disagree on whether these two are authorized on the thing or the certificate ARN: both are granted.
+  'iot:AttachThingPrincipal',
+  'iot:DetachThingPrincipal',
+  'iot:ListPrincipalThings',
+  'iot:AttachPolicy',
+  'iot:DetachPolicy',
+  'iot:ListAttachedPolicies',
+] as const;
+// AttachPolicy/DetachPolicy are authorized on the target certificate; granting them on the one
+// policy ARN as well covers the service authorization reference's reading.
+export const IOT_POLICY_ACTIONS = [
+  'iot:GetPolicy',
+  'iot:CreatePolicy',
+  'iot:AttachPolicy',
+  'iot:DetachPolicy',
+] as const;
+/**
+ * IoT actions that support no resource-level permission (Resource must be "*"): new certificates
+ * have no ARN before they exist, and the endpoint is per account. Limited to the enabled regions
+ * by an aws:RequestedRegion condition instead.
+ */
+export const IOT_UNSCOPABLE_ACTIONS = [
+  'iot:DescribeEndpoint',
+  'iot:CreateKeysAndCertificate',
+  'iot:CreateCertificateFromCsr',
+] as const;
+export const REGISTRY_ACTIONS = [
+  'dynamodb:GetItem',
+  'dynamodb:PutItem',
+  'dynamodb:UpdateItem',
+  'dynamodb:DeleteItem',
+  'dynamodb:ConditionCheckItem',
+] as const;
+
+/** The function's execution role, made first: the KMS key policy names it. */
+export function functionRole(scope: Construct, config: DeploymentConfig, provider: AwsProvider): IamRole {
+  return new IamRole(scope, 'function-role', {
+    provider,
+    name: `${config.appName}-function`,
+    assumeRolePolicy: JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [
+        { Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' },
+      ],
+    }),
+  });
+}
+
+export interface ProvisioningFunctionProps {
+  readonly config: DeploymentConfig;
+  readonly provider: AwsProvider;
+  readonly role: IamRole;
+  readonly bundleDir: string;
+  readonly fleetPublicKeyPem: string;
+  readonly accountId: string;
+  readonly partition: string;
+  readonly tableArn: string;
+  readonly kmsKeyArn: string;
+  readonly ipstackKeyParameterArn: string;
+}
+
+export class ProvisioningFunction extends Construct {
+  readonly function: LambdaFunction;
+  readonly logGroup: CloudwatchLogGroup;
+  /** Sent by CloudFront in x-origin-verify; the function refuses requests without it. */
+  readonly originVerifySecret: string;
+
+  constructor(scope: Construct, id: string, props: ProvisioningFunctionProps) {
+    super(scope, id);
+    const { config, provider } = props;
+    const iotArn = (region: string, resource: string) =>
+      `arn:${props.partition}:iot:${region}:${props.accountId}:${resource}`;
+
+    this.originVerifySecret = new RandomPassword(this, 'origin-verify-secret', {
+      length: 48,
+      special: false,
+    }).result;
+
+    this.logGroup = new CloudwatchLogGroup(this, 'log-group', {
+      provider,
+      name: `/aws/lambda/${config.appName}`,
+      retentionInDays: config.function.logRetentionDays,
+    });
+
+    const statements = [
+      {
+        Sid: 'WriteOwnLogs',
+        Effect: 'Allow',
+        Action: ['logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: `${this.logGroup.arn}:*`,
+      },
+      { Sid: 'Registry', Effect: 'Allow', Action: [...REGISTRY_ACTIONS], Resource: props.tableArn },
+      {
+        Sid: 'DecryptIpstackKey',
+        Effect: 'Allow',
+        Action: 'kms:Decrypt',
+        Resource: props.kmsKeyArn,
+        Condition: encryptionContextCondition(),
+      },
+      {
+        Sid: 'ReadIpstackKeyCiphertext',
+        Effect: 'Allow',
+        Action: 'ssm:GetParameter',
+        Resource: props.ipstackKeyParameterArn,
+      },
+      {
+        Sid: 'IotThings',
+        Effect: 'Allow',
+        Action: [...IOT_THING_ACTIONS],
+        Resource: config.iotRegions.map((region) => iotArn(region, 'thing/*')),
+      },
+      {
+        Sid: 'IotCertificates',
+        Effect: 'Allow',
+        Action: [...IOT_CERTIFICATE_ACTIONS],
+        Resource: config.iotRegions.map((region) => iotArn(region, 'cert/*')),
+      },
+      {
+        Sid: 'IotDevicePolicy',
+        Effect: 'Allow',
+        Action: [...IOT_POLICY_ACTIONS],
+        Resource: config.iotRegions.map((region) => iotArn(region, `policy/${config.iotPolicyName}`)),
+      },
+      {
+        Sid: 'IotUnscopableActions',
+        Effect: 'Allow',
+        Action: [...IOT_UNSCOPABLE_ACTIONS],
+        Resource: '*',
+        Condition: { StringEquals: { 'aws:RequestedRegion': [...config.iotRegions] } },
+      },
+    ];
+    const policy = new IamRolePolicy(this, 'policy', {
+      provider,
+      name: 'provisioning',
+      role: props.role.id,
+      policy: JSON.stringify({ Version: '2012-10-17', Statement: statements }),
+    });
+
+    const asset = new TerraformAsset(this, 'bundle', { path: props.bundleDir, type: AssetType.ARCHIVE });
+    this.function = new LambdaFunction(this, 'function', {
+      provider,
+      functionName: config.appName,
+      description: 'Global device provisioning: one URL, nearest AWS IoT Core region',
+      role: props.role.arn,
+      runtime: FUNCTION_RUNTIME,
+      architectures: ['arm64'],
+      handler: FUNCTION_HANDLER,
+      filename: asset.path,
+      sourceCodeHash: asset.assetHash,
+      memorySize: config.function.memoryMb,
+      timeout: config.function.timeoutSeconds,
+      reservedConcurrentExecutions: config.function.reservedConcurrency ?? -1,
+      environment: {
+        variables: functionEnvironment(config, {
+          fleetPublicKeyPem: props.fleetPublicKeyPem,
+          originVerifySecret: this.originVerifySecret,
+          kmsKeyId: props.kmsKeyArn,
+        }),
+      },
+      // The log group must exist first or Lambda creates it without retention.
+      dependsOn: [this.logGroup, policy],
+    });
+  }
+}

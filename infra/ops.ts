@@ -1,0 +1,130 @@
+/**
+ * `make plan | deploy | destroy | outputs`: runs terraform in cdktf.out/stacks/<stack> after
+ * checking what it needs (a synthesized stack, terraform on PATH, AWS credentials), so a missing
+ * prerequisite fails in one clear line instead of halfway through an apply.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
+import { DeploymentConfig, loadDeploymentConfig, REPO_ROOT, stackName } from './config';
+
+class PrerequisiteError extends Error {
+  override readonly name = 'PrerequisiteError';
+}
+
+const progress = (message: string) => console.error(`▸ ${message}`);
+/** `TERRAFORM=tofu make deploy` runs OpenTofu instead. */
+const TERRAFORM = process.env.TERRAFORM || 'terraform';
+
+function stackDir(config: DeploymentConfig): string {
+  return join(REPO_ROOT, 'cdktf.out', 'stacks', stackName(config));
+}
+
+function requireSynthesizedStack(config: DeploymentConfig): string {
+  const dir = stackDir(config);
+  if (!existsSync(join(dir, 'cdk.tf.json'))) {
+    throw new PrerequisiteError(`no synthesized stack in ${dir}: run \`make synth\` first`);
+  }
+  return dir;
+}
+
+function requireTerraform(): void {
+  const version = spawnSync(TERRAFORM, ['version', '-json'], { encoding: 'utf8' });
+  if (version.error || version.status !== 0) {
+    throw new PrerequisiteError(
+      `${TERRAFORM} is not on PATH: install Terraform ≥ 1.10 (or OpenTofu with TERRAFORM=tofu, docs/deploy.md)`,
+    );
+  }
+  const parsed = JSON.parse(version.stdout) as { terraform_version?: string };
+  progress(`${TERRAFORM} ${parsed.terraform_version ?? '(unknown version)'}`);
+}
+
+async function requireAwsCredentials(config: DeploymentConfig): Promise<void> {
+  const sts = new STSClient({ region: config.homeRegion });
+  try {
+    const identity = await sts.send(new GetCallerIdentityCommand({}));
+    progress(`AWS account ${identity.Account} as ${identity.Arn}`);
+  } catch (error) {
+    throw new PrerequisiteError(
+      `no usable AWS credentials (${(error as Error).name}: ${(error as Error).message}); ` +
+        'set AWS_PROFILE or run `aws sso login`, then retry',
+    );
+  } finally {
+    sts.destroy();
+  }
+}
+
+function terraform(dir: string, args: string[]): void {
+  progress(`${TERRAFORM} ${args.join(' ')}`);
+  const run = spawnSync(TERRAFORM, args, {
+    cwd: dir,
+    stdio: 'inherit',
+    env: { ...process.env, CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: process.env.TF_IN_AUTOMATION ?? '' },
+  });
+  if (run.status !== 0) throw new Error(`${TERRAFORM} ${args[0]} failed (exit ${run.status ?? run.signal})`);
+}
+
+async function prepare(needsCredentials: boolean): Promise<{ config: DeploymentConfig; dir: string }> {
+  const config = loadDeploymentConfig();
+  const dir = requireSynthesizedStack(config);
+  requireTerraform();
+  if (needsCredentials) await requireAwsCredentials(config);
+  terraform(dir, ['init', '-input=false']);
+  return { config, dir };
+}
+
+const program = new Command('ops')
+  .description(
+    'Deploy the global device provisioning stack (run through make: make plan|deploy|destroy|outputs)',
+  )
+  .showHelpAfterError();
+
+program
+  .command('plan')
+  .description('show what deploy would change')
+  .action(async () => {
+    const { dir } = await prepare(true);
+    terraform(dir, ['plan', '-input=false']);
+  });
+
+program
+  .command('deploy')
+  .description('create or update everything in AWS (asks for confirmation unless --auto-approve)')
+  .option('--auto-approve', 'apply without the interactive confirmation (CI)')
+  .action(async (options: { autoApprove?: boolean }) => {
+    const { dir } = await prepare(true);
+    terraform(dir, ['apply', '-input=false', ...(options.autoApprove ? ['-auto-approve'] : [])]);
+    terraform(dir, ['output']);
+    progress('deployed; store the ipstack key with `make rotate-ipstack-key` if you have not yet');
+  });
+
+program
+  .command('destroy')
+  .description('delete the deployment (the table needs tableDeletionProtection=false deployed first)')
+  .option('--auto-approve', 'destroy without the interactive confirmation')
+  .action(async (options: { autoApprove?: boolean }) => {
+    const { config, dir } = await prepare(true);
+    if (config.tableDeletionProtection) {
+      progress('tableDeletionProtection is true: the registry table will refuse deletion (docs/deploy.md)');
+    }
+    terraform(dir, ['destroy', '-input=false', ...(options.autoApprove ? ['-auto-approve'] : [])]);
+  });
+
+program
+  .command('outputs')
+  .description('print the provisioning URL, table name, key alias and other outputs')
+  .option('--json', 'machine-readable')
+  .action(async (options: { json?: boolean }) => {
+    const { dir } = await prepare(false);
+    terraform(dir, ['output', ...(options.json ? ['-json'] : [])]);
+  });
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(
+    error instanceof PrerequisiteError ? `missing prerequisite: ${message}` : `failed: ${message}`,
+  );
+  process.exit(1);
+});

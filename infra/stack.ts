@@ -1,0 +1,165 @@
+/**
+ * The whole deployment as one Terraform stack:
+ *   CloudFront → API Gateway HTTP API → provisioning Lambda (home region)
+ *   registry table (home region, replicas in the other IoT regions), KMS key + SSM parameter
+ *   for the ipstack key, the device IoT policy in every enabled region, alarms, outputs.
+ *
+ * Import provider resources one file at a time (never the @cdktf/provider-aws barrel: 7 s and
+ * 750 MB to load).
+ */
+import { createPublicKey } from 'node:crypto';
+import { LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
+import type { Construct } from 'constructs';
+import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
+import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-identity';
+import { DataAwsPartition } from '@cdktf/provider-aws/lib/data-aws-partition';
+import { IotPolicy } from '@cdktf/provider-aws/lib/iot-policy';
+import { PROVISIONING_PATH } from '../functions/provisioning/wire';
+import { DeploymentConfig, stackName } from './config';
+import { devicePolicyDocument } from './device-policy';
+import { functionRole, ProvisioningFunction } from './function';
+import { RegistryTable } from './registry';
+import { IpstackKeyStore } from './secrets';
+import { Edge } from './edge';
+import { Alarms } from './alarms';
+import { escapeTerraformTemplate } from './terraform-strings';
+
+export interface ProvisioningStackProps {
+  readonly config: DeploymentConfig;
+  /** Directory holding the esbuild bundle (index.js exporting `handler`). */
+  readonly bundleDir: string;
+  /** PEM text of the fleet's public key (v1 signatures). */
+  readonly fleetPublicKeyPem: string;
+  /**
+   * Where the local state file goes, relative to cdktf.out/stacks/<stack> (where terraform runs).
+   * Default: the repository root, so `make clean` (which removes cdktf.out) never deletes state.
+   */
+  readonly localStatePath?: string;
+}
+
+export class ProvisioningStack extends TerraformStack {
+  readonly providers: ReadonlyMap<string, AwsProvider>;
+
+  constructor(scope: Construct, props: ProvisioningStackProps) {
+    const { config } = props;
+    super(scope, stackName(config));
+    assertPublicKey(props.fleetPublicKeyPem, config.fleetPublicKeyFile);
+    this.configureBackend(config, props.localStatePath);
+
+    const providers = this.createProviders(config);
+    // "hashicorp/aws" means the same provider to Terraform and lets OpenTofu use its own registry.
+    this.addOverride('terraform.required_providers.aws.source', 'hashicorp/aws');
+    this.providers = providers;
+    const home = providers.get(config.homeRegion) as AwsProvider;
+    const account = new DataAwsCallerIdentity(this, 'account', { provider: home });
+    const partition = new DataAwsPartition(this, 'partition', { provider: home });
+
+    const registry = new RegistryTable(this, 'registry', { config, provider: home });
+    const role = functionRole(this, config, home);
+    const ipstackKey = new IpstackKeyStore(this, 'ipstack-key', {
+      config,
+      provider: home,
+      accountId: account.accountId,
+      partition: partition.partition,
+      functionRoleArn: role.arn,
+    });
+    const fn = new ProvisioningFunction(this, 'function', {
+      config,
+      provider: home,
+      role,
+      bundleDir: props.bundleDir,
+      fleetPublicKeyPem: props.fleetPublicKeyPem,
+      accountId: account.accountId,
+      partition: partition.partition,
+      tableArn: registry.table.arn,
+      kmsKeyArn: ipstackKey.key.arn,
+      ipstackKeyParameterArn: ipstackKey.parameter.arn,
+    });
+
+    // Terraform would read ${iot:...} policy variables as its own interpolation: escape them.
+    const devicePolicy = escapeTerraformTemplate(JSON.stringify(devicePolicyDocument()));
+    for (const region of config.iotRegions) {
+      new IotPolicy(this, `device-policy-${region}`, {
+        provider: providers.get(region),
+        name: config.iotPolicyName,
+        policy: devicePolicy,
+      });
+    }
+
+    const edge = new Edge(this, 'edge', {
+      config,
+      provider: home,
+      certificateProvider: providers.get('us-east-1'),
+      function: fn.function,
+      originVerifySecret: fn.originVerifySecret,
+    });
+    new Alarms(this, 'alarms', {
+      config,
+      provider: home,
+      apiId: edge.api.id,
+      stageName: edge.stage.name,
+      functionName: fn.function.functionName,
+    });
+
+    new TerraformOutput(this, 'provisioning_url', {
+      description: 'The one URL devices POST to',
+      value: `https://${edge.publicDomainName}${PROVISIONING_PATH}`,
+    });
+    new TerraformOutput(this, 'table_name', { value: registry.table.name });
+    new TerraformOutput(this, 'kms_key_alias', { value: ipstackKey.alias.name });
+    new TerraformOutput(this, 'ipstack_key_parameter', { value: ipstackKey.parameter.name });
+    new TerraformOutput(this, 'ipstack_key_rotator_policy_arn', {
+      description: 'Attach to the role security engineers use for make rotate-ipstack-key',
+      value: ipstackKey.rotatorPolicy.arn,
+    });
+    new TerraformOutput(this, 'function_name', { value: fn.function.functionName });
+    new TerraformOutput(this, 'cloudfront_domain_name', { value: edge.distribution.domainName });
+    new TerraformOutput(this, 'home_region', { value: config.homeRegion });
+    new TerraformOutput(this, 'iot_regions', { value: config.iotRegions });
+  }
+
+  private configureBackend(config: DeploymentConfig, localStatePath: string | undefined): void {
+    const state = config.terraformState;
+    if (!state) {
+      new LocalBackend(this, { path: localStatePath ?? `../../../terraform.${stackName(config)}.tfstate` });
+      return;
+    }
+    new S3Backend(this, {
+      bucket: state.bucket,
+      key: state.key,
+      region: state.region,
+      encrypt: true,
+      dynamodbTable: state.dynamodbTable,
+    });
+    // Terraform ≥ 1.10 locks with a lock object in the bucket; no lock table needed.
+    if (!state.dynamodbTable) this.addOverride('terraform.backend.s3.use_lockfile', true);
+  }
+
+  /** One AWS provider per region: home (the default provider), every IoT region, us-east-1 for ACM. */
+  private createProviders(config: DeploymentConfig): Map<string, AwsProvider> {
+    const regions = new Set([config.homeRegion, ...config.iotRegions]);
+    if (config.customDomain) regions.add('us-east-1');
+    const providers = new Map<string, AwsProvider>();
+    for (const region of regions) {
+      providers.set(
+        region,
+        new AwsProvider(this, `aws-${region}`, {
+          region,
+          alias: region === config.homeRegion ? undefined : region,
+          defaultTags: [{ tags: { Application: config.appName, ManagedBy: 'cdktf' } }],
+        }),
+      );
+    }
+    return providers;
+  }
+}
+
+function assertPublicKey(pem: string, source: string): void {
+  try {
+    createPublicKey(pem);
+  } catch (error) {
+    throw new Error(`fleet public key (${source}) is not a PEM public key: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+}

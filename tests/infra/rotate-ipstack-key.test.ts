@@ -1,0 +1,140 @@
+/**
+ * make rotate-ipstack-key against moto (local KMS + SSM through the real SDK): the key goes in on
+ * stdin, comes out only as ciphertext that KMS decrypts with the function's encryption context,
+ * and never appears in the tool's output. Skipped when moto_server is not installed.
+ */
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from '../../functions/provisioning/config';
+
+const REPO_ROOT = join(__dirname, '..', '..');
+const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
+const REGION = 'us-east-2';
+const PARAMETER = '/test/ipstack-access-key-ciphertext';
+const ALIAS = 'alias/rotate-test';
+const NEW_KEY = '0123456789abcdef0123456789abcdef';
+const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
+
+const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
+if (!motoInstalled) console.warn('rotate-ipstack-key integration test skipped: moto_server is not on PATH');
+const describeWithMoto = motoInstalled ? describe : describe.skip;
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function waitForMoto(endpoint: string, moto: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (moto.exitCode !== null) throw new Error(`moto_server exited with ${moto.exitCode}`);
+    try {
+      const response = await fetch(`${endpoint}/moto-api/`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+  }
+  throw new Error('moto_server did not start within 20 s');
+}
+
+function runRotate(args: string[], stdin: string): Promise<{ status: number | null; output: string }> {
+  return new Promise((resolveRun) => {
+    const child = spawn(TSX, [join(REPO_ROOT, 'infra', 'rotate-ipstack-key.ts'), ...args], {
+      cwd: REPO_ROOT,
+      env: {
+        ...process.env,
+        AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+        AWS_REGION: REGION,
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('close', (status) => resolveRun({ status, output }));
+    child.stdin.end(stdin);
+  });
+}
+
+describeWithMoto('make rotate-ipstack-key (against moto)', () => {
+  let moto: ChildProcess;
+  let endpoint: string;
+  let kms: KMSClient;
+  let ssm: SSMClient;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    endpoint = `http://127.0.0.1:${port}`;
+    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    await waitForMoto(endpoint, moto);
+    kms = new KMSClient({ region: REGION, endpoint, credentials });
+    ssm = new SSMClient({ region: REGION, endpoint, credentials });
+    const key = await kms.send(new CreateKeyCommand({ Description: 'rotate test' }));
+    await kms.send(new CreateAliasCommand({ AliasName: ALIAS, TargetKeyId: key.KeyMetadata!.KeyId! }));
+    await ssm.send(new PutParameterCommand({ Name: PARAMETER, Value: IPSTACK_KEY_UNSET, Type: 'String' }));
+  }, 30_000);
+
+  afterAll(() => {
+    kms?.destroy();
+    ssm?.destroy();
+    moto?.kill('SIGTERM');
+  });
+
+  const toolArgs = () => [
+    '--endpoint-url',
+    endpoint,
+    '--region',
+    REGION,
+    '--key-id',
+    ALIAS,
+    '--parameter',
+    PARAMETER,
+  ];
+
+  it('stores the piped key as ciphertext that decrypts, with the function context, to the key', async () => {
+    const run = await runRotate(toolArgs(), `${NEW_KEY}\n`);
+    expect(run.status).toBe(0);
+    expect(run.output).toMatch(/stored version 2 of \/test\/ipstack-access-key-ciphertext/);
+    expect(run.output).toMatch(/within 300 s/);
+    expect(run.output).not.toContain(NEW_KEY);
+
+    const stored = (await ssm.send(new GetParameterCommand({ Name: PARAMETER }))).Parameter!.Value!;
+    expect(stored).not.toContain(NEW_KEY);
+    const decrypted = await kms.send(
+      new DecryptCommand({
+        CiphertextBlob: Buffer.from(stored, 'base64'),
+        EncryptionContext: { ...IPSTACK_KEY_ENCRYPTION_CONTEXT },
+      }),
+    );
+    expect(Buffer.from(decrypted.Plaintext!).toString('utf8')).toBe(NEW_KEY);
+  });
+
+  it('binds the ciphertext to the encryption context: decrypting without it fails', async () => {
+    const stored = (await ssm.send(new GetParameterCommand({ Name: PARAMETER }))).Parameter!.Value!;
+    await expect(
+      kms.send(new DecryptCommand({ CiphertextBlob: Buffer.from(stored, 'base64') })),
+    ).rejects.toThrow();
+  });
+
+  it('refuses input that is not an ipstack key, without echoing it, and leaves the parameter alone', async () => {
+    const before = (await ssm.send(new GetParameterCommand({ Name: PARAMETER }))).Parameter!;
+    const run = await runRotate(toolArgs(), 'not a key; rm -rf /\n');
+    expect(run.status).toBe(1);
+    expect(run.output).toMatch(/does not look like an ipstack access key/);
+    expect(run.output).not.toContain('rm -rf');
+    const after = (await ssm.send(new GetParameterCommand({ Name: PARAMETER }))).Parameter!;
+    expect(after.Version).toBe(before.Version);
+  });
+});

@@ -1,0 +1,397 @@
+import {
+  FUNCTION_ENVIRONMENT,
+  IPSTACK_KEY_ENCRYPTION_CONTEXT,
+  IPSTACK_KEY_UNSET,
+  loadConfig,
+  ORIGIN_VERIFY_HEADER,
+} from '../../functions/provisioning/config';
+import { loadDeploymentConfig } from '../../infra/config';
+import { devicePolicyDocument } from '../../infra/device-policy';
+import { CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
+import { IOT_UNSCOPABLE_ACTIONS } from '../../infra/function';
+import { functionEnvironment } from '../../infra/function-environment';
+import { unescapeTerraformTemplate } from '../../infra/terraform-strings';
+import { all, only, synthesize, TEST_FLEET_PUBLIC_KEY } from './synth';
+
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: string | string[];
+  Principal?: { AWS?: string };
+  Condition?: Record<string, Record<string, string | string[]>>;
+}
+const statements = (policy: unknown): Statement[] =>
+  (JSON.parse(policy as string) as { Statement: Statement[] }).Statement;
+const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+
+const config = loadDeploymentConfig();
+const { json } = synthesize();
+
+describe('registry table', () => {
+  const table = only(json, 'aws_dynamodb_table');
+
+  it('keeps the sample key schema, on demand, with PITR, deletion protection, SSE and TTL', () => {
+    expect(table).toMatchObject({
+      name: config.tableName,
+      hash_key: 'thing_name',
+      attribute: [{ name: 'thing_name', type: 'S' }],
+      billing_mode: 'PAY_PER_REQUEST',
+      point_in_time_recovery: { enabled: true },
+      deletion_protection_enabled: true,
+      server_side_encryption: { enabled: true },
+      ttl: { attribute_name: 'expires_at', enabled: true },
+      stream_enabled: true,
+    });
+    expect(table.provider).toBe('aws');
+  });
+
+  it('replicates to every enabled IoT region except the home one', () => {
+    const replicas = (table.replica as Array<{ region_name: string; point_in_time_recovery: boolean }>).map(
+      (replica) => replica.region_name,
+    );
+    expect(replicas.sort()).toEqual(
+      config.iotRegions.filter((region) => region !== config.homeRegion).sort(),
+    );
+    expect(replicas).not.toContain(config.homeRegion);
+  });
+});
+
+describe('providers and IoT policies', () => {
+  it('has one aws provider per region: home (default) and each IoT region (alias)', () => {
+    const providers = json.provider.aws;
+    const regions = providers.map((provider) => provider.region);
+    expect(new Set(regions)).toEqual(new Set([config.homeRegion, ...config.iotRegions]));
+    expect(regions).toHaveLength(new Set(regions).size);
+    expect(providers.filter((provider) => !provider.alias).map((provider) => provider.region)).toEqual([
+      config.homeRegion,
+    ]);
+  });
+
+  it('declares hashicorp/aws so the JSON also works with OpenTofu', () => {
+    expect(json.terraform.required_providers.aws?.source).toBe('hashicorp/aws');
+  });
+
+  it('creates the device policy, the document the function also uses, in every enabled region', () => {
+    const policies = all(json, 'aws_iot_policy');
+    const providerRegion = (provider: string) =>
+      provider === 'aws' ? config.homeRegion : provider.replace(/^aws\./, '');
+    expect(policies.map((policy) => providerRegion(policy.provider as string)).sort()).toEqual(
+      [...config.iotRegions].sort(),
+    );
+    for (const policy of policies) {
+      expect(policy.name).toBe(config.iotPolicyName);
+      // Escaped for Terraform ($${iot:...}); AWS receives exactly devicePolicyDocument().
+      expect(policy.policy).toContain('$${iot:Connection.Thing.ThingName}');
+      expect(JSON.parse(unescapeTerraformTemplate(policy.policy as string))).toEqual(devicePolicyDocument());
+    }
+  });
+});
+
+describe('ipstack key secrecy', () => {
+  it('rotates the KMS key and names it with the configured alias', () => {
+    expect(only(json, 'aws_kms_key').enable_key_rotation).toBe(true);
+    expect(only(json, 'aws_kms_alias').name).toBe(config.kmsKeyAlias);
+  });
+
+  it('lets the function role decrypt only with the ipstack encryption context (key policy)', () => {
+    const keyPolicy = statements(only(json, 'aws_kms_key').policy);
+    const forFunction = keyPolicy.find((statement) =>
+      statement.Principal?.AWS?.includes('aws_iam_role.function-role'),
+    );
+    expect(forFunction).toMatchObject({ Action: 'kms:Decrypt' });
+    expect(forFunction?.Condition?.StringEquals).toEqual(
+      Object.fromEntries(
+        Object.entries(IPSTACK_KEY_ENCRYPTION_CONTEXT).map(([k, v]) => [`kms:EncryptionContext:${k}`, v]),
+      ),
+    );
+  });
+
+  it('creates the ciphertext parameter as a placeholder that Terraform never reads back', () => {
+    expect(only(json, 'aws_ssm_parameter')).toMatchObject({
+      name: config.ipstackKeyParameter,
+      type: 'String',
+      value: IPSTACK_KEY_UNSET,
+      lifecycle: { ignore_changes: ['value'] },
+    });
+  });
+
+  it('never puts a plaintext through Terraform (no aws_kms_ciphertext, no kms secrets data source)', () => {
+    expect(json.resource.aws_kms_ciphertext).toBeUndefined();
+    expect(json.data?.aws_kms_secrets).toBeUndefined();
+    expect(json.data?.aws_kms_ciphertext).toBeUndefined();
+  });
+});
+
+describe('edge', () => {
+  const distribution = only(json, 'aws_cloudfront_distribution') as {
+    default_cache_behavior: Record<string, unknown>;
+    origin: Array<
+      Record<string, unknown> & {
+        custom_origin_config: Record<string, unknown>;
+        custom_header: Array<{ name: string; value: string }>;
+      }
+    >;
+    viewer_certificate: Record<string, unknown>;
+  };
+
+  it('serves HTTPS only, to the viewer and to the origin', () => {
+    expect(distribution.default_cache_behavior.viewer_protocol_policy).toBe('https-only');
+    expect(distribution.origin[0]?.custom_origin_config).toMatchObject({
+      origin_protocol_policy: 'https-only',
+      origin_ssl_protocols: ['TLSv1.2'],
+    });
+  });
+
+  it('never caches and allows POST', () => {
+    expect(distribution.default_cache_behavior.cache_policy_id).toBe(CACHING_DISABLED_POLICY_ID);
+    expect(distribution.default_cache_behavior.allowed_methods).toContain('POST');
+  });
+
+  it('forwards the viewer geolocation headers by whitelist, and not Host', () => {
+    const policy = only(json, 'aws_cloudfront_origin_request_policy') as {
+      headers_config: { header_behavior: string; headers: { items: string[] } };
+    };
+    expect(policy.headers_config.header_behavior).toBe('whitelist');
+    const headers = policy.headers_config.headers.items.map((header) => header.toLowerCase());
+    expect(headers).toEqual(
+      expect.arrayContaining([
+        'cloudfront-viewer-latitude',
+        'cloudfront-viewer-longitude',
+        'cloudfront-viewer-country',
+        'cloudfront-viewer-address',
+      ]),
+    );
+    expect(headers).not.toContain('host');
+    expect(distribution.default_cache_behavior.origin_request_policy_id).toContain(
+      'aws_cloudfront_origin_request_policy.',
+    );
+  });
+
+  it('sends the origin secret that the function checks', () => {
+    const header = distribution.origin[0]?.custom_header.find((h) => h.name === ORIGIN_VERIFY_HEADER);
+    const environment = (
+      only(json, 'aws_lambda_function').environment as { variables: Record<string, string> }
+    ).variables;
+    expect(header?.value).toMatch(/^\$\{random_password\..+\.result\}$/);
+    expect(environment.ORIGIN_VERIFY_SECRET).toBe(header?.value);
+    expect(only(json, 'random_password')).toMatchObject({ length: 48, special: false });
+  });
+
+  it('routes POST /device-provisioning to the function with payload 2.0 and stage throttling', () => {
+    expect(only(json, 'aws_apigatewayv2_route').route_key).toBe('POST /device-provisioning');
+    expect(only(json, 'aws_apigatewayv2_integration')).toMatchObject({
+      integration_type: 'AWS_PROXY',
+      payload_format_version: '2.0',
+    });
+    expect(only(json, 'aws_apigatewayv2_stage')).toMatchObject({
+      name: '$default',
+      auto_deploy: true,
+      default_route_settings: {
+        throttling_rate_limit: config.api.throttleRatePerSecond,
+        throttling_burst_limit: config.api.throttleBurst,
+      },
+      access_log_settings: { destination_arn: expect.stringContaining('aws_cloudwatch_log_group.') },
+    });
+  });
+
+  it('uses the default certificate without a custom domain (CloudFront then allows TLSv1)', () => {
+    expect(distribution.viewer_certificate).toEqual({ cloudfront_default_certificate: true });
+  });
+});
+
+describe('edge with a custom domain', () => {
+  const custom = synthesize({
+    customDomain: { domainName: 'provision.example.com', hostedZoneId: 'Z0123456789ABC' },
+  }).json;
+  const distribution = only(custom, 'aws_cloudfront_distribution') as {
+    aliases: string[];
+    viewer_certificate: Record<string, unknown>;
+  };
+
+  it('floors TLS at 1.2 with an SNI ACM certificate from us-east-1', () => {
+    expect(distribution.aliases).toEqual(['provision.example.com']);
+    expect(distribution.viewer_certificate).toMatchObject({
+      minimum_protocol_version: 'TLSv1.2_2021',
+      ssl_support_method: 'sni-only',
+    });
+    expect(only(custom, 'aws_acm_certificate')).toMatchObject({
+      domain_name: 'provision.example.com',
+      validation_method: 'DNS',
+      provider: 'aws.us-east-1',
+    });
+    expect(custom.provider.aws.map((provider) => provider.region)).toContain('us-east-1');
+  });
+
+  it('publishes the custom domain as the provisioning URL', () => {
+    expect(custom.output.provisioning_url?.value).toBe('https://provision.example.com/device-provisioning');
+  });
+});
+
+describe('function', () => {
+  const fn = only(json, 'aws_lambda_function');
+  const environment = (fn.environment as { variables: Record<string, string> }).variables;
+
+  it('runs the bundle on Node.js 22, arm64, with the configured size and limits', () => {
+    expect(fn).toMatchObject({
+      runtime: 'nodejs22.x',
+      architectures: ['arm64'],
+      handler: 'index.handler',
+      memory_size: config.function.memoryMb,
+      timeout: config.function.timeoutSeconds,
+      reserved_concurrent_executions: config.function.reservedConcurrency ?? -1,
+    });
+    expect(fn.filename).toMatch(/^assets\/.+\.zip$/);
+  });
+
+  it('keeps its logs for the configured retention', () => {
+    const groups = all(json, 'aws_cloudwatch_log_group');
+    expect(groups.find((group) => group.name === `/aws/lambda/${config.appName}`)?.retention_in_days).toBe(
+      config.function.logRetentionDays,
+    );
+  });
+
+  it('sets only variables the function reads, and every required one', () => {
+    const known = Object.keys(FUNCTION_ENVIRONMENT);
+    for (const name of Object.keys(environment)) expect(known).toContain(name);
+    const required = Object.entries(FUNCTION_ENVIRONMENT)
+      .filter(([, need]) => need === 'required')
+      .map(([name]) => name);
+    for (const name of required) expect(environment[name]).toBeTruthy();
+  });
+
+  it('sets exactly the environment functionEnvironment() describes (the set the local stack shares)', () => {
+    const expected = functionEnvironment(config, {
+      fleetPublicKeyPem: 'x',
+      originVerifySecret: 'y',
+      kmsKeyId: 'z',
+    });
+    expect(Object.keys(environment).sort()).toEqual(Object.keys(expected).sort());
+    expect(environment.IOT_REGIONS).toBe(config.iotRegions.join(','));
+    expect(environment.REGISTRY_REGION).toBe(config.homeRegion);
+  });
+
+  it('passes an environment the function accepts at cold start', () => {
+    const resolved = functionEnvironment(config, {
+      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+      originVerifySecret: 'a'.repeat(48),
+      kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/00000000-0000-0000-0000-000000000000',
+    });
+    const loaded = loadConfig(resolved);
+    expect(loaded.regions.map((site) => site.region)).toEqual(config.iotRegions);
+    expect(loaded.ipstack?.keyParameter).toBe(config.ipstackKeyParameter);
+    expect(loaded.ipstack?.keyCacheSeconds).toBe(config.ipstackKeyCacheSeconds);
+  });
+});
+
+describe('function IAM', () => {
+  const policy = statements(only(json, 'aws_iam_role_policy').policy);
+  const byAction = (action: string) => policy.filter((statement) => list(statement.Action).includes(action));
+
+  it('uses "*" only for the IoT actions AWS cannot scope, limited to the enabled regions', () => {
+    const unscoped = policy.filter((statement) => list(statement.Resource).includes('*'));
+    expect(unscoped).toHaveLength(1);
+    expect(list(unscoped[0]!.Action).sort()).toEqual([...IOT_UNSCOPABLE_ACTIONS].sort());
+    expect(unscoped[0]!.Condition).toEqual({ StringEquals: { 'aws:RequestedRegion': config.iotRegions } });
+    for (const statement of policy) {
+      for (const resource of list(statement.Resource))
+        expect(resource === '*' || !resource.startsWith('*')).toBe(true);
+      for (const action of list(statement.Action)) expect(action).not.toMatch(/\*/);
+    }
+  });
+
+  it('scopes IoT resources to things, certificates and the one policy in the enabled regions', () => {
+    const iotResources = policy
+      .filter((statement) => list(statement.Action).some((action) => action.startsWith('iot:')))
+      .flatMap((statement) => list(statement.Resource))
+      .filter((resource) => resource !== '*');
+    const regionOf = (arn: string) => arn.split(':')[3];
+    expect(new Set(iotResources.map(regionOf))).toEqual(new Set(config.iotRegions));
+    for (const arn of iotResources) {
+      expect(arn).toMatch(new RegExp(`:(thing/\\*|cert/\\*|policy/${config.iotPolicyName})$`));
+    }
+    for (const action of [
+      'iot:CreateThing',
+      'iot:AttachThingPrincipal',
+      'iot:UpdateCertificate',
+      'iot:GetPolicy',
+    ]) {
+      expect(byAction(action).length).toBeGreaterThan(0);
+    }
+  });
+
+  it('limits DynamoDB to item actions on the table, KMS to decrypt with the context, SSM to the parameter', () => {
+    const dynamo = policy.filter((statement) =>
+      list(statement.Action).some((action) => action.startsWith('dynamodb:')),
+    );
+    expect(dynamo).toHaveLength(1);
+    expect(dynamo[0]!.Resource).toMatch(/^\$\{aws_dynamodb_table\..+\.arn\}$/);
+    expect(list(dynamo[0]!.Action).sort()).toEqual([
+      'dynamodb:ConditionCheckItem',
+      'dynamodb:DeleteItem',
+      'dynamodb:GetItem',
+      'dynamodb:PutItem',
+      'dynamodb:UpdateItem',
+    ]);
+    const [decrypt] = byAction('kms:Decrypt');
+    expect(decrypt!.Resource).toMatch(/^\$\{aws_kms_key\..+\.arn\}$/);
+    expect(Object.keys(decrypt!.Condition!.StringEquals!)).toEqual(
+      Object.keys(IPSTACK_KEY_ENCRYPTION_CONTEXT).map((key) => `kms:EncryptionContext:${key}`),
+    );
+    expect(byAction('ssm:GetParameter')[0]!.Resource).toMatch(/^\$\{aws_ssm_parameter\..+\.arn\}$/);
+  });
+
+  it('gives rotate operators a policy scoped to the key and the parameter', () => {
+    const rotator = statements(only(json, 'aws_iam_policy').policy);
+    for (const statement of rotator) expect(list(statement.Resource)).not.toContain('*');
+  });
+});
+
+describe('operations', () => {
+  const alarms = all(json, 'aws_cloudwatch_metric_alarm');
+  const metricNames = alarms.flatMap((alarm) => [
+    alarm.metric_name,
+    ...(
+      (alarm.metric_query as Array<{ metric?: { metric_name: string; namespace: string } }> | undefined) ?? []
+    ).map((query) => query.metric?.metric_name),
+  ]);
+
+  it('alarms on 5xx rate, throttles, ipstack failures and Lambda errors', () => {
+    expect(alarms).toHaveLength(4);
+    expect(metricNames).toEqual(
+      expect.arrayContaining(['5xx', 'Count', 'Throttled', 'Throttles', 'IpstackFailure', 'Errors']),
+    );
+    const ipstack = alarms.find((alarm) => alarm.metric_name === 'IpstackFailure');
+    expect(ipstack).toMatchObject({
+      namespace: config.metricsNamespace,
+      dimensions: { service: config.appName },
+      threshold: config.alarms.ipstackFailuresPerFiveMinutes,
+    });
+  });
+
+  it('notifies by e-mail only when an address is configured', () => {
+    expect(json.resource.aws_sns_topic).toBeUndefined();
+    const withEmail = synthesize({ alarms: { ...config.alarms, alarmEmail: 'oncall@example.com' } }).json;
+    expect(only(withEmail, 'aws_sns_topic_subscription')).toMatchObject({
+      protocol: 'email',
+      endpoint: 'oncall@example.com',
+    });
+    for (const alarm of all(withEmail, 'aws_cloudwatch_metric_alarm')) {
+      expect(alarm.alarm_actions).toEqual([expect.stringContaining('aws_sns_topic.')]);
+    }
+  });
+
+  it('outputs the provisioning URL, the table name and the key alias', () => {
+    expect(json.output.provisioning_url?.value).toMatch(
+      /^https:\/\/\$\{aws_cloudfront_distribution\..+\.domain_name\}\/device-provisioning$/,
+    );
+    expect(json.output.table_name?.value).toContain('aws_dynamodb_table.');
+    expect(json.output.kms_key_alias?.value).toContain('aws_kms_alias.');
+  });
+
+  it('keeps local state outside cdktf.out, which make clean deletes', () => {
+    expect(json.terraform.backend).toEqual({
+      local: { path: `../../../terraform.${config.appName}.tfstate` },
+    });
+  });
+});

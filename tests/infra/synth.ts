@@ -1,0 +1,58 @@
+/**
+ * Synthesizes the stack for infra tests without a Lambda build: the asset points at a temporary
+ * directory holding a stub index.js.
+ */
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Testing } from 'cdktf';
+import { DeploymentConfig, loadDeploymentConfig } from '../../infra/config';
+import { ProvisioningStack } from '../../infra/stack';
+
+export const TEST_FLEET_PUBLIC_KEY = readFileSync(
+  join(__dirname, 'fixtures', 'fleet-public-key.pem'),
+  'utf8',
+);
+
+export interface TerraformJson {
+  terraform: Record<string, unknown> & { required_providers: Record<string, { source: string }> };
+  provider: { aws: Array<{ region: string; alias?: string }> };
+  resource: Record<string, Record<string, Record<string, unknown>>>;
+  output: Record<string, { value: unknown }>;
+  data: Record<string, Record<string, Record<string, unknown>>>;
+}
+
+export interface Synthesized {
+  readonly text: string;
+  readonly json: TerraformJson;
+  readonly stack: ProvisioningStack;
+}
+
+export function stubBundleDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'provisioning-bundle-'));
+  writeFileSync(join(dir, 'index.js'), 'exports.handler = async () => ({ statusCode: 503 });\n');
+  return dir;
+}
+
+export function synthesize(overrides: Partial<DeploymentConfig> = {}): Synthesized {
+  const config = { ...loadDeploymentConfig(), ...overrides };
+  const app = Testing.app();
+  const stack = new ProvisioningStack(app, {
+    config,
+    bundleDir: stubBundleDir(),
+    fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+  });
+  const text = Testing.synth(stack);
+  return { text, json: JSON.parse(text) as TerraformJson, stack };
+}
+
+/** The single resource of a type (fails the test if there are several or none). */
+export function only(json: TerraformJson, type: string): Record<string, unknown> {
+  const all = Object.values(json.resource[type] ?? {});
+  if (all.length !== 1) throw new Error(`expected exactly one ${type}, found ${all.length}`);
+  return all[0] as Record<string, unknown>;
+}
+
+export function all(json: TerraformJson, type: string): Record<string, unknown>[] {
+  return Object.values(json.resource[type] ?? {});
+}
