@@ -35,7 +35,7 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 test-unit: install ## Only the tests that need no local stack
 	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra
 
-local-up: build ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
+local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
 	$(TSX) tests/local/stack.ts up
 
 local-down: ## Stop everything local-up started

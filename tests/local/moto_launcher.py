@@ -1,0 +1,249 @@
+"""moto as the local AWS, with the few behaviours our tests depend on made faithful.
+
+moto is patched in-process before ThreadedMotoServer starts (its /moto-api/config endpoint
+ignores the iot settings, so this cannot be done from outside):
+
+- certificateId is SHA-256 of the certificate's DER, as AWS computes it (moto: of the PEM text).
+- CreateCertificateFromCsr issues a certificate for the CSR's public key with the CSR's subject,
+  signed by the local CA (moto: a fresh key pair, signed by a throwaway key, CSR key ignored).
+  CreateKeysAndCertificate is signed by the local CA too, so local MQTT brokers can verify both.
+- A malformed CSR raises InvalidRequestException (moto: HTTP 500 with a non-JSON body).
+- setAsActive=false is honoured (moto reads the query string "false" as true).
+- DescribeEndpoint is stable per region (moto: a new random address on every call); regions in
+  the --endpoints mapping answer with the local MQTT broker's host:port.
+- CreateThing on an existing name fails with ResourceAlreadyExistsException unless the request
+  is identical (AWS behaviour; moto silently overwrites the thing).
+
+Usage: python3 moto_launcher.py --port 17402 --ca-cert ca.pem --ca-key ca-key.pem
+       [--endpoints '{"eu-central-1": "127.0.0.1:17411"}'] [--no-stdin-watch]
+Prints "MOTO_READY http://127.0.0.1:PORT" once it answers; exits on SIGTERM/SIGINT or when
+stdin closes (so it dies with the process that started it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+MOTO_VERSION = "5.2.1"
+
+
+def import_moto() -> None:
+    try:
+        import moto  # noqa: F401
+        from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: F401
+    except ImportError:
+        print(
+            f"moto is not installed for {sys.executable}; installing moto[server]=={MOTO_VERSION} with pip",
+            file=sys.stderr,
+            flush=True,
+        )
+        subprocess.check_call(
+            [sys.executable, "-m", "pip", "install", "--quiet", f"moto[server]=={MOTO_VERSION}"]
+        )
+    import moto
+
+    if moto.__version__ != MOTO_VERSION:
+        print(
+            f"warning: moto {moto.__version__} found; the patches were written against {MOTO_VERSION}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="moto server with local-stack patches")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ca-cert", required=True, help="PEM of the local CA certificate")
+    parser.add_argument("--ca-key", required=True, help="PEM (PKCS#8) of the local CA private key")
+    parser.add_argument(
+        "--endpoints",
+        default="{}",
+        help='JSON mapping region -> "host:port" answered by DescribeEndpoint(iot:Data-ATS)',
+    )
+    parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit when stdin closes")
+    return parser.parse_args()
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def apply_patches(ca_cert_path: str, ca_key_path: str, endpoints: dict[str, str]) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from moto.core.config import default_user_config
+    from moto.iot import models
+    from moto.iot.exceptions import InvalidRequestException, ResourceAlreadyExistsException
+
+    # certificateId = SHA-256(DER), read by moto.settings.iot_use_valid_cert() at each call.
+    default_user_config.setdefault("iot", {})["use_valid_cert"] = True  # type: ignore[typeddict-item]
+
+    with open(ca_cert_path, "rb") as handle:
+        ca_cert = x509.load_pem_x509_certificate(handle.read())
+    with open(ca_key_path, "rb") as handle:
+        ca_key = serialization.load_pem_private_key(handle.read(), password=None)
+    if not isinstance(ca_key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise SystemExit("the local CA key must be RSA or EC")
+
+    def issue_pem(subject: x509.Name, public_key: Any) -> str:
+        now = datetime.now(timezone.utc)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            # AWS IoT issues device certificates valid until 2049-12-31.
+            .not_valid_after(datetime(2049, 12, 31, 23, 59, 59, tzinfo=timezone.utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+        )
+        certificate = builder.sign(ca_key, hashes.SHA256())
+        return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    backend_class = models.IoTBackend
+
+    def generate_certificate_pem(self: Any, domain_name: str, subject: Any, key: Any = None) -> str:
+        # CreateKeysAndCertificate path: moto generated `key` for the device; sign with the CA.
+        if key is None:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return issue_pem(subject, key.public_key())
+
+    def create_certificate_from_csr(self: Any, csr: str, set_as_active: Any) -> Any:
+        try:
+            request = x509.load_pem_x509_csr((csr or "").encode("utf-8"))
+        except ValueError:
+            # AWS answers a malformed CSR with InvalidRequestException (moto: HTTP 500, not JSON).
+            raise InvalidRequestException("The certificate signing request is not valid.")
+        pem = issue_pem(request.subject, request.public_key())
+        return self.register_certificate(
+            pem, ca_certificate_pem=None, set_as_active=as_bool(set_as_active), status="INACTIVE"
+        )
+
+    original_create_keys = backend_class.create_keys_and_certificate
+
+    def create_keys_and_certificate(self: Any, set_as_active: Any) -> Any:
+        return original_create_keys(self, as_bool(set_as_active))
+
+    class StableEndpoint:
+        def __init__(self, endpoint_type: str, address: str) -> None:
+            self.endpoint_type = endpoint_type
+            self.endpoint = address
+
+        def to_get_dict(self) -> dict[str, str]:
+            return {"endpointAddress": self.endpoint}
+
+        def to_dict(self) -> dict[str, str]:
+            return {"endpointAddress": self.endpoint}
+
+    def describe_endpoint(self: Any, endpoint_type: str) -> Any:
+        # Validates the type exactly like moto does (raises InvalidRequestException).
+        models.FakeEndpoint(endpoint_type, self.region_name)
+        prefix = hashlib.sha256(f"{self.account_id}:{self.region_name}".encode()).hexdigest()[:14]
+        region = self.region_name
+        if endpoint_type == "iot:Data-ATS" and region in endpoints:
+            address = endpoints[region]
+        elif endpoint_type == "iot:Data":
+            address = f"{prefix}.iot.{region}.amazonaws.com"
+        elif endpoint_type == "iot:Data-ATS":
+            address = f"{prefix}-ats.iot.{region}.amazonaws.com"
+        elif endpoint_type == "iot:CredentialProvider":
+            address = f"{prefix}.credentials.iot.{region}.amazonaws.com"
+        else:
+            address = f"{prefix}.jobs.iot.{region}.amazonaws.com"
+        self.endpoint = StableEndpoint(endpoint_type, address)
+        return self.endpoint
+
+    original_create_thing = backend_class.create_thing
+
+    def create_thing(
+        self: Any,
+        thing_name: str,
+        thing_type_name: str,
+        attribute_payload: dict[str, Any] | None,
+        billing_group_name: str | None = None,
+    ) -> Any:
+        existing = next((t for t in self.things.values() if t.thing_name == thing_name), None)
+        if existing is not None:
+            attributes = (attribute_payload or {}).get("attributes", {}) or {}
+            existing_type = existing.thing_type.thing_type_name if existing.thing_type else None
+            identical = (
+                existing_type == (thing_type_name or None)
+                and existing.attributes == attributes
+                and existing.billing_group_name == billing_group_name
+            )
+            if identical:
+                return existing
+            raise ResourceAlreadyExistsException(
+                f"Thing {thing_name} already exists in account with different attributes",
+                existing.thing_id,
+                existing.arn,
+            )
+        return original_create_thing(
+            self, thing_name, thing_type_name, attribute_payload, billing_group_name
+        )
+
+    backend_class._generate_certificate_pem = generate_certificate_pem  # type: ignore[method-assign]
+    backend_class.create_certificate_from_csr = create_certificate_from_csr  # type: ignore[method-assign]
+    backend_class.create_keys_and_certificate = create_keys_and_certificate  # type: ignore[method-assign]
+    backend_class.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
+    backend_class.create_thing = create_thing  # type: ignore[method-assign]
+
+
+def main() -> None:
+    args = parse_args()
+    import_moto()
+    endpoints = json.loads(args.endpoints)
+    if not isinstance(endpoints, dict):
+        raise SystemExit("--endpoints must be a JSON object")
+    apply_patches(args.ca_cert, args.ca_key, {str(k): str(v) for k, v in endpoints.items()})
+
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    stop = threading.Event()
+
+    def on_signal(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    if not args.no_stdin_watch:
+
+        def watch_stdin() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            stop.set()
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
+
+    print(f"MOTO_READY http://{args.host}:{args.port}", flush=True)
+    stop.wait()
+    # All state is in memory: exit at once. server.stop() waits for werkzeug's poll interval and
+    # request threads blocked on keep-alive connections would hold interpreter exit for seconds.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

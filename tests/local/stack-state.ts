@@ -1,0 +1,122 @@
+/**
+ * Where the local stack keeps its state (.local/) and the shape of the files in it. Shared by
+ * the CLI (stack.ts), the long-running server (stack-server.ts) and the tests.
+ */
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export const REPO_ROOT = path.resolve(__dirname, '..', '..');
+export const LOCAL_DIR = path.join(REPO_ROOT, '.local');
+export const LOGS_DIR = path.join(LOCAL_DIR, 'logs');
+export const CA_DIR = path.join(LOCAL_DIR, 'ca');
+export const STACK_FILE = path.join(LOCAL_DIR, 'stack.json');
+export const PIDS_FILE = path.join(LOCAL_DIR, 'pids.json');
+export const SERVER_OPTIONS_FILE = path.join(LOCAL_DIR, 'server-options.json');
+export const SECRETS_FILE = path.join(LOCAL_DIR, 'secrets.json');
+export const FLEET_SIGNING_KEY_FILE = path.join(LOCAL_DIR, 'fleet-signing-key.pem');
+export const FLEET_PUBLIC_KEY_FILE = path.join(LOCAL_DIR, 'fleet-public-key.pem');
+export const IPSTACK_FIXTURES_FILE = path.join(LOCAL_DIR, 'ipstack-fixtures.json');
+/** Progress of the stack server; `up` echoes it. */
+export const STACK_LOG = path.join(LOGS_DIR, 'stack.log');
+/** stdout/stderr of the stack server: the function's own (Powertools) logs land here. */
+export const FUNCTION_LOG = path.join(LOGS_DIR, 'function.log');
+
+export const DEFAULT_PORT_BASE = 17400;
+
+export interface LocalPorts {
+  readonly edge: number;
+  readonly awsProxy: number;
+  readonly moto: number;
+  readonly ipstack: number;
+  readonly watch: number;
+  /** region → MQTT broker port */
+  readonly mqtt: Record<string, number>;
+}
+
+/** Ports from a base: edge +0, AWS proxy +1, moto +2, ipstack +3, watch +4, MQTT +10+i. */
+export function portsFrom(base: number, regions: readonly string[]): LocalPorts {
+  return {
+    edge: base,
+    awsProxy: base + 1,
+    moto: base + 2,
+    ipstack: base + 3,
+    watch: base + 4,
+    mqtt: Object.fromEntries(regions.map((region, index) => [region, base + 10 + index])),
+  };
+}
+
+/** What `up` hands the stack server. */
+export interface StackServerOptions {
+  readonly ports: LocalPorts;
+  readonly handlerModule: string;
+  readonly originVerifySecret: string;
+  readonly ipstackAccessKey: string;
+  readonly fixturesPath: string;
+  readonly caCertPath: string;
+  readonly caKeyPath: string;
+  readonly fleetSigningKeyPath: string;
+  readonly fleetPublicKeyPath: string;
+  readonly pythonCommand: string;
+}
+
+/** .local/stack.json: everything a test or a person needs to talk to the running stack. */
+export interface LocalStack {
+  /** POST here, as a device does (the local edge: CloudFront + API Gateway stand-in). */
+  readonly provisioningUrl: string;
+  /** AWS endpoint for clients (the fault-injecting proxy in front of moto). */
+  readonly awsEndpoint: string;
+  /** moto itself, bypassing fault injection. */
+  readonly motoUrl: string;
+  readonly faultsUrl: string;
+  readonly homeRegion: string;
+  readonly tableName: string;
+  readonly regions: readonly string[];
+  readonly defaultRegion: string;
+  readonly iotPolicyName: string;
+  readonly fleetSigningKey: string;
+  readonly fleetPublicKey: string;
+  readonly ipstackUrl: string;
+  readonly ipstackFixtures: string;
+  readonly ipstackKeyParameter: string;
+  /** The fake's access key in plain text (the function only sees the KMS ciphertext). */
+  readonly ipstackAccessKey: string;
+  readonly kmsKeyId: string;
+  readonly originVerifySecret: string;
+  readonly caCertificate: string;
+  /** region → "127.0.0.1:PORT", what DescribeEndpoint(iot:Data-ATS) answers. */
+  readonly mqttEndpoints: Record<string, string>;
+  /** false when tests/local/iot-data-plane.ts is missing or its brokers failed to start. */
+  readonly mqttRunning: boolean;
+  readonly watchUrl: string;
+  readonly handlerModule: string;
+  /** The exact environment the edge gave the handler. */
+  readonly functionEnvironment: Record<string, string>;
+  readonly logs: string;
+  readonly ports: LocalPorts;
+  readonly accountId: string;
+  readonly pids: { readonly stackServer: number; readonly moto: number };
+  readonly startedAt: string;
+}
+
+export interface PidsFile {
+  readonly stackServer: number;
+  readonly processGroup: number;
+}
+
+export function readJson<T>(file: string): T | undefined {
+  if (!existsSync(file)) return undefined;
+  return JSON.parse(readFileSync(file, 'utf8')) as T;
+}
+
+export function writeJsonAtomic(file: string, value: unknown, mode = 0o644): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, JSON.stringify(value, null, 2) + '\n', { mode });
+  renameSync(temporary, file);
+}
+
+/** The running stack's description; throws when the stack is not up. */
+export function readStack(): LocalStack {
+  const stack = readJson<LocalStack>(STACK_FILE);
+  if (!stack) throw new Error(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
+  return stack;
+}
