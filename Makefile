@@ -33,7 +33,7 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 	node_modules/.bin/jest --ci
 
 test-unit: install ## Only the tests that need no local stack
-	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra
+	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts
 
 local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
 	$(TSX) tests/local/stack.ts up

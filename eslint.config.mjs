@@ -2,7 +2,17 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.scratch/**', 'cdktf.out/**', 'dist/**', '.local/**', 'coverage/**', '**/*.py'] },
+  {
+    ignores: [
+      'node_modules/**',
+      '.scratch/**',
+      'cdktf.out/**',
+      'dist/**',
+      '.local/**',
+      'coverage/**',
+      '**/*.py',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

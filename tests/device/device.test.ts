@@ -1,0 +1,274 @@
+/**
+ * The virtual device end to end against the local stack (jest's global setup starts it): the
+ * provisioning service behind the local edge, moto as AWS, the regional MQTT endpoints. Places are
+ * simulated with the local edge's X-Local-Viewer-* headers (real CloudFront cannot run here).
+ */
+import { spawnSync } from 'node:child_process';
+import { createPublicKey, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { EXIT, runDevice, type DeviceOutput, type DeviceSettings } from '../../device/cli';
+import { connectDevice, disconnect, publishTelemetry } from '../../device/mqtt';
+import { PRIVATE_KEY_FILE, loadCredentials, type DeviceCredentials } from '../../device/store';
+import { addDevice, readStack, type LocalStack } from '../local/stack';
+import { openWatch, type WatchSubscription } from '../local/watch';
+import { iotClient, setCertificateStatus, uniqueThingName } from './support/iot-fixtures';
+
+const TOKYO = {
+  'X-Local-Viewer-Latitude': '35.68',
+  'X-Local-Viewer-Longitude': '139.69',
+  'X-Local-Viewer-Country': 'JP',
+};
+const SYDNEY = {
+  'X-Local-Viewer-Latitude': '-33.87',
+  'X-Local-Viewer-Longitude': '151.21',
+  'X-Local-Viewer-Country': 'AU',
+};
+// Mumbai: the retry tests inject faults into ap-south-1 only, so parallel test files are unaffected.
+const MUMBAI = {
+  'X-Local-Viewer-Latitude': '19.08',
+  'X-Local-Viewer-Longitude': '72.88',
+  'X-Local-Viewer-Country': 'IN',
+};
+
+let stack: LocalStack;
+let watch: WatchSubscription;
+let dataRoot: string;
+
+beforeAll(async () => {
+  stack = readStack();
+  if (!stack.mqttRunning) throw new Error('the local stack runs without MQTT endpoints');
+  watch = await openWatch(stack.watchUrl);
+  dataRoot = mkdtempSync(join(tmpdir(), 'device-test-'));
+});
+
+afterAll(() => {
+  watch?.close();
+  if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
+});
+
+interface Captured extends DeviceOutput {
+  readonly lines: string[];
+  readonly errors: string[];
+}
+
+function capture(): Captured {
+  const lines: string[] = [];
+  const errors: string[] = [];
+  return { lines, errors, line: (text) => lines.push(text), error: (text) => errors.push(text) };
+}
+
+async function newDevice(overrides: Partial<DeviceSettings> = {}): Promise<DeviceSettings> {
+  const thingName = overrides.thingName ?? uniqueThingName();
+  await addDevice(stack, thingName);
+  return {
+    thingName,
+    apiUrl: stack.provisioningUrl,
+    ownKey: false,
+    fakeDevice: false,
+    continueWithoutPauses: true,
+    keyType: 'rsa',
+    signingKeyPem: readFileSync(stack.fleetSigningKey, 'utf8'),
+    protocol: 'v1',
+    dataDir: join(dataRoot, thingName),
+    caPems: [readFileSync(stack.caCertificate, 'utf8')],
+    count: 1,
+    intervalSeconds: 0,
+    headers: TOKYO,
+    ...overrides,
+  };
+}
+
+async function stored(settings: DeviceSettings): Promise<DeviceCredentials> {
+  const credentials = await loadCredentials(settings.dataDir);
+  if (!credentials) throw new Error(`nothing stored in ${settings.dataDir}`);
+  return credentials;
+}
+
+function certificateId(certificatePem: string): string {
+  return new X509Certificate(certificatePem).fingerprint256.replace(/:/g, '').toLowerCase();
+}
+
+/** How many messages the observer saw on `topic`, waiting up to 5 s for `expected` of them. */
+async function observedCount(topic: string, expected: number): Promise<number> {
+  const count = () => watch.messages.filter((message) => message.topic === topic).length;
+  const deadline = Date.now() + 5000;
+  while (count() < expected && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+  return count();
+}
+
+async function setFaults(rules: readonly object[]): Promise<void> {
+  const response = await fetch(stack.faultsUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ rules }),
+  });
+  if (!response.ok) throw new Error(`fault injection answered ${response.status}`);
+}
+
+async function clearFaults(): Promise<void> {
+  await fetch(stack.faultsUrl, { method: 'DELETE' });
+}
+
+describe('virtual device against the local stack', () => {
+  it.each([
+    {
+      mode: 'a service-made key (v1)',
+      ownKey: false,
+      keyType: 'rsa',
+      protocol: 'v1',
+      headers: TOKYO,
+      region: 'ap-northeast-1',
+    },
+    {
+      mode: 'its own EC key and a CSR (v2)',
+      ownKey: true,
+      keyType: 'ec',
+      protocol: 'v2',
+      headers: SYDNEY,
+      region: 'ap-southeast-2',
+    },
+    {
+      mode: 'its own RSA key and a CSR (v1)',
+      ownKey: true,
+      keyType: 'rsa',
+      protocol: 'v1',
+      headers: TOKYO,
+      region: 'ap-northeast-1',
+    },
+  ] as const)(
+    'provisions with $mode, connects to $region and publishes what the observer sees',
+    async (mode) => {
+      const settings = await newDevice({
+        ownKey: mode.ownKey,
+        keyType: mode.keyType,
+        protocol: mode.protocol,
+        headers: mode.headers,
+        count: 2,
+      });
+      const output = capture();
+
+      expect(await runDevice(settings, output)).toBe(EXIT.ok);
+
+      const credentials = await stored(settings);
+      expect(credentials.identity.region).toBe(mode.region);
+      expect(credentials.identity.keySource).toBe(mode.ownKey ? 'device' : 'service');
+      expect(statSync(join(settings.dataDir, PRIVATE_KEY_FILE)).mode & 0o777).toBe(0o600);
+      const certificateKey = new X509Certificate(credentials.certificatePem).publicKey.export({
+        type: 'spki',
+        format: 'der',
+      });
+      const deviceKey = createPublicKey(credentials.privateKeyPem).export({ type: 'spki', format: 'der' });
+      expect(Buffer.compare(certificateKey, deviceKey)).toBe(0);
+      const topic = `data/${settings.thingName}/misc`;
+      const seen = await watch.waitFor((message) => message.topic === topic, 5000);
+      expect(seen.region).toBe(mode.region);
+      expect(JSON.parse(seen.payload)).toMatchObject({
+        'thing-name': settings.thingName,
+        global: 'device provisioning',
+      });
+    },
+  );
+
+  it('refuses a fake device with 401 and exit status 3, storing nothing', async () => {
+    const thingName = uniqueThingName();
+    await addDevice(stack, thingName);
+    const dataDir = join(dataRoot, thingName);
+    const cli = spawnSync(
+      resolve('node_modules/.bin/tsx'),
+      ['device/cli.ts', '-t', thingName, '-a', stack.provisioningUrl, '-f', '-c', '--data-dir', dataDir],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 },
+    );
+    expect(cli.status).toBe(EXIT.rejected);
+    expect(cli.stderr).toMatch(/HTTP 401/);
+    expect(() => statSync(dataDir)).toThrow();
+  });
+
+  it('started again, goes straight to publishing without asking the service', async () => {
+    const settings = await newDevice({ ownKey: true });
+    expect(await runDevice(settings, capture())).toBe(EXIT.ok);
+    const first = await stored(settings);
+
+    // An unreachable provisioning URL proves the second run never calls it.
+    const output = capture();
+    expect(await runDevice({ ...settings, apiUrl: 'http://127.0.0.1:9/unreachable' }, output)).toBe(EXIT.ok);
+
+    expect(output.lines.join('\n')).toMatch(/already provisioned/);
+    expect((await stored(settings)).certificatePem).toBe(first.certificatePem);
+    expect(await observedCount(`data/${settings.thingName}/misc`, 2)).toBe(2);
+  });
+
+  describe('when AWS IoT fails in the device’s region', () => {
+    afterEach(clearFaults);
+
+    // The function's IoT client retries 4 times itself; failing 4 calls makes it answer the device.
+    it.each([
+      { error: 'ThrottlingException', status: /HTTP 429/ },
+      { error: 'InternalFailure', status: /HTTP 5\d\d/ },
+    ])('retries after $error and then provisions', async ({ error, status }) => {
+      await setFaults([
+        { match: { service: 'iot', region: 'ap-south-1', path: '^/keys-and-certificate' }, error, times: 4 },
+      ]);
+      const settings = await newDevice({ headers: MUMBAI });
+      const output = capture();
+
+      expect(await runDevice(settings, output)).toBe(EXIT.ok);
+
+      const retries = output.lines.filter((line) => /^attempt \d+\/\d+ failed/.test(line));
+      expect(retries.length).toBeGreaterThanOrEqual(1);
+      expect(retries[0]).toMatch(status);
+      expect((await stored(settings)).identity.region).toBe('ap-south-1');
+    });
+  });
+
+  it('is refused by its region once its certificate is revoked', async () => {
+    const settings = await newDevice();
+    expect(await runDevice(settings, capture())).toBe(EXIT.ok);
+    const credentials = await stored(settings);
+    const iot = iotClient(credentials.identity.region, stack.awsEndpoint);
+    await setCertificateStatus(iot, certificateId(credentials.certificatePem), 'REVOKED');
+    iot.destroy();
+
+    const output = capture();
+    expect(await runDevice(settings, output)).toBe(EXIT.connectFailed);
+    expect(output.errors.join('\n')).toMatch(/Not authorized/);
+  });
+
+  it('is refused by a region its certificate is not registered in', async () => {
+    const settings = await newDevice({ headers: TOKYO });
+    expect(await runDevice(settings, capture())).toBe(EXIT.ok);
+    const credentials = await stored(settings);
+    const elsewhere = stack.mqttEndpoints['eu-central-1'] ?? '';
+
+    await expect(
+      connectDevice({
+        endpointAddress: elsewhere,
+        thingName: settings.thingName,
+        privateKeyPem: credentials.privateKeyPem,
+        certificatePem: credentials.certificatePem,
+        caPems: settings.caPems,
+      }),
+    ).rejects.toThrow(/Not authorized/);
+  });
+
+  it('loses its connection when it publishes outside data/<thing>/', async () => {
+    const settings = await newDevice();
+    expect(await runDevice(settings, capture())).toBe(EXIT.ok);
+    const credentials = await stored(settings);
+    const client = await connectDevice({
+      endpointAddress: credentials.identity.endpointAddress,
+      thingName: settings.thingName,
+      privateKeyPem: credentials.privateKeyPem,
+      certificatePem: credentials.certificatePem,
+      caPems: settings.caPems,
+    });
+    const foreign = `data/${uniqueThingName()}/misc`;
+
+    await expect(
+      publishTelemetry(client, settings.thingName, { count: 1, intervalMs: 0, topic: foreign }),
+    ).rejects.toThrow(/closed/);
+    await disconnect(client);
+    expect(watch.messages.some((message) => message.topic === foreign)).toBe(false);
+  });
+});
