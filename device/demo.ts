@@ -334,7 +334,7 @@ function table(rows: readonly DeviceRow[]): string {
     'geo source',
     'latency',
     'messages',
-    '',
+    'outcome',
   ];
   const cells = rows.map((row) => [
     row.device,

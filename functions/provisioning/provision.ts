@@ -13,7 +13,7 @@
  */
 import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
 import { ProvisioningConfig } from './config';
-import { checkCsr, CheckedCsr } from './csr';
+import type { CheckedCsr } from './csr';
 import { CreatedThing, DeviceIot, IssuedCertificate } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceKm as distanceBetween, findRegionSite } from './regions';
@@ -67,7 +67,10 @@ export async function provision(
   };
   precheckProof(proofCheck);
   if (proof.version === 1) countMetric('V1SignatureUsed');
-  const csr: CheckedCsr | undefined = request.csrPem ? await checkCsr(request.csrPem, thingName) : undefined;
+  // The X.509 stack is loaded only when a device sends a CSR: key-mode containers skip its init.
+  const csr: CheckedCsr | undefined = request.csrPem
+    ? await (await import('./csr')).checkCsr(request.csrPem, thingName)
+    : undefined;
 
   // Stage 1. The placement never fails (it falls back to the default region).
   const [claim, placement] = await timer.time('claimAndLocate', () =>
