@@ -5,6 +5,7 @@
  * observer saw every message, shows a forged device and a revoked certificate being refused, and
  * prints a summary. Stops what it started; exits 0 only if every check held.
  */
+import { Command } from 'commander';
 import { X509Certificate, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -359,8 +360,26 @@ function table(rows: readonly DeviceRow[]): string {
 }
 
 async function main(): Promise<number> {
+  const options = new Command('demo')
+    .description(
+      'The whole journey locally: start the local stack, provision virtual devices from five continents,' +
+        'each connects to its own region over MQTT/TLS and publishes, the observer sees every message,' +
+        'a forged device and a revoked certificate are refused. Exits 0 only if all of that held.',
+    )
+    .option(
+      '--keep-running',
+      'leave a stack this demo started running afterwards (stop it with make local-down)',
+    )
+    .parse()
+    .opts<{ keepRunning?: boolean }>();
   log('Starting the local stack (moto as AWS, local edge, regional MQTT endpoints)...');
   const { stack, started } = await startStack({ log });
+  // Ctrl-C must not leave a stack this demo started behind.
+  process.once('SIGINT', () => {
+    log('\ninterrupted');
+    const stop = started && !options.keepRunning ? stopStack({ log }) : Promise.resolve(false);
+    void stop.finally(() => process.exit(130));
+  });
   log(
     started
       ? `local stack started: ${stack.provisioningUrl}`
@@ -405,7 +424,7 @@ async function main(): Promise<number> {
     watch?.close();
     demo?.close();
     await rm(dataRoot, { recursive: true, force: true });
-    if (started) {
+    if (started && !options.keepRunning) {
       log('Stopping the local stack this demo started...');
       await stopStack({ log });
     }

@@ -2,8 +2,7 @@
  * Failure paths: AWS throttling and failures injected by the local stack's fault proxy (in front
  * of moto), and traffic that bypasses CloudFront. Nothing may be left half-created.
  */
-import { DescribeThingCommand, ListCertificatesCommand } from '@aws-sdk/client-iot';
-import { GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { ListCertificatesCommand } from '@aws-sdk/client-iot';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
 import { addDevice } from '../local/stack';
@@ -12,11 +11,12 @@ import {
   iotIn,
   PLACES,
   post,
-  registryClient,
+  registryRecord,
   setFaults,
   stack,
   uniqueThingName,
   v1Body,
+  thingExists,
 } from './requests';
 
 // Mumbai: no other test provisions there, so certificate counts in ap-south-1 are ours alone.
@@ -27,26 +27,8 @@ async function certificateCount(): Promise<number> {
   return listed.certificates?.length ?? 0;
 }
 
-async function recordOf(thingName: string) {
-  const answer = await registryClient().send(
-    new GetItemCommand({
-      TableName: stack.tableName,
-      Key: { thing_name: { S: thingName } },
-      ConsistentRead: true,
-    }),
-  );
-  return answer.Item;
-}
-
-async function thingExists(thingName: string): Promise<boolean> {
-  return iotIn(REGION)
-    .send(new DescribeThingCommand({ thingName }))
-    .then(() => true)
-    .catch((error: Error) => {
-      if (error.name === 'ResourceNotFoundException') return false;
-      throw error;
-    });
-}
+const recordOf = registryRecord;
+const thingExistsHere = (thingName: string) => thingExists(REGION, thingName);
 
 afterEach(clearFaults);
 
@@ -73,7 +55,7 @@ describe('when AWS IoT fails after the claim', () => {
     });
     expect(failed.headers.get('retry-after')).toBeTruthy();
     expect(await certificateCount()).toBe(before);
-    expect(await thingExists(thingName)).toBe(false);
+    expect(await thingExistsHere(thingName)).toBe(false);
     const item = await recordOf(thingName);
     expect(item?.prov_status?.S).toBe('unprovisioned');
     expect(item?.claim_id).toBeUndefined();
@@ -104,7 +86,7 @@ describe('when AWS IoT throttles certificate creation', () => {
     expect(Number(answer.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(answer.body).toEqual({ status: 'error', message: expect.stringContaining('throttling') });
     expect(await certificateCount()).toBe(before);
-    expect(await thingExists(thingName)).toBe(false);
+    expect(await thingExistsHere(thingName)).toBe(false);
     expect((await recordOf(thingName))?.claim_id).toBeUndefined();
   });
 
@@ -121,7 +103,7 @@ describe('when AWS IoT throttles certificate creation', () => {
     });
     const answer = await post(v1Body(thingName), PLACES.mumbai);
     expect(answer.status).toBe(429);
-    expect(await thingExists(thingName)).toBe(false);
+    expect(await thingExistsHere(thingName)).toBe(false);
   });
 });
 

@@ -7,11 +7,10 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, X509Certificate
 import { readFileSync } from 'node:fs';
 import {
   DescribeCertificateCommand,
-  DescribeThingCommand,
   ListAttachedPoliciesCommand,
   ListThingPrincipalsCommand,
 } from '@aws-sdk/client-iot';
-import { GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { addDevice } from '../local/stack';
 import { FUNCTION_LOG, SECRETS_FILE } from '../local/stack-state';
 import {
@@ -20,37 +19,20 @@ import {
   PLACES,
   post,
   registryClient,
+  registryRecord,
   stack,
+  thingExists,
   uniqueThingName,
   v1Body,
   v2Body,
 } from './requests';
 
-async function record(thingName: string) {
-  const answer = await registryClient().send(
-    new GetItemCommand({
-      TableName: stack.tableName,
-      Key: { thing_name: { S: thingName } },
-      ConsistentRead: true,
-    }),
-  );
-  return answer.Item;
-}
+const record = registryRecord;
 
 async function newDevice(prefix: string, extra: Parameters<typeof addDevice>[2] = {}): Promise<string> {
   const thingName = uniqueThingName(prefix);
   await addDevice(stack, thingName, extra);
   return thingName;
-}
-
-async function thingExists(region: string, thingName: string): Promise<boolean> {
-  try {
-    await iotIn(region).send(new DescribeThingCommand({ thingName }));
-    return true;
-  } catch (error) {
-    if ((error as Error).name === 'ResourceNotFoundException') return false;
-    throw error;
-  }
 }
 
 describe('a device on the allowlist', () => {

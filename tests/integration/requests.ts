@@ -2,12 +2,12 @@
  * What a device sends, built the way firmware would, for integration tests that talk to the
  * local stack (moto as AWS, the local edge as CloudFront + API Gateway).
  */
-import { createPrivateKey, KeyObject, randomBytes, sign, webcrypto } from 'node:crypto';
+import { createPrivateKey, KeyObject, randomBytes, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { IoTClient } from '@aws-sdk/client-iot';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DescribeThingCommand, IoTClient } from '@aws-sdk/client-iot';
+import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { canonicalV2Message, pemToDer } from '../../functions/provisioning/wire';
-import * as x509 from '../../functions/provisioning/x509';
+import { makeCsr as makeCsrFor } from '../support/csr';
 import { LocalStack, readStack } from '../local/stack';
 
 export const stack: LocalStack = readStack();
@@ -55,21 +55,30 @@ export function v2Body(
   };
 }
 
-export async function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer }> {
-  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await crypto.subtle.generateKey(algorithm, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${commonName}`,
-    keys,
-    signingAlgorithm: algorithm,
-  });
-  return {
-    pem: csr.toString('pem'),
-    publicKeySpki: Buffer.from(await crypto.subtle.exportKey('spki', keys.publicKey)),
-  };
+/** A CSR whose CN is `commonName`, with a fresh EC P-256 key, as a device with its own key sends. */
+export function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer }> {
+  return makeCsrFor(`CN=${commonName}`);
+}
+
+export async function registryRecord(thingName: string) {
+  const answer = await registryClient().send(
+    new GetItemCommand({
+      TableName: stack.tableName,
+      Key: { thing_name: { S: thingName } },
+      ConsistentRead: true,
+    }),
+  );
+  return answer.Item;
+}
+
+export async function thingExists(region: string, thingName: string): Promise<boolean> {
+  try {
+    await iotIn(region).send(new DescribeThingCommand({ thingName }));
+    return true;
+  } catch (error) {
+    if ((error as Error).name === 'ResourceNotFoundException') return false;
+    throw error;
+  }
 }
 
 /** Simulated places, as the local edge's X-Local-Viewer-* headers. */

@@ -7,9 +7,9 @@
  * GET to read (with counters). Errors are shaped per protocol so the real SDK parses them into
  * the same exception classes AWS produces.
  */
+import { listenLocally } from './listen';
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
-import { AddressInfo } from 'node:net';
 
 export type InjectedError =
   'ThrottlingException' | 'ProvisionedThroughputExceededException' | 'InternalFailure' | 'ServiceUnavailable';
@@ -308,21 +308,8 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     });
   });
   server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${options.host}:${port}`;
-  return {
-    url,
-    faultsUrl: `${url}${FAULTS_PATH}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, close } = await listenLocally(server, options.host, options.port);
+  return { url, faultsUrl: `${url}${FAULTS_PATH}`, close };
 }
 
 async function callFaults(faultsUrl: string, method: string, spec?: FaultSpec): Promise<FaultState> {

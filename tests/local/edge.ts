@@ -11,9 +11,9 @@
  * 404 {"message":"Not Found"} elsewhere, 500 {"message":"Internal Server Error"} when the
  * function throws or times out.
  */
+import { listenLocally } from './listen';
 import http from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type {
   APIGatewayProxyEventV2,
@@ -332,19 +332,6 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       });
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${options.host}:${port}`;
-  return {
-    url,
-    provisioningUrl: `${url}${ROUTE_PATH}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const { url, close } = await listenLocally(server, options.host, options.port);
+  return { url, provisioningUrl: `${url}${ROUTE_PATH}`, close };
 }

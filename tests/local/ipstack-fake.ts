@@ -5,10 +5,10 @@
  * a test can add an address while the stack runs. A fixture entry that is itself an error body
  * (`{"success":false,...}`) is returned as-is, e.g. to simulate 104 usage_limit_reached.
  */
+import { listenLocally } from './listen';
 import http from 'node:http';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { AddressInfo } from 'node:net';
 
 export interface IpstackSuccess {
   ip: string;
@@ -267,17 +267,5 @@ export async function startIpstackFake(options: IpstackFakeOptions): Promise<Ips
     if (isErrorBody(body) || !fields) return answer(body);
     return answer(selectFields(body, fields));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://${options.host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return listenLocally(server, options.host, options.port);
 }

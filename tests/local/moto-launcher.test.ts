@@ -2,7 +2,7 @@
  * moto as patched by moto_launcher.py: the behaviours the provisioning tests rely on, checked
  * against moto directly (not through the fault proxy) with the real SDK.
  */
-import { createHash, generateKeyPairSync, webcrypto, X509Certificate } from 'node:crypto';
+import { createHash, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   CreateCertificateFromCsrCommand,
@@ -14,26 +14,14 @@ import {
   IoTClient,
   ResourceAlreadyExistsException,
 } from '@aws-sdk/client-iot';
-import * as x509 from '../../functions/provisioning/x509';
+import { makeCsr } from '../support/csr';
 import { LocalStack, readStack } from './stack-state';
 
 const describeWithStack = process.env.NO_LOCAL_STACK ? describe.skip : describe;
 
 async function csrFor(commonName: string): Promise<{ csrPem: string; publicKeyDer: Buffer }> {
-  const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-  const keys = (await webcrypto.subtle.generateKey(algorithm, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name: `CN=${commonName}`,
-    keys,
-    signingAlgorithm: algorithm,
-  });
-  return {
-    csrPem: csr.toString('pem'),
-    publicKeyDer: Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey)),
-  };
+  const csr = await makeCsr(`CN=${commonName}`);
+  return { csrPem: csr.pem, publicKeyDer: csr.publicKeySpki };
 }
 
 describeWithStack('moto launcher patches', () => {

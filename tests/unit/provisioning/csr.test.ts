@@ -1,29 +1,11 @@
-import { webcrypto } from 'node:crypto';
 import { checkCsr } from '../../../functions/provisioning/csr';
+import { CsrKeyAlgorithm, EC_P256, makeCsr, rsaAlgorithm } from '../../support/csr';
 import * as x509 from '../../../functions/provisioning/x509';
 
-const ecAlgorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
-const rsaAlgorithm = (modulusLength: number) => ({
-  name: 'RSASSA-PKCS1-v1_5',
-  modulusLength,
-  publicExponent: new Uint8Array([1, 0, 1]),
-  hash: 'SHA-256',
-});
+const ecAlgorithm = EC_P256;
 
-async function csrPem(
-  name: string,
-  algorithm: webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams,
-): Promise<string> {
-  const keys = (await crypto.subtle.generateKey(algorithm, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    name,
-    keys,
-    signingAlgorithm: algorithm,
-  });
-  return csr.toString('pem');
+async function csrPem(name: string, algorithm: CsrKeyAlgorithm): Promise<string> {
+  return (await makeCsr(name, algorithm)).pem;
 }
 
 async function refusal(pem: string, thingName = 'wm101'): Promise<string> {
