@@ -30,7 +30,10 @@ synth: build ## Synthesize the Terraform JSON offline (cdktf.out/)
 	$(TSX) infra/main.ts
 
 test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, integration and end-to-end tests
-	node_modules/.bin/jest --ci
+	status=0; node_modules/.bin/jest --ci --json --outputFile=coverage/jest-results.json || status=$$?; \
+	node -e "const r=require('./coverage/jest-results.json'); \
+	  console.log(r.numPassedTests + ' passed, ' + r.numFailedTests + ' failed' + (r.numPendingTests ? ', ' + r.numPendingTests + ' skipped' : ''))"; \
+	exit $$status
 
 test-unit: install ## Only the tests that need no local stack
 	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts
