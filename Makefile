@@ -30,7 +30,7 @@ synth: build ## Synthesize the Terraform JSON offline (cdktf.out/)
 	$(TSX) infra/main.ts
 
 test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, integration and end-to-end tests
-	status=0; node_modules/.bin/jest --ci --json --outputFile=coverage/jest-results.json || status=$$?; \
+	mkdir -p coverage; status=0; node_modules/.bin/jest --ci --json --outputFile=coverage/jest-results.json || status=$$?; \
 	node -e "const r=require('./coverage/jest-results.json'); \
 	  console.log(r.numPassedTests + ' passed, ' + r.numFailedTests + ' failed' + (r.numPendingTests ? ', ' + r.numPendingTests + ' skipped' : ''))"; \
 	exit $$status
