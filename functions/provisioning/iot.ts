@@ -23,6 +23,7 @@ import {
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
 import { devicePolicyDocument } from '../../infra/device-policy';
+import { awsClientSettings } from './aws-client-settings';
 import { hasName, isThrottling, isTransient } from './aws-errors';
 import { ProvisioningError, throttled, unavailable } from './errors';
 
@@ -75,7 +76,7 @@ export function awsDeviceIot(policyName: string): DeviceIot {
   const client = (region: string): IoTClient => {
     let existing = clients.get(region);
     if (!existing) {
-      existing = new IoTClient({ region, maxAttempts: 4 });
+      existing = new IoTClient(awsClientSettings(region, 4));
       clients.set(region, existing);
     }
     return existing;

@@ -15,6 +15,7 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { forbidden, ProvisioningError, throttled, unauthenticated, unavailable } from './errors';
+import { awsClientSettings } from './aws-client-settings';
 import { isThrottling, isTransient } from './aws-errors';
 
 export const PROV_STATUS = { unprovisioned: 'unprovisioned', provisioned: 'provisioned' } as const;
@@ -128,7 +129,7 @@ function translate(error: unknown, what: string): unknown {
 }
 
 export function dynamoRegistry(settings: { region: string; tableName: string }): Registry {
-  const dynamodb = new DynamoDBClient({ region: settings.region, maxAttempts: 3 });
+  const dynamodb = new DynamoDBClient(awsClientSettings(settings.region));
   const key = (thingName: string) => ({ thing_name: { S: thingName } });
 
   return {

@@ -6,6 +6,7 @@
  */
 import type { KMSClient } from '@aws-sdk/client-kms';
 import type { SSMClient } from '@aws-sdk/client-ssm';
+import { awsClientSettings } from './aws-client-settings';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from './config';
 
 export interface SecretSource {
@@ -33,8 +34,8 @@ export function kmsSecretSource(settings: KmsSecretSettings, now: () => number =
   const loadClients = () =>
     (clients ??= Promise.all([import('@aws-sdk/client-ssm'), import('@aws-sdk/client-kms')]).then(
       ([ssmSdk, kmsSdk]) => ({
-        ssm: new ssmSdk.SSMClient({ region: settings.region, maxAttempts: 3 }),
-        kms: new kmsSdk.KMSClient({ region: settings.region, maxAttempts: 3 }),
+        ssm: new ssmSdk.SSMClient(awsClientSettings(settings.region)),
+        kms: new kmsSdk.KMSClient(awsClientSettings(settings.region)),
         sdk: { ...ssmSdk, ...kmsSdk },
       }),
     ));

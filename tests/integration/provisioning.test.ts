@@ -14,12 +14,14 @@ import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { addDevice } from '../local/stack';
 import { FUNCTION_LOG, SECRETS_FILE } from '../local/stack-state';
 import {
+  clearFaults,
   iotIn,
   makeCsr,
   PLACES,
   post,
   registryClient,
   registryRecord,
+  setFaults,
   stack,
   thingExists,
   uniqueThingName,
@@ -264,9 +266,11 @@ describe('two requests for one device at the same time', () => {
   it('provision it exactly once: one 200, the other 429 with Retry-After', async () => {
     const thingName = await newDevice('race');
     const csrs = await Promise.all([makeCsr(thingName), makeCsr(thingName)]);
+    // 100 ms per AWS call keeps the first request's claim held while the second arrives.
+    await setFaults({ delayMs: 100 });
     const answers = await Promise.all(
       csrs.map((csr) => post(v1Body(thingName, { CSR: csr.pem }), PLACES.detroit)),
-    );
+    ).finally(clearFaults);
     const statuses = answers.map((answer) => answer.status).sort();
     expect(statuses).toEqual([200, 429]);
     const throttled = answers.find((answer) => answer.status === 429);
