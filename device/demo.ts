@@ -373,7 +373,7 @@ async function main(): Promise<number> {
     .parse()
     .opts<{ keepRunning?: boolean }>();
   log('Starting the local stack (moto as AWS, local edge, regional MQTT endpoints)...');
-  const { stack, started } = await startStack({ log });
+  const { stack, started } = await startStack({ log, stopWithOwner: !options.keepRunning });
   // Ctrl-C must not leave a stack this demo started behind.
   process.once('SIGINT', () => {
     log('\ninterrupted');

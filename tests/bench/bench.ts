@@ -83,7 +83,7 @@ async function main(): Promise<void> {
   const delayMs = Number(options.delay);
   const log = (line: string) => process.stdout.write(`${line}\n`);
 
-  const { started } = await startStack({ log });
+  const { started } = await startStack({ log, stopWithOwner: true });
   requests = await import('../integration/requests');
   const { clearFaults, setFaults } = requests;
   try {

@@ -11,7 +11,7 @@ declare global {
 export default async function globalSetup(): Promise<void> {
   if (process.env.NO_LOCAL_STACK) return;
   const started = Date.now();
-  const { stack, started: fresh } = await startStack({ log: () => undefined });
+  const { stack, started: fresh } = await startStack({ log: () => undefined, stopWithOwner: true });
   globalThis.localStackStartedByJest = fresh;
   process.stdout.write(
     `\nlocal stack ${fresh ? `started in ${((Date.now() - started) / 1000).toFixed(1)} s` : 'already running, reused'}: ` +

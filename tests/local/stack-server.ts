@@ -194,6 +194,18 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop(0));
   process.on('SIGINT', () => void stop(0));
+  if (options.ownerPid) {
+    const ownerPid = options.ownerPid;
+    const ownerWatch = setInterval(() => {
+      try {
+        process.kill(ownerPid, 0);
+      } catch {
+        progress(`owner process ${ownerPid} is gone`);
+        void stop(0);
+      }
+    }, 2_000);
+    ownerWatch.unref();
+  }
 
   progress(`starting moto on ${HOST}:${options.ports.moto}`);
   const moto = await startMoto(options, mqttEndpoints);

@@ -57,6 +57,12 @@ export interface StackServerOptions {
   readonly fleetSigningKeyPath: string;
   readonly fleetPublicKeyPath: string;
   readonly pythonCommand: string;
+  /**
+   * When set, the stack stops by itself once this process is gone (jest, bench, demo), so a
+   * killed run never leaves servers behind. `make local-up` leaves it unset: that stack is meant
+   * to outlive the command.
+   */
+  readonly ownerPid?: number;
 }
 
 /** .local/stack.json: everything a test or a person needs to talk to the running stack. */

@@ -68,6 +68,8 @@ export interface StartOptions {
   readonly handlerModule?: string;
   readonly portBase?: number;
   readonly log?: (line: string) => void;
+  /** Stop the stack by itself when the calling process exits (for tests, bench and demo). */
+  readonly stopWithOwner?: boolean;
 }
 
 export interface StartResult {
@@ -284,6 +286,7 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
     fleetSigningKeyPath: FLEET_SIGNING_KEY_FILE,
     fleetPublicKeyPath: FLEET_PUBLIC_KEY_FILE,
     pythonCommand: pythonCommand(),
+    ownerPid: options.stopWithOwner ? process.pid : undefined,
   };
   writeJsonAtomic(SERVER_OPTIONS_FILE, serverOptions, 0o600);
 
