@@ -6,7 +6,8 @@
  * the local stack (which sets them on the local edge); a test pins that all three agree.
  */
 import { createPublicKey, KeyObject } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import './zod-messages';
 import { enabledRegionSites, RegionSite } from './regions';
 
 /** Variables the function reads, and whether the deployment must set them. */
@@ -76,45 +77,68 @@ export class ConfigError extends Error {
 
 const regionName = z
   .string()
-  .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
-const boolean = z.enum(['true', 'false']).transform((value) => value === 'true');
-const seconds = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+  .check(z.regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1'));
+const boolean = (fallback: boolean) =>
+  z._default(
+    z.pipe(
+      z.enum(['true', 'false']),
+      z.transform((value: 'true' | 'false') => value === 'true'),
+    ),
+    fallback,
+  );
+const seconds = (fallback: number, minimum = 1) =>
+  z._default(
+    z.coerce.number().check(
+      z.refine((value: number) => Number.isInteger(value), { message: 'expected whole seconds' }),
+      z.gte(minimum, `expected at least ${minimum}`),
+    ),
+    fallback,
+  );
+const nonEmpty = (minimum = 1, message?: string) => z.string().check(z.minLength(minimum, message));
 
 const environmentSchema = z.object({
-  TABLE_NAME: z.string().min(3),
+  TABLE_NAME: nonEmpty(3),
   REGISTRY_REGION: regionName,
-  IOT_REGIONS: z
-    .string()
-    .transform((list) =>
-      list
-        .split(',')
-        .map((region) => region.trim())
-        .filter(Boolean),
-    )
-    .pipe(z.array(regionName).min(1)),
+  IOT_REGIONS: z.pipe(
+    z.pipe(
+      z.string(),
+      z.transform((list: string) =>
+        list
+          .split(',')
+          .map((region) => region.trim())
+          .filter(Boolean),
+      ),
+    ),
+    z.array(regionName).check(z.minLength(1)),
+  ),
   DEFAULT_REGION: regionName,
-  COUNTRY_REGION_OVERRIDES: z
-    .string()
-    .default('{}')
-    .transform((text, ctx) => {
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        ctx.addIssue({ code: 'custom', message: 'not valid JSON' });
-        return z.NEVER;
-      }
-    })
-    .pipe(z.record(z.string().regex(/^[A-Z]{2}$/, 'expected ISO 3166-1 alpha-2 country codes'), regionName)),
-  IOT_POLICY_NAME: z.string().regex(/^[\w+=,.@-]{1,128}$/, 'expected an IoT policy name'),
-  FLEET_PUBLIC_KEY: z.string().min(1),
-  ACCEPT_V1_SIGNATURES: boolean.default(true),
-  ORIGIN_VERIFY_SECRET: z.string().min(16, 'must be at least 16 characters'),
-  IPSTACK_URL: z.url().optional(),
-  IPSTACK_KEY_PARAMETER: z.string().min(1).optional(),
+  COUNTRY_REGION_OVERRIDES: z.pipe(
+    z.pipe(
+      z._default(z.string(), '{}'),
+      z.transform((text: string, ctx) => {
+        try {
+          return JSON.parse(text) as unknown;
+        } catch {
+          ctx.issues.push({ code: 'custom', message: 'not valid JSON', input: text });
+          return z.NEVER;
+        }
+      }),
+    ),
+    z.record(
+      z.string().check(z.regex(/^[A-Z]{2}$/, 'expected ISO 3166-1 alpha-2 country codes')),
+      regionName,
+    ),
+  ),
+  IOT_POLICY_NAME: z.string().check(z.regex(/^[\w+=,.@-]{1,128}$/, 'expected an IoT policy name')),
+  FLEET_PUBLIC_KEY: nonEmpty(),
+  ACCEPT_V1_SIGNATURES: boolean(true),
+  ORIGIN_VERIFY_SECRET: nonEmpty(16, 'must be at least 16 characters'),
+  IPSTACK_URL: z.optional(z.url()),
+  IPSTACK_KEY_PARAMETER: z.optional(nonEmpty()),
   IPSTACK_KEY_CACHE_SECONDS: seconds(300),
-  KMS_KEY_ID: z.string().min(1).optional(),
+  KMS_KEY_ID: z.optional(nonEmpty()),
   LEASE_SECONDS: seconds(60),
-  REPROVISION_WINDOW_SECONDS: z.coerce.number().int().nonnegative().default(300),
+  REPROVISION_WINDOW_SECONDS: seconds(300, 0),
   V2_MAX_CLOCK_SKEW_SECONDS: seconds(300),
 });
 

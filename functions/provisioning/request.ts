@@ -2,7 +2,8 @@
  * Turns the HTTP body into a typed provisioning request, or a 400/413 naming what was wrong.
  * Pure: no AWS, no clock.
  */
-import { z } from 'zod';
+import * as z from 'zod/mini';
+import './zod-messages';
 import { malformed, ProvisioningError } from './errors';
 import { MAX_BODY_BYTES, V2_NONCE_PATTERN } from './wire';
 
@@ -23,21 +24,26 @@ export interface ProvisioningRequest {
 const base64Signature = (field: string) =>
   z
     .string({ error: `${field} must be a base64 string` })
-    .min(1, `${field} must not be empty`)
-    .max(2048, `${field} is too long`)
-    .regex(BASE64_PATTERN, `${field} must be base64`);
+    .check(
+      z.minLength(1, `${field} must not be empty`),
+      z.maxLength(2048, `${field} is too long`),
+      z.regex(BASE64_PATTERN, `${field} must be base64`),
+    );
 
 const thingName = z
   .string({ error: 'thing-name must be a string' })
-  .regex(THING_NAME_PATTERN, "thing-name must be 1–128 characters of letters, digits, ':', '_' or '-'");
+  .check(
+    z.regex(THING_NAME_PATTERN, "thing-name must be 1–128 characters of letters, digits, ':', '_' or '-'"),
+  );
 
-const csr = z
-  .string({ error: 'CSR must be a PEM string' })
-  .max(16 * 1024, 'CSR is larger than 16 KiB')
-  .refine((pem) => pem.includes('-----BEGIN CERTIFICATE REQUEST-----'), {
-    message: 'CSR must be a PEM "CERTIFICATE REQUEST"',
-  })
-  .optional();
+const csr = z.optional(
+  z.string({ error: 'CSR must be a PEM string' }).check(
+    z.maxLength(16 * 1024, 'CSR is larger than 16 KiB'),
+    z.refine((pem: string) => pem.includes('-----BEGIN CERTIFICATE REQUEST-----'), {
+      message: 'CSR must be a PEM "CERTIFICATE REQUEST"',
+    }),
+  ),
+);
 
 const v1Body = z.object({
   'thing-name': thingName,
@@ -48,18 +54,18 @@ const v1Body = z.object({
 const v2Body = z.object({
   'thing-name': thingName,
   'sig-version': z.literal(2),
-  timestamp: z
-    .number({ error: 'timestamp must be a number (Unix seconds)' })
-    .int('timestamp must be whole Unix seconds')
-    .positive('timestamp must be positive'),
+  timestamp: z.number({ error: 'timestamp must be a number (Unix seconds)' }).check(
+    z.refine((value: number) => Number.isInteger(value), { message: 'timestamp must be whole Unix seconds' }),
+    z.positive('timestamp must be positive'),
+  ),
   nonce: z
     .string({ error: 'nonce must be a string' })
-    .regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -'),
+    .check(z.regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -')),
   signature: base64Signature('signature'),
   CSR: csr,
 });
 
-function firstIssue(error: z.ZodError): string {
+function firstIssue(error: z.core.$ZodError): string {
   const issue = error.issues[0];
   if (!issue) return 'invalid request';
   const field = issue.path.join('.');
