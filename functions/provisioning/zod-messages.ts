@@ -4,6 +4,7 @@
  * English ones (only those) for the cases our own messages don't cover, such as a missing variable.
  */
 import { config } from 'zod/mini';
-import en from 'zod/v4/locales/en.js';
+// The .cjs file: jest (CommonJS) can load it, and esbuild bundles it alike.
+import en from 'zod/v4/locales/en.cjs';
 
 config(en());
