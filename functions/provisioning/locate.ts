@@ -2,7 +2,7 @@
  * Where is the device? CloudFront's viewer geolocation first, ipstack second, the configured
  * default region last; per-country overrides (data residency) win over distance.
  */
-import { GeoPoint, nearestRegion, RegionSite, distanceKm, findRegionSite } from './regions';
+import { distanceToRegionKm, GeoPoint, nearestRegion, RegionSite } from './regions';
 
 export type GeoSource = 'cloudfront' | 'ipstack' | 'default';
 
@@ -70,10 +70,9 @@ export function placeDevice(
 ): Placement {
   const overrideRegion = found.country ? rules.countryRegionOverrides[found.country] : undefined;
   if (overrideRegion) {
-    const site = findRegionSite(overrideRegion);
     return {
       region: overrideRegion,
-      distanceKm: found.point && site ? Math.round(distanceKm(found.point, site)) : 0,
+      distanceKm: distanceToRegionKm(found.point, overrideRegion),
       point: found.point,
       geoSource: found.geoSource,
       country: found.country,

@@ -16,7 +16,7 @@ import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
 import { CreatedThing, DeviceIot, IssuedCertificate } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
-import { distanceKm as distanceBetween, findRegionSite } from './regions';
+import { distanceToRegionKm } from './regions';
 import { Claim, Registry } from './registry';
 import { ProvisioningRequest } from './request';
 import { precheckProof, verifyProof } from './signature';
@@ -108,13 +108,8 @@ export async function provision(
     config.regions.some((site) => site.region === claim.record.region)
       ? claim.record.region
       : placement.region;
-  const regionSite = findRegionSite(region);
   const distanceKm =
-    region === placement.region
-      ? placement.distanceKm
-      : placement.point && regionSite
-        ? Math.round(distanceBetween(placement.point, regionSite))
-        : 0;
+    region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
   const answer = await createInRegion(
     deps,
     claim,

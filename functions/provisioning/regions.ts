@@ -61,6 +61,12 @@ export function findRegionSite(region: string): RegionSite | undefined {
   return IOT_REGION_CATALOGUE.find((site) => site.region === region);
 }
 
+/** Whole kilometres from the point to the region's city; 0 when the point is unknown. */
+export function distanceToRegionKm(point: GeoPoint | undefined, region: string): number {
+  const site = findRegionSite(region);
+  return point && site ? Math.round(distanceKm(point, site)) : 0;
+}
+
 /**
  * Resolves region names to catalogue entries; throws naming every unknown region, so a bad
  * deployment list fails synth or cold start, not a request.

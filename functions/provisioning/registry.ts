@@ -139,17 +139,13 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         ':expires': { N: String(request.nowSeconds + request.leaseSeconds) },
         ':now': { N: String(request.nowSeconds) },
         ':unprovisioned': { S: PROV_STATUS.unprovisioned },
-        ':provisioned': { S: PROV_STATUS.provisioned },
-        ':windowStart': { N: String(request.nowSeconds - request.reprovisionWindowSeconds) },
       };
-      // Inside the re-provisioning window a provisioned device may claim again (lost answer).
-      const claimable =
-        request.reprovisionWindowSeconds > 0
-          ? '(prov_status = :unprovisioned OR (prov_status = :provisioned AND prov_epoch >= :windowStart))'
-          : 'prov_status = :unprovisioned';
-      if (request.reprovisionWindowSeconds <= 0) {
-        delete values[':provisioned'];
-        delete values[':windowStart'];
+      let claimable = 'prov_status = :unprovisioned';
+      if (request.reprovisionWindowSeconds > 0) {
+        // Inside the re-provisioning window a provisioned device may claim again (lost answer).
+        values[':provisioned'] = { S: PROV_STATUS.provisioned };
+        values[':windowStart'] = { N: String(request.nowSeconds - request.reprovisionWindowSeconds) };
+        claimable = `(${claimable} OR (prov_status = :provisioned AND prov_epoch >= :windowStart))`;
       }
       let condition =
         'attribute_exists(thing_name)' +

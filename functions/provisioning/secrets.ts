@@ -24,26 +24,20 @@ export interface KmsSecretSettings {
 export function kmsSecretSource(settings: KmsSecretSettings, now: () => number = Date.now): SecretSource {
   // Loaded on first use: containers whose devices CloudFront locates never pay for these
   // clients at cold start (they are ~40% of the bundle's init time).
-  let clients:
-    | Promise<{
-        ssm: SSMClient;
-        kms: KMSClient;
-        sdk: typeof import('@aws-sdk/client-ssm') & typeof import('@aws-sdk/client-kms');
-      }>
-    | undefined;
-  const loadClients = () =>
-    (clients ??= Promise.all([import('@aws-sdk/client-ssm'), import('@aws-sdk/client-kms')]).then(
-      ([ssmSdk, kmsSdk]) => ({
-        ssm: new ssmSdk.SSMClient(awsClientSettings(settings.region)),
-        kms: new kmsSdk.KMSClient(awsClientSettings(settings.region)),
-        sdk: { ...ssmSdk, ...kmsSdk },
-      }),
-    ));
+  let sdk: Promise<[typeof import('@aws-sdk/client-ssm'), typeof import('@aws-sdk/client-kms')]> | undefined;
+  let clients: { ssm: SSMClient; kms: KMSClient } | undefined;
   let cached: { value: Promise<string | undefined>; expiresAt: number } | undefined;
 
   async function fetchKey(): Promise<string | undefined> {
-    const { ssm, kms, sdk } = await loadClients();
-    const { GetParameterCommand, DecryptCommand } = sdk;
+    const [{ SSMClient, GetParameterCommand }, { KMSClient, DecryptCommand }] = await (sdk ??= Promise.all([
+      import('@aws-sdk/client-ssm'),
+      import('@aws-sdk/client-kms'),
+    ]));
+    clients ??= {
+      ssm: new SSMClient(awsClientSettings(settings.region)),
+      kms: new KMSClient(awsClientSettings(settings.region)),
+    };
+    const { ssm, kms } = clients;
     const parameter = await ssm.send(new GetParameterCommand({ Name: settings.parameterName }));
     const ciphertext = parameter.Parameter?.Value?.trim();
     if (!ciphertext || ciphertext === IPSTACK_KEY_UNSET) return undefined;
