@@ -28,6 +28,11 @@ export const FUNCTION_ENVIRONMENT = {
   LEASE_SECONDS: 'optional',
   REPROVISION_WINDOW_SECONDS: 'optional',
   V2_MAX_CLOCK_SKEW_SECONDS: 'optional',
+  CA_KMS_KEY_ID: 'required',
+  CA_CERTIFICATE_PEM: 'required',
+  CERTIFICATE_VALIDITY_DAYS: 'optional',
+  GENERATED_KEY_TYPE: 'optional',
+  REISSUE_LIMIT: 'optional',
   POWERTOOLS_SERVICE_NAME: 'optional',
   POWERTOOLS_METRICS_NAMESPACE: 'optional',
 } as const;
