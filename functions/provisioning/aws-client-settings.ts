@@ -1,13 +1,22 @@
 /**
- * Settings every AWS SDK client of the function shares. Each call is bounded in time, so a hung
- * connection can't eat the Lambda timeout and leave no time for the undo of a failed request.
- * With the SDK's retries (standard mode, exponential backoff) the worst case per call stays
- * well inside the function's 20 s timeout.
+ * Settings every AWS SDK client shares (the function, the reconciler and the operator tools).
+ *
+ * `throwOnRequestTimeout` matters: @smithy/node-http-handler 4.x only logs a warning when
+ * `requestTimeout` passes unless it is set, and a hung call would then eat the Lambda's whole
+ * timeout. With it, a call that gets no answer within AWS_CALL_TIMEOUT_MS fails with
+ * TimeoutError and the SDK retries it (standard mode, exponential backoff). Each request also
+ * passes an abort signal derived from its own deadline (deadline.ts), which caps the retries.
  */
+export const AWS_CALL_TIMEOUT_MS = 3_000;
+
 export function awsClientSettings(region: string, maxAttempts = 3) {
   return {
     region,
     maxAttempts,
-    requestHandler: { connectionTimeout: 2_000, requestTimeout: 5_000 },
+    requestHandler: {
+      connectionTimeout: 1_000,
+      requestTimeout: AWS_CALL_TIMEOUT_MS,
+      throwOnRequestTimeout: true,
+    },
   };
 }

@@ -4,10 +4,10 @@
  * running containers pick the new one up within `keyCacheSeconds`. The plaintext stays in
  * memory only and is never logged.
  */
-import type { KMSClient } from '@aws-sdk/client-kms';
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import { awsClientSettings } from './aws-client-settings';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from './config';
+import { kmsDecrypt } from './kms';
 
 export interface SecretSource {
   /** The current ipstack key, or undefined when none has been stored yet. */
@@ -22,34 +22,25 @@ export interface KmsSecretSettings {
 }
 
 export function kmsSecretSource(settings: KmsSecretSettings, now: () => number = Date.now): SecretSource {
-  // Loaded on first use: containers whose devices CloudFront locates never pay for these
-  // clients at cold start (they are ~40% of the bundle's init time).
-  let sdk: Promise<[typeof import('@aws-sdk/client-ssm'), typeof import('@aws-sdk/client-kms')]> | undefined;
-  let clients: { ssm: SSMClient; kms: KMSClient } | undefined;
+  // Loaded on first use: containers whose devices CloudFront locates never pay for the SSM
+  // client at cold start.
+  let sdk: Promise<typeof import('@aws-sdk/client-ssm')> | undefined;
+  let ssm: SSMClient | undefined;
   let cached: { value: Promise<string | undefined>; expiresAt: number } | undefined;
 
   async function fetchKey(): Promise<string | undefined> {
-    const [{ SSMClient, GetParameterCommand }, { KMSClient, DecryptCommand }] = await (sdk ??= Promise.all([
-      import('@aws-sdk/client-ssm'),
-      import('@aws-sdk/client-kms'),
-    ]));
-    clients ??= {
-      ssm: new SSMClient(awsClientSettings(settings.region)),
-      kms: new KMSClient(awsClientSettings(settings.region)),
-    };
-    const { ssm, kms } = clients;
+    const { SSMClient, GetParameterCommand } = await (sdk ??= import('@aws-sdk/client-ssm'));
+    ssm ??= new SSMClient(awsClientSettings(settings.region));
     const parameter = await ssm.send(new GetParameterCommand({ Name: settings.parameterName }));
     const ciphertext = parameter.Parameter?.Value?.trim();
     if (!ciphertext || ciphertext === IPSTACK_KEY_UNSET) return undefined;
-    const decrypted = await kms.send(
-      new DecryptCommand({
-        CiphertextBlob: Buffer.from(ciphertext, 'base64'),
-        EncryptionContext: { ...IPSTACK_KEY_ENCRYPTION_CONTEXT },
-        KeyId: settings.kmsKeyId,
-      }),
+    const plaintext = await kmsDecrypt(
+      settings.region,
+      Buffer.from(ciphertext, 'base64'),
+      IPSTACK_KEY_ENCRYPTION_CONTEXT,
+      settings.kmsKeyId,
     );
-    if (!decrypted.Plaintext) return undefined;
-    return Buffer.from(decrypted.Plaintext).toString('utf8');
+    return plaintext ? Buffer.from(plaintext).toString('utf8') : undefined;
   }
 
   return {
