@@ -36,6 +36,7 @@ import {
   Validity,
   Version,
 } from '@peculiar/asn1-x509';
+import { singlePemBlock } from './wire';
 
 /** Signs with the CA key: a DER ECDSA-Sig-Value over SHA-256 of `message`. */
 export interface CertificateSigner {
@@ -78,23 +79,6 @@ export function toPem(der: Uint8Array, label: string): string {
       .toString('base64')
       .match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
-}
-
-/**
- * DER of the single PEM block in `text` with this label. Strict: exactly one block, nothing but
- * whitespace around it, canonical base64 (what we hash must be what we decoded).
- */
-export function singlePemBlock(text: string, label: string): Buffer {
-  const pattern = new RegExp(
-    `^\\s*-----BEGIN ${label}-----\\r?\\n([A-Za-z0-9+/=\\r\\n]+)-----END ${label}-----\\s*$`,
-  );
-  const match = pattern.exec(text);
-  if (!match) throw new Error(`expected exactly one PEM block labelled ${label}`);
-  const body = (match[1] ?? '').replace(/\r?\n/g, '');
-  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(body) || body.length === 0) {
-    throw new Error(`the ${label} block is not valid base64`);
-  }
-  return Buffer.from(body, 'base64');
 }
 
 function name(commonName: string, organization?: string): Name {

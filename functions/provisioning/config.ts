@@ -8,6 +8,7 @@
 import { createPublicKey, KeyObject } from 'node:crypto';
 import * as z from 'zod/mini';
 import './zod-messages';
+import { CaCertificate, parseCaCertificate } from './certificate-authority';
 import { enabledRegionSites, RegionSite } from './regions';
 
 /** Variables the function reads, and whether the deployment must set them. */
@@ -74,7 +75,17 @@ export interface ProvisioningConfig {
   readonly leaseSeconds: number;
   readonly reprovisionWindowSeconds: number;
   readonly v2MaxClockSkewSeconds: number;
+  /** The CA key in KMS (ARN, or id/alias in the registry region). */
+  readonly caKmsKeyId: string;
+  readonly caCertificate: CaCertificate;
+  readonly certificateValidityDays: number;
+  /** Key pair the service generates for devices that send no CSR. */
+  readonly generatedKeyType: GeneratedKeyType;
+  /** Re-issues allowed inside the re-provisioning window (lost answers in key mode). */
+  readonly reissueLimit: number;
 }
+
+export type GeneratedKeyType = 'rsa-2048' | 'ec-p256';
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -91,17 +102,17 @@ const boolean = (fallback: boolean) =>
     ),
     fallback,
   );
-const seconds = (fallback: number, minimum = 1) =>
+export const wholeNumber = (fallback: number, minimum = 1) =>
   z._default(
     z.coerce.number().check(
-      z.refine((value: number) => Number.isInteger(value), { message: 'expected whole seconds' }),
+      z.refine((value: number) => Number.isInteger(value), { message: 'expected a whole number' }),
       z.gte(minimum, `expected at least ${minimum}`),
     ),
     fallback,
   );
 const nonEmpty = (minimum = 1, message?: string) => z.string().check(z.minLength(minimum, message));
 
-const environmentSchema = z.object({
+export const environmentSchema = z.object({
   TABLE_NAME: nonEmpty(3),
   REGISTRY_REGION: regionName,
   IOT_REGIONS: z.pipe(
@@ -140,23 +151,48 @@ const environmentSchema = z.object({
   ORIGIN_VERIFY_SECRET: nonEmpty(16, 'must be at least 16 characters'),
   IPSTACK_URL: z.optional(z.url()),
   IPSTACK_KEY_PARAMETER: z.optional(nonEmpty()),
-  IPSTACK_KEY_CACHE_SECONDS: seconds(300),
+  IPSTACK_KEY_CACHE_SECONDS: wholeNumber(300),
   KMS_KEY_ID: z.optional(nonEmpty()),
-  LEASE_SECONDS: seconds(60),
-  REPROVISION_WINDOW_SECONDS: seconds(300, 0),
-  V2_MAX_CLOCK_SKEW_SECONDS: seconds(300),
+  LEASE_SECONDS: wholeNumber(60),
+  REPROVISION_WINDOW_SECONDS: wholeNumber(300, 0),
+  V2_MAX_CLOCK_SKEW_SECONDS: wholeNumber(300),
+  CA_KMS_KEY_ID: nonEmpty(),
+  CA_CERTIFICATE_PEM: nonEmpty(),
+  CERTIFICATE_VALIDITY_DAYS: wholeNumber(3650),
+  GENERATED_KEY_TYPE: z._default(z.enum(['rsa-2048', 'ec-p256']), 'rsa-2048'),
+  REISSUE_LIMIT: wholeNumber(3, 0),
 });
 
-/** Parses the environment; throws ConfigError naming each bad variable. */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningConfig {
-  const parsed = environmentSchema.safeParse(env);
+/** Parses an environment with `schema`; throws ConfigError naming each bad variable. */
+export function parseEnvironment<T extends z.ZodMiniType>(
+  schema: T,
+  env: NodeJS.ProcessEnv,
+  what: string,
+): z.output<T> {
+  const parsed = schema.safeParse(env);
   if (!parsed.success) {
     const problems = parsed.error.issues.map(
       (issue) => `${issue.path.join('.') || '(environment)'}: ${issue.message}`,
     );
-    throw new ConfigError(`invalid function configuration: ${problems.join('; ')}`);
+    throw new ConfigError(`invalid ${what} configuration: ${problems.join('; ')}`);
   }
-  const settings = parsed.data;
+  return parsed.data;
+}
+
+/** CA_CERTIFICATE_PEM (newlines may come escaped as \n); throws ConfigError naming it. */
+export function caCertificateFrom(value: string, what = 'function'): CaCertificate {
+  try {
+    return parseCaCertificate(value.replace(/\\n/g, '\n'));
+  } catch (error) {
+    throw new ConfigError(
+      `invalid ${what} configuration: CA_CERTIFICATE_PEM: not a PEM certificate (${(error as Error).message})`,
+    );
+  }
+}
+
+/** Parses the environment; throws ConfigError naming each bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningConfig {
+  const settings = parseEnvironment(environmentSchema, env, 'function');
   const fail = (variable: string, message: string): never => {
     throw new ConfigError(`invalid function configuration: ${variable}: ${message}`);
   };
@@ -181,6 +217,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
   } catch (error) {
     fail('FLEET_PUBLIC_KEY', `not a PEM public key (${(error as Error).message})`);
   }
+
+  const caCertificate = caCertificateFrom(settings.CA_CERTIFICATE_PEM);
 
   if (settings.IPSTACK_URL && !settings.IPSTACK_KEY_PARAMETER) {
     fail('IPSTACK_KEY_PARAMETER', 'required when IPSTACK_URL is set');
@@ -208,5 +246,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     leaseSeconds: settings.LEASE_SECONDS,
     reprovisionWindowSeconds: settings.REPROVISION_WINDOW_SECONDS,
     v2MaxClockSkewSeconds: settings.V2_MAX_CLOCK_SKEW_SECONDS,
+    caKmsKeyId: settings.CA_KMS_KEY_ID,
+    caCertificate,
+    certificateValidityDays: settings.CERTIFICATE_VALIDITY_DAYS,
+    generatedKeyType: settings.GENERATED_KEY_TYPE,
+    reissueLimit: settings.REISSUE_LIMIT,
   };
 }

@@ -1,6 +1,7 @@
 /**
- * Checks a device's CSR before anything is created in AWS: AWS IoT would accept a CSR for any
- * subject, and moto accepts garbage, so this is the only gate. Pure apart from WebCrypto.
+ * Checks a device's CSR before anything is created. The certificate is then built from what was
+ * checked here (its public key; CN = thing name), never from the text the device sent, so a decoy
+ * block or a second request inside the PEM can't get anything certified. Pure apart from WebCrypto.
  */
 import { createPublicKey } from 'node:crypto';
 import { Pkcs10CertificateRequest } from './x509';
@@ -31,10 +32,14 @@ function describeCsrKey(spki: Buffer): string | undefined {
 
 /** Parses and checks the CSR; throws 400 naming the first problem. */
 export async function checkCsr(pem: string, thingName: string): Promise<CheckedCsr> {
-  let csr: Pkcs10CertificateRequest;
   let der: Buffer;
   try {
     der = pemToDer(pem);
+  } catch (error) {
+    throw malformed(`CSR: ${(error as Error).message}`);
+  }
+  let csr: Pkcs10CertificateRequest;
+  try {
     csr = new Pkcs10CertificateRequest(der);
   } catch {
     throw malformed('CSR is not a parseable PKCS#10 certificate request');

@@ -4,6 +4,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2 } from 'aws-lambda';
+import { Deadline, RemainingTime } from './deadline';
 import { ORIGIN_VERIFY_HEADER, ProvisioningConfig } from './config';
 import { asProvisioningError, forbidden } from './errors';
 import { awsDeviceIot } from './iot';
@@ -11,13 +12,15 @@ import { ipstackGeolocator } from './ipstack';
 import { viewerFromHeaders } from './locate';
 import { provision, ProvisioningDependencies } from './provision';
 import { dynamoRegistry } from './registry';
-import { parseProvisioningRequest, THING_NAME_PATTERN } from './request';
+import { parseProvisioningRequest, ProvisioningRequest } from './request';
+import { keyRegion, kmsClient, kmsSigner } from './kms';
 import { kmsSecretSource } from './secrets';
 import { countMetric, logger, metrics, MetricUnit } from './telemetry';
 import { ErrorAnswer, SuccessAnswer } from './wire';
 
 export type ProvisioningHandler = (
   event: APIGatewayProxyEventV2,
+  context?: RemainingTime,
 ) => Promise<APIGatewayProxyStructuredResultV2>;
 
 /** Wires the real adapters for a configuration. */
@@ -33,7 +36,12 @@ export function awsDependencies(config: ProvisioningConfig): ProvisioningDepende
   return {
     config,
     registry: dynamoRegistry({ region: config.registryRegion, tableName: config.tableName }),
-    iot: awsDeviceIot(config.iotPolicyName),
+    iot: awsDeviceIot({
+      policyName: config.iotPolicyName,
+      caCertificatePem: config.caCertificate.pem,
+      caCertificateId: config.caCertificate.id,
+    }),
+    signer: kmsSigner(kmsClient(keyRegion(config.caKmsKeyId, config.registryRegion)), config.caKmsKeyId),
     geolocator: config.ipstack && secrets ? ipstackGeolocator(config.ipstack.baseUrl, secrets) : undefined,
   };
 }
@@ -60,24 +68,29 @@ function cameThroughCloudFront(headers: APIGatewayProxyEventV2['headers'], secre
   return presented.length === expected.length && timingSafeEqual(presented, expected);
 }
 
-/** A thing name for logs, only if it is a valid one (never echo arbitrary input into logs). */
-function loggableThingName(body: string | undefined): string | undefined {
-  const match = body ? /"thing-name"\s*:\s*"([^"]{1,128})"/.exec(body) : null;
-  return match?.[1] && THING_NAME_PATTERN.test(match[1]) ? match[1] : undefined;
-}
+const OUTCOME_METRIC = {
+  provisioned: 'Provisioned',
+  reprovisioned: 'Reprovisioned',
+  resumed: 'Resumed',
+  'same-certificate': 'SameCertificate',
+} as const;
 
 export function createHandler(deps: ProvisioningDependencies): ProvisioningHandler {
-  return async (event) => {
+  return async (event, context) => {
     const started = performance.now();
+    const deadline = Deadline.from(context);
     const headers = event.headers ?? {};
+    // Logged as the name the request was processed as (the last of duplicate keys, as JSON.parse
+    // reads it), and only once it passed validation: arbitrary input never reaches the logs.
+    let request: ProvisioningRequest | undefined;
     try {
       if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
         throw forbidden('requests must come through the provisioning URL');
       }
-      const request = parseProvisioningRequest(event.body, event.isBase64Encoded);
-      const outcome = await provision(request, viewerFromHeaders(headers), deps);
+      request = parseProvisioningRequest(event.body, event.isBase64Encoded);
+      const outcome = await provision(request, viewerFromHeaders(headers), deps, deadline);
       const latencyMs = Math.round(performance.now() - started);
-      countMetric(outcome.reprovisioned ? 'Reprovisioned' : 'Provisioned');
+      countMetric(OUTCOME_METRIC[outcome.outcome]);
       countMetric(`GeoSource_${outcome.placement.geoSource}`);
       metrics.addMetric('ProvisioningLatency', MetricUnit.Milliseconds, latencyMs);
       logger.info('provisioned', {
@@ -88,7 +101,7 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
         distanceKm: outcome.placement.distanceKm,
         protocol: `v${request.proof.version}`,
         keyMode: request.csrPem ? 'csr' : 'aws-generated',
-        reprovisioned: outcome.reprovisioned,
+        outcome: outcome.outcome,
         stagesMs: outcome.stages,
         latencyMs,
       });
@@ -99,7 +112,7 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
       // The throttle alarm (infra/alarms.ts) watches this one.
       if (error.status === 429) countMetric('Throttled');
       const fields = {
-        thingName: loggableThingName(event.body),
+        thingName: request?.thingName,
         status: error.status,
         kind: error.kind,
         reason: error.message,

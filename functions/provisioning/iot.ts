@@ -1,25 +1,35 @@
 /**
- * AWS IoT Core, one client per region per container. Owns the device policy and endpoint
- * caches, certificate issuance and the undo of everything it creates.
+ * AWS IoT Core, one client per region per container: the one adapter the function, the
+ * reconciler and the operator tools use. Owns the device policy and endpoint caches, certificate
+ * registration, things, and the retirement of certificates.
  *
- * Quotas: certificate creation and AttachPolicy are ~10–15 TPS per account per region, so a
- * factory batch hits throttling first here; the SDK retries with backoff, then we answer 429.
+ * Every step can be repeated safely, which is what makes a lost answer or a killed function
+ * harmless: registering our certificate again answers "already exists" for our own id; a thing
+ * created with our marker attribute is created again as a no-op; attaching is idempotent;
+ * retiring tolerates parts already gone.
+ *
+ * Quotas: RegisterCertificate ~10 TPS, AttachPolicy/AttachThingPrincipal/CreateThing ~15 TPS per
+ * account per region (docs/deploy.md). A factory batch meets throttling here first: the SDK
+ * retries with backoff, then the device gets 429 with Retry-After.
  */
 import {
   AttachPolicyCommand,
   AttachThingPrincipalCommand,
-  CreateCertificateFromCsrCommand,
-  CreateKeysAndCertificateCommand,
   CreatePolicyCommand,
   CreateThingCommand,
   DeleteCertificateCommand,
   DeleteThingCommand,
+  DescribeCertificateCommand,
   DescribeEndpointCommand,
   DescribeThingCommand,
   DetachPolicyCommand,
   DetachThingPrincipalCommand,
   GetPolicyCommand,
   IoTClient,
+  ListCertificatesByCACommand,
+  ListPrincipalThingsCommand,
+  ListThingPrincipalsCommand,
+  RegisterCertificateCommand,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
 import { devicePolicyDocument } from '../../infra/device-policy';
@@ -27,48 +37,84 @@ import { awsClientSettings } from './aws-client-settings';
 import { hasName, isThrottling, isTransient } from './aws-errors';
 import { ProvisioningError, throttled, unavailable } from './errors';
 
-export interface IssuedCertificate {
-  readonly certificateId: string;
-  readonly certificateArn: string;
-  readonly certificatePem: string;
-  /** Only when AWS generated the key pair (no CSR). */
-  readonly privateKeyPem?: string;
+/** Thing attribute that marks things this service created; it never deletes any other thing. */
+export const THING_MARKER = { name: 'provisioned_by', value: 'global-device-provisioning' } as const;
+
+export interface ThingInRegion {
+  readonly thingArn: string;
+  /** True when the thing carries our marker (we created it). */
+  readonly ours: boolean;
 }
 
-export interface CreatedThing {
-  readonly thingArn: string;
-  /** False when the thing already existed (then undo must not delete it). */
-  readonly created: boolean;
+export interface CertificateListing {
+  readonly certificateId: string;
+  readonly certificateArn: string;
+  readonly status: string;
+  readonly createdAt?: Date;
+}
+
+export interface CertificateState {
+  readonly certificateArn: string;
+  readonly status: string;
+  readonly caCertificateId?: string;
 }
 
 export interface DeviceIot {
   /** Data-ATS endpoint address, learned once per region per container. */
-  endpointAddress(region: string): Promise<string>;
+  endpointAddress(region: string, signal?: AbortSignal): Promise<string>;
   /** Creates the device policy in the region if missing; once per region per container. */
-  ensurePolicy(region: string): Promise<void>;
-  createThing(region: string, thingName: string): Promise<CreatedThing>;
-  issueCertificate(region: string, csrPem?: string): Promise<IssuedCertificate>;
-  attach(region: string, thingName: string, certificateArn: string): Promise<void>;
-  /** Detach, deactivate and delete a certificate; tolerates parts already gone. */
-  retireCertificate(
+  ensurePolicy(region: string, signal?: AbortSignal): Promise<void>;
+  /** Registers a certificate of our CA, ACTIVE; "already exists" for the same id counts as done. */
+  registerCertificate(
     region: string,
-    thingName: string,
-    certificate: Pick<IssuedCertificate, 'certificateId' | 'certificateArn'>,
-  ): Promise<void>;
-  deleteThing(region: string, thingName: string): Promise<void>;
+    certificate: { readonly id: string; readonly pem: string },
+    signal?: AbortSignal,
+  ): Promise<{ certificateArn: string }>;
+  /**
+   * Creates the thing with our marker, or joins an existing one that holds no certificate of
+   * another CA; one that does is refused with 409 for an operator to sort out.
+   */
+  createThing(region: string, thingName: string, signal?: AbortSignal): Promise<ThingInRegion>;
+  attach(region: string, thingName: string, certificateArn: string, signal?: AbortSignal): Promise<void>;
+  /** Deactivates, detaches from every thing and policy, and deletes; tolerates parts already gone. */
+  retireCertificate(region: string, certificateId: string, signal?: AbortSignal): Promise<void>;
+  /** Deletes the thing if it carries our marker and holds no certificate; true when it is gone. */
+  deleteThingIfOursAndEmpty(region: string, thingName: string, signal?: AbortSignal): Promise<boolean>;
+  /** Certificates our CA issued in the region (the reconciler). */
+  listCertificatesOfOurCa(region: string, signal?: AbortSignal): AsyncIterable<CertificateListing>;
+  /** The certificate's state, or undefined when it does not exist. */
+  describeCertificate(
+    region: string,
+    certificateId: string,
+    signal?: AbortSignal,
+  ): Promise<CertificateState | undefined>;
+  /** Principal ARNs attached to the thing ([] when the thing does not exist). */
+  thingPrincipals(region: string, thingName: string, signal?: AbortSignal): Promise<string[]>;
+}
+
+export interface DeviceIotSettings {
+  readonly policyName: string;
+  /** PEM of our CA, exactly as registered in every region. */
+  readonly caCertificatePem: string;
+  /** SHA-256 of the CA's DER: AWS IoT's caCertificateId. */
+  readonly caCertificateId: string;
 }
 
 /** Turns SDK errors into the service's closed set; rethrows anything else unchanged. */
 export function translateIotError(error: unknown, what: string): unknown {
   if (error instanceof ProvisioningError) return error;
   if (isThrottling(error)) return throttled(`AWS IoT is throttling ${what}; retry shortly`, 2, error);
-  if (isTransient(error)) return unavailable(`AWS IoT is unavailable (${what}); retry shortly`, error);
+  if (isTransient(error) || hasName(error, 'AbortError')) {
+    return unavailable(`AWS IoT is unavailable (${what}); retry shortly`, error);
+  }
   return error;
 }
 
+const certificateIdOf = (arn: string) => arn.slice(arn.lastIndexOf('/') + 1);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-export function awsDeviceIot(policyName: string): DeviceIot {
+export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
+  const { policyName } = settings;
   const clients = new Map<string, IoTClient>();
   const endpoints = new Map<string, Promise<string>>();
   const policies = new Map<string, Promise<void>>();
@@ -101,8 +147,8 @@ export function awsDeviceIot(policyName: string): DeviceIot {
     }
   }
 
-  /** Runs an undo step; "already gone" counts as done. */
-  async function undo(work: () => Promise<unknown>): Promise<void> {
+  /** Runs a retirement step; "already gone" counts as done. */
+  async function gone(work: () => Promise<unknown>): Promise<void> {
     try {
       await work();
     } catch (error) {
@@ -111,12 +157,50 @@ export function awsDeviceIot(policyName: string): DeviceIot {
     }
   }
 
+  async function describeCertificate(region: string, certificateId: string, signal?: AbortSignal) {
+    try {
+      const answer = await client(region).send(new DescribeCertificateCommand({ certificateId }), {
+        abortSignal: signal,
+      });
+      const description = answer.certificateDescription;
+      return {
+        certificateArn: description?.certificateArn ?? '',
+        status: description?.status ?? 'UNKNOWN',
+        caCertificateId: description?.caCertificateId,
+      };
+    } catch (error) {
+      if (hasName(error, 'ResourceNotFoundException')) return undefined;
+      throw error;
+    }
+  }
+
+  async function thingPrincipals(region: string, thingName: string, signal?: AbortSignal): Promise<string[]> {
+    const principals: string[] = [];
+    let nextToken: string | undefined;
+    try {
+      do {
+        const page = await client(region).send(new ListThingPrincipalsCommand({ thingName, nextToken }), {
+          abortSignal: signal,
+        });
+        principals.push(...(page.principals ?? []));
+        nextToken = page.nextToken;
+      } while (nextToken);
+    } catch (error) {
+      if (hasName(error, 'ResourceNotFoundException')) return [];
+      throw error;
+    }
+    return principals;
+  }
+
   return {
-    endpointAddress(region) {
+    endpointAddress(region, signal) {
       return once(endpoints, region, () =>
         call('DescribeEndpoint', async () => {
           const answer = await client(region).send(
             new DescribeEndpointCommand({ endpointType: 'iot:Data-ATS' }),
+            {
+              abortSignal: signal,
+            },
           );
           if (!answer.endpointAddress) throw new Error(`DescribeEndpoint returned no address in ${region}`);
           return answer.endpointAddress;
@@ -124,11 +208,11 @@ export function awsDeviceIot(policyName: string): DeviceIot {
       );
     },
 
-    ensurePolicy(region) {
+    ensurePolicy(region, signal) {
       return once(policies, region, () =>
         call('policy setup', async () => {
           try {
-            await client(region).send(new GetPolicyCommand({ policyName }));
+            await client(region).send(new GetPolicyCommand({ policyName }), { abortSignal: signal });
           } catch (error) {
             if (!hasName(error, 'ResourceNotFoundException')) throw error;
             try {
@@ -137,6 +221,7 @@ export function awsDeviceIot(policyName: string): DeviceIot {
                   policyName,
                   policyDocument: JSON.stringify(devicePolicyDocument()),
                 }),
+                { abortSignal: signal },
               );
             } catch (createError) {
               // Another container created it meanwhile.
@@ -147,84 +232,169 @@ export function awsDeviceIot(policyName: string): DeviceIot {
       );
     },
 
-    createThing(region, thingName) {
+    registerCertificate(region, certificate, signal) {
+      return call('RegisterCertificate', async () => {
+        try {
+          const answer = await client(region).send(
+            new RegisterCertificateCommand({
+              certificatePem: certificate.pem,
+              caCertificatePem: settings.caCertificatePem,
+              status: 'ACTIVE',
+            }),
+            { abortSignal: signal },
+          );
+          return { certificateArn: answer.certificateArn ?? '' };
+        } catch (error) {
+          // Registered before (a retried call, or a dead request's intent we are finishing).
+          if (!hasName(error, 'ResourceAlreadyExistsException')) throw error;
+          const existing = await describeCertificate(region, certificate.id, signal);
+          if (!existing) throw error;
+          if (existing.status !== 'ACTIVE') {
+            await client(region).send(
+              new UpdateCertificateCommand({ certificateId: certificate.id, newStatus: 'ACTIVE' }),
+              { abortSignal: signal },
+            );
+          }
+          return { certificateArn: existing.certificateArn };
+        }
+      });
+    },
+
+    createThing(region, thingName, signal) {
       return call('CreateThing', async () => {
         try {
-          const created = await client(region).send(new CreateThingCommand({ thingName }));
-          return { thingArn: created.thingArn ?? '', created: true };
-        } catch (error) {
-          // AWS refuses to re-create a thing that differs; a re-provisioned device keeps its thing.
-          if (!hasName(error, 'ResourceAlreadyExistsException')) throw error;
-          const existing = await client(region).send(new DescribeThingCommand({ thingName }));
-          return { thingArn: existing.thingArn ?? '', created: false };
-        }
-      });
-    },
-
-    issueCertificate(region, csrPem) {
-      return call('certificate creation', async () => {
-        if (csrPem) {
-          // setAsActive must be passed as true or omitted: moto reads false as true (DESIGN.md).
-          const issued = await client(region).send(
-            new CreateCertificateFromCsrCommand({ certificateSigningRequest: csrPem, setAsActive: true }),
+          const created = await client(region).send(
+            new CreateThingCommand({
+              thingName,
+              attributePayload: { attributes: { [THING_MARKER.name]: THING_MARKER.value } },
+            }),
+            { abortSignal: signal },
           );
-          return {
-            certificateId: issued.certificateId ?? '',
-            certificateArn: issued.certificateArn ?? '',
-            certificatePem: issued.certificatePem ?? '',
-          };
+          return { thingArn: created.thingArn ?? '', ours: true };
+        } catch (error) {
+          // AWS answers this when a thing of that name exists with other attributes.
+          if (!hasName(error, 'ResourceAlreadyExistsException')) throw error;
+          const existing = await client(region).send(new DescribeThingCommand({ thingName }), {
+            abortSignal: signal,
+          });
+          const ours = existing.attributes?.[THING_MARKER.name] === THING_MARKER.value;
+          if (!ours) {
+            const principals = await thingPrincipals(region, thingName, signal);
+            const states = await Promise.all(
+              principals.map((arn) => describeCertificate(region, certificateIdOf(arn), signal)),
+            );
+            if (states.some((state) => state?.caCertificateId !== settings.caCertificateId)) {
+              throw new ProvisioningError(
+                'already-provisioned',
+                `thing ${thingName} already exists in ${region} with certificates this service did not issue;` +
+                  ' an operator must detach them or delete the thing before it can be provisioned',
+              );
+            }
+          }
+          return { thingArn: existing.thingArn ?? '', ours };
         }
-        const issued = await client(region).send(new CreateKeysAndCertificateCommand({ setAsActive: true }));
-        return {
-          certificateId: issued.certificateId ?? '',
-          certificateArn: issued.certificateArn ?? '',
-          certificatePem: issued.certificatePem ?? '',
-          privateKeyPem: issued.keyPair?.PrivateKey,
-        };
       });
     },
 
-    attach(region, thingName, certificateArn) {
+    attach(region, thingName, certificateArn, signal) {
       return call('attaching policy and thing', async () => {
         await Promise.all([
-          client(region).send(new AttachPolicyCommand({ policyName, target: certificateArn })),
-          client(region).send(new AttachThingPrincipalCommand({ thingName, principal: certificateArn })),
+          client(region).send(new AttachPolicyCommand({ policyName, target: certificateArn }), {
+            abortSignal: signal,
+          }),
+          client(region).send(new AttachThingPrincipalCommand({ thingName, principal: certificateArn }), {
+            abortSignal: signal,
+          }),
         ]);
       });
     },
 
-    async retireCertificate(region, thingName, certificate) {
+    async retireCertificate(region, certificateId, signal) {
       const iot = client(region);
+      const state = await describeCertificate(region, certificateId, signal);
+      if (!state) return;
+      const certificateArn = state.certificateArn;
+      // Deactivate first: from here on the certificate can't connect, whatever else fails.
+      if (state.status === 'ACTIVE') {
+        await gone(() =>
+          iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
+            abortSignal: signal,
+          }),
+        );
+      }
+      const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
+        abortSignal: signal,
+      });
       await Promise.all([
-        undo(() =>
-          iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificate.certificateArn })),
-        ),
-        undo(() => iot.send(new DetachPolicyCommand({ policyName, target: certificate.certificateArn }))),
-        undo(() =>
-          iot.send(
-            new UpdateCertificateCommand({ certificateId: certificate.certificateId, newStatus: 'INACTIVE' }),
+        ...(things.things ?? []).map((thingName) =>
+          gone(() =>
+            iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
+              abortSignal: signal,
+            }),
           ),
+        ),
+        gone(() =>
+          iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
         ),
       ]);
       // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
       // attachment for a moment (CertificateStateException / DeleteConflictException).
       for (let attempt = 1; ; attempt += 1) {
         try {
-          await undo(() =>
-            iot.send(new DeleteCertificateCommand({ certificateId: certificate.certificateId })),
+          await gone(() =>
+            iot.send(new DeleteCertificateCommand({ certificateId }), { abortSignal: signal }),
           );
           return;
         } catch (error) {
           const retryable =
             hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
-          if (!retryable || attempt >= 5) throw error;
-          await sleep(200 * 2 ** attempt);
+          if (!retryable || attempt >= 4 || signal?.aborted) throw error;
+          await sleep(100 * 2 ** attempt);
         }
       }
     },
 
-    async deleteThing(region, thingName) {
-      await undo(() => client(region).send(new DeleteThingCommand({ thingName })));
+    async deleteThingIfOursAndEmpty(region, thingName, signal) {
+      const iot = client(region);
+      let attributes: Record<string, string> | undefined;
+      try {
+        attributes = (await iot.send(new DescribeThingCommand({ thingName }), { abortSignal: signal }))
+          .attributes;
+      } catch (error) {
+        if (hasName(error, 'ResourceNotFoundException')) return true;
+        throw error;
+      }
+      if (attributes?.[THING_MARKER.name] !== THING_MARKER.value) return false;
+      if ((await thingPrincipals(region, thingName, signal)).length > 0) return false;
+      await gone(() => iot.send(new DeleteThingCommand({ thingName }), { abortSignal: signal }));
+      return true;
     },
+
+    async *listCertificatesOfOurCa(region, signal) {
+      let marker: string | undefined;
+      do {
+        const page = await client(region).send(
+          new ListCertificatesByCACommand({
+            caCertificateId: settings.caCertificateId,
+            marker,
+            pageSize: 250,
+          }),
+          { abortSignal: signal },
+        );
+        for (const certificate of page.certificates ?? []) {
+          if (!certificate.certificateId) continue;
+          yield {
+            certificateId: certificate.certificateId,
+            certificateArn: certificate.certificateArn ?? '',
+            status: certificate.status ?? 'UNKNOWN',
+            createdAt: certificate.creationDate,
+          };
+        }
+        marker = page.nextMarker;
+      } while (marker);
+    },
+
+    describeCertificate,
+    thingPrincipals,
   };
 }

@@ -1,25 +1,42 @@
 /**
- * The provisioning flow, in four dependent stages of AWS calls on the steady-state path:
+ * The provisioning flow. Five dependent stages of AWS calls on the steady-state path:
  *
- *   1. claim the registry record      ∥ locate the device (CloudFront headers / ipstack)
- *   2. CreateThing                    ∥ issue the certificate  (∥ policy + endpoint, cached)
- *   3. AttachPolicy                   ∥ AttachThingPrincipal
- *   4. mark the record provisioned
+ *   1. read the record (consistent)  ∥ locate the device  ∥ make the key (key mode) and the certificate (KMS Sign)
+ *   2. claim: lease + intent (the certificate id and region), compare-and-set on the record as read
+ *   3. RegisterCertificate           ∥ CreateThing  (∥ policy + endpoint, cached per container)
+ *   4. AttachPolicy                  ∥ AttachThingPrincipal
+ *   5. mark the record provisioned
  *
- * Anything that fails after the claim undoes what was created and releases the claim, so the
- * device can simply retry. A device whose answer was lost may retry inside the
- * re-provisioning window: it gets a fresh certificate and the previous one is retired, so it
- * never holds two live certificates.
+ * Nothing is written before the request's signature verifies (a stranger can't hold a lease,
+ * spend a nonce or learn a record's state), and nothing exists in AWS IoT before the registry
+ * records it as intent. Every step after the claim can be repeated, and every write is
+ * recognisable as ours when its answer was lost. A failure undoes within the deadline; what a
+ * killed function leaves, the next request for the device or the reconciler finishes.
+ * docs/protocol.md states the guarantees.
  */
 import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
+import { checkpoint } from './checkpoints';
+import { CertificateSigner, issueDeviceCertificate, sha256Hex } from './certificate-authority';
 import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
-import { CreatedThing, DeviceIot, IssuedCertificate } from './iot';
+import { Deadline } from './deadline';
+import { generateDeviceKey } from './device-key';
+import {
+  CertificateRef,
+  decide,
+  Decision,
+  DeviceRecord,
+  KeyMode,
+  nextRecentNonces,
+  PendingCertificate,
+} from './device-record';
+import { unauthenticated } from './errors';
+import { DeviceIot } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
-import { Claim, Registry } from './registry';
+import { Claim, ClaimLost, Registry } from './registry';
 import { ProvisioningRequest } from './request';
-import { precheckProof, verifyProof } from './signature';
+import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
 
@@ -27,216 +44,397 @@ export interface ProvisioningDependencies {
   readonly config: ProvisioningConfig;
   readonly registry: Registry;
   readonly iot: DeviceIot;
+  /** The CA key: signs device certificates. */
+  readonly signer: CertificateSigner;
   readonly geolocator?: IpGeolocator;
   /** Milliseconds since the epoch. */
   readonly clock?: () => number;
 }
 
+export type Outcome = 'provisioned' | 'reprovisioned' | 'resumed' | 'same-certificate';
+
 export interface ProvisioningOutcome {
   readonly answer: SuccessAnswer;
   readonly placement: Placement;
-  readonly reprovisioned: boolean;
+  readonly outcome: Outcome;
   readonly stages: Readonly<Record<string, number>>;
 }
 
-function deviceKey(pem: string | undefined): KeyObject | undefined {
+/** A certificate ready to be registered, with the key when we generated it. */
+interface PreparedCertificate {
+  readonly pending: Omit<PendingCertificate, 'region' | 'since'>;
+  readonly privateKeyPem?: string;
+}
+
+/** The record's own key, undefined when it has none; throws 401 when it has an unusable one. */
+function deviceKeyOf(record: DeviceRecord | undefined, thingName: string): KeyObject | undefined {
+  const pem = record?.devicePublicKeyPem;
   if (!pem) return undefined;
+  let key: KeyObject | undefined;
   try {
-    return createPublicKey(pem);
+    key = createPublicKey(pem);
   } catch {
-    // A broken registered key must not fall back to the fleet key: nothing will verify.
-    return createPublicKey({ key: Buffer.from('00', 'hex'), format: 'der', type: 'spki' });
+    key = undefined;
   }
+  if (!key || !describeSigningKey(key)) {
+    // Not the fleet key instead: the record demands its own. The caller learns no more than
+    // from a wrong signature; the operator finds the reason in the log.
+    logger.error('registered device_public_key is not an RSA ≥ 2048 or EC P-256 public key; fix the record', {
+      thingName,
+    });
+    countMetric('RegistryRecordInvalid');
+    throw unauthenticated('signature does not verify');
+  }
+  return key;
+}
+
+async function prepareCertificate(
+  thingName: string,
+  csr: CheckedCsr | undefined,
+  deps: ProvisioningDependencies,
+  signal: AbortSignal,
+): Promise<PreparedCertificate> {
+  const { config } = deps;
+  const key = csr
+    ? { publicKeySpki: csr.publicKeySpki, privateKeyPem: undefined }
+    : await generateDeviceKey(config.generatedKeyType);
+  const certificate = await issueDeviceCertificate(
+    config.caCertificate,
+    deps.signer,
+    {
+      thingName,
+      publicKeySpki: key.publicKeySpki,
+      validityDays: config.certificateValidityDays,
+      now: new Date((deps.clock ?? Date.now)()),
+    },
+    signal,
+  );
+  const keyMode: KeyMode = csr ? 'csr' : 'server';
+  return {
+    pending: {
+      certificateId: certificate.id,
+      certificatePem: certificate.pem,
+      keySha256: sha256Hex(key.publicKeySpki),
+      keyMode,
+    },
+    privateKeyPem: key.privateKeyPem,
+  };
 }
 
 export async function provision(
   request: ProvisioningRequest,
   viewer: ViewerLocation,
   deps: ProvisioningDependencies,
+  deadline: Deadline,
 ): Promise<ProvisioningOutcome> {
-  const { config, registry } = deps;
+  const { config, registry, iot } = deps;
   const nowSeconds = () => Math.floor((deps.clock ?? Date.now)() / 1000);
   const timer = new StageTimer();
   const { thingName, proof } = request;
 
-  const proofCheck = {
+  const proofCheck: Omit<SignatureCheck, 'deviceKey'> = {
+    thingName,
     proof,
     acceptV1: config.acceptV1Signatures,
     nowSeconds: nowSeconds(),
     maxClockSkewSeconds: config.v2MaxClockSkewSeconds,
+    fleetKey: config.fleetPublicKey,
   };
   precheckProof(proofCheck);
   if (proof.version === 1) countMetric('V1SignatureUsed');
-  // The X.509 stack is loaded only when a device sends a CSR: key-mode containers skip its init.
+  // The X.509 parser is loaded only when a device sends a CSR: key-mode containers skip its init.
   const csr: CheckedCsr | undefined = request.csrPem
     ? await (await import('./csr')).checkCsr(request.csrPem, thingName)
     : undefined;
+  const withCsr = { ...proofCheck, csrDer: csr?.der };
 
-  // Stage 1. The placement never fails (it falls back to the default region).
-  const [claim, placement] = await timer.time('claimAndLocate', () =>
-    Promise.all([
-      registry.claim({
-        thingName,
-        claimId: randomUUID(),
-        nowSeconds: nowSeconds(),
-        leaseSeconds: config.leaseSeconds,
-        reprovisionWindowSeconds: config.reprovisionWindowSeconds,
-        nonce: proof.version === 2 ? proof.nonce : undefined,
-      }),
-      locateDevice(viewer, config, deps.geolocator),
-    ]),
+  // Stage 1. Only a request that verifies with the fleet key gets a certificate signed before
+  // its record is read: nobody else makes us spend a KMS call (or an RSA key generation).
+  deadline.beforeStage('reading the registry');
+  const signal = deadline.workSignal();
+  const fleetSigned = proofVerifies({ ...withCsr, deviceKey: undefined });
+  let early: Promise<PreparedCertificate> | undefined = fleetSigned
+    ? prepareCertificate(thingName, csr, deps, signal)
+    : undefined;
+  early?.catch(() => undefined); // awaited below, or dropped when the request is refused
+  const [record, placement] = await timer.time('read', () =>
+    Promise.all([registry.read(thingName, signal), locateDevice(viewer, config, deps.geolocator)]),
   );
-
-  try {
-    // The record may carry the device's own key, so the signature is checked with the claim held.
-    verifyProof({
-      ...proofCheck,
-      thingName,
-      csrDer: csr?.der,
-      deviceKey: deviceKey(claim.record.devicePublicKeyPem),
-      fleetKey: config.fleetPublicKey,
-    });
-  } catch (error) {
-    await registry.release(claim);
-    throw error;
+  const deviceKey = deviceKeyOf(record, thingName);
+  if (deviceKey) {
+    if (!proofVerifies({ ...withCsr, deviceKey })) throw unauthenticated('signature does not verify');
+    early = undefined; // verified with the device's own key: sign below, now that we know it's the device
+  } else if (!fleetSigned) {
+    throw unauthenticated(
+      proof.version === 1 ? 'thing-name-sig does not verify' : 'signature does not verify',
+    );
   }
 
-  // A re-provisioned device stays in the region its thing lives in.
+  const nonceEntry = proof.version === 2 ? `${proof.timestamp}.${proof.nonce}` : undefined;
+  const decision = decide(
+    record,
+    { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
+    {
+      nowSeconds: nowSeconds(),
+      reprovisionWindowSeconds: config.reprovisionWindowSeconds,
+      reissueLimit: config.reissueLimit,
+    },
+  );
+  if (decision.kind === 'refuse') throw decision.error;
+  const existing = record as DeviceRecord;
+
+  if (decision.kind === 'same-certificate') {
+    const endpointAddress = await timer.time('endpoint', () => iot.endpointAddress(decision.region, signal));
+    const distanceKm = distanceToRegionKm(placement.point, decision.region);
+    return {
+      answer: {
+        status: 'success',
+        region: decision.region,
+        distance: distanceKm,
+        endpointAddress,
+        certificatePem: decision.certificatePem,
+      },
+      placement: { ...placement, region: decision.region, distanceKm },
+      outcome: 'same-certificate',
+      stages: timer.stages,
+    };
+  }
+
+  // A re-issued device stays in the region its thing lives in; a resumed one where its intent was.
+  const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
   const region =
-    claim.reprovision &&
-    claim.record.region &&
-    config.regions.some((site) => site.region === claim.record.region)
-      ? claim.record.region
-      : placement.region;
+    decision.kind === 'resume'
+      ? decision.pending.region
+      : decision.reissue && enabled(existing.region)
+        ? (existing.region as string)
+        : placement.region;
+  const prepared: PreparedCertificate =
+    decision.kind === 'resume'
+      ? { pending: decision.pending }
+      : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
+
+  // Stage 2.
+  deadline.beforeStage('claiming the record');
+  const now = nowSeconds();
+  const pending: PendingCertificate = { ...prepared.pending, region, since: now };
+  const claimId = randomUUID();
+  let claim: Claim;
+  try {
+    claim = await timer.time('claim', () =>
+      registry.claim(
+        {
+          record: existing,
+          claimId,
+          nowSeconds: now,
+          leaseSeconds: config.leaseSeconds,
+          pending,
+          recentNonces: nonceEntry
+            ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
+            : undefined,
+        },
+        signal,
+      ),
+    );
+  } catch (error) {
+    // If the claim was written with its answer lost, let it go now rather than after the lease.
+    await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
+    throw error;
+  }
+  checkpoint('claimed', thingName);
+
   const distanceKm =
     region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
-  const answer = await createInRegion(
-    deps,
-    claim,
-    { region, distanceKm, geoSource: placement.geoSource },
-    csr,
-    timer,
-    nowSeconds,
-  );
+  const reissue = decision.kind === 'issue' && decision.reissue;
+  const retire = decision.kind === 'issue' ? decision.retire : [];
+  let endpointAddress: string;
+  try {
+    endpointAddress = await finishInRegion(
+      deps,
+      claim,
+      existing,
+      placement,
+      reissue,
+      timer,
+      deadline,
+      nowSeconds,
+    );
+  } catch (error) {
+    if (error instanceof MarkOutcomeUnknown) {
+      logger.warn('could not tell whether the record was marked; leaving it to the lease', { thingName });
+      throw error.cause;
+    }
+    // Taken over: the record and whatever it references belong to another request now. Our
+    // certificate, if it was registered, is referenced by nothing: the reconciler's sweep retires it.
+    if (!(error instanceof ClaimLost)) await undo(deps, claim, reissue, deadline);
+    throw error;
+  }
+  checkpoint('marked', thingName);
+
+  if (retire.length > 0) await retirePrevious(deps, thingName, retire, deadline);
+  checkpoint('retired', thingName);
+
   return {
-    answer,
+    answer: {
+      status: 'success',
+      region,
+      distance: distanceKm,
+      endpointAddress,
+      certificatePem: pending.certificatePem,
+      ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
+    },
     placement: { ...placement, region, distanceKm },
-    reprovisioned: claim.reprovision,
+    outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
     stages: timer.stages,
   };
 }
 
-async function createInRegion(
+/**
+ * The mark failed in a way that may have been applied (its answer lost), and a read could not
+ * tell: undoing now could retire the certificate the record points at, so nothing is undone.
+ * The claim expires and the next request or the reconciler settles it.
+ */
+class MarkOutcomeUnknown extends Error {
+  constructor(override readonly cause: unknown) {
+    super('outcome of the mark unknown', { cause });
+  }
+}
+
+/** Stages 3–5: register ∥ thing, attach, mark. Returns the region's endpoint address. */
+async function finishInRegion(
   deps: ProvisioningDependencies,
   claim: Claim,
-  target: { region: string; distanceKm: number; geoSource: string },
-  csr: CheckedCsr | undefined,
+  record: DeviceRecord,
+  placement: Placement,
+  reissue: boolean,
   timer: StageTimer,
+  deadline: Deadline,
   nowSeconds: () => number,
-): Promise<SuccessAnswer> {
-  const { registry, iot } = deps;
-  const { region } = target;
-  const { thingName } = claim;
-  let thing: CreatedThing | undefined;
-  let certificate: IssuedCertificate | undefined;
+): Promise<string> {
+  const { iot, registry } = deps;
+  const { thingName, pending } = claim;
+  const { region } = pending;
+  const signal = deadline.workSignal();
+
+  deadline.beforeStage('registering the certificate');
+  const [registered, thing, , endpointAddress] = await timer.time('register', () =>
+    Promise.all([
+      iot.registerCertificate(region, { id: pending.certificateId, pem: pending.certificatePem }, signal),
+      iot.createThing(region, thingName, signal),
+      iot.ensurePolicy(region, signal),
+      iot.endpointAddress(region, signal),
+    ]),
+  );
+  checkpoint('registered', thingName);
+
+  deadline.beforeStage('attaching the certificate');
+  await timer.time('attach', () => iot.attach(region, thingName, registered.certificateArn, signal));
+  checkpoint('attached', thingName);
+
+  deadline.beforeStage('marking the record');
+  const now = nowSeconds();
+  const facts = {
+    region,
+    certificateArn: registered.certificateArn,
+    thingArn: thing.thingArn,
+    geoSource: placement.geoSource,
+    nowSeconds: now,
+    firstProvisionedAtEpoch:
+      (reissue ? (record.firstProvisionedAtEpoch ?? record.provisionedAtEpoch) : undefined) ?? now,
+    reissueCount: reissue ? record.reissueCount + 1 : 0,
+  };
   try {
-    // Stage 2. Policy and endpoint are cached per container: no round trip after the first request.
-    const [thingResult, certificateResult, policyResult, endpointResult] = await timer.time('create', () =>
-      Promise.allSettled([
-        iot.createThing(region, thingName),
-        iot.issueCertificate(region, csr?.pem),
-        iot.ensurePolicy(region),
-        iot.endpointAddress(region),
-      ]),
-    );
-    if (thingResult.status === 'fulfilled') thing = thingResult.value;
-    if (certificateResult.status === 'fulfilled') certificate = certificateResult.value;
-    for (const result of [thingResult, certificateResult, policyResult, endpointResult]) {
-      if (result.status === 'rejected') throw result.reason;
-    }
-    const endpointAddress = (endpointResult as PromiseFulfilledResult<string>).value;
-    const issued = certificate as IssuedCertificate;
-
-    // Stage 3.
-    await timer.time('attach', () => iot.attach(region, thingName, issued.certificateArn));
-
-    // Stage 4.
-    await timer.time('markProvisioned', () =>
-      registry.markProvisioned(claim, {
-        region,
-        certificateId: issued.certificateId,
-        certificateArn: issued.certificateArn,
-        thingArn: (thing as CreatedThing).thingArn,
-        geoSource: target.geoSource,
-        nowSeconds: nowSeconds(),
-      }),
-    );
-
-    if (claim.reprovision) await retirePrevious(deps, claim, issued);
-
-    return {
-      status: 'success',
-      region,
-      distance: target.distanceKm,
-      endpointAddress,
-      certificatePem: issued.certificatePem,
-      ...(issued.privateKeyPem ? { PrivateKey: issued.privateKeyPem } : {}),
-    };
+    await timer.time('mark', () => registry.markProvisioned(claim, facts, signal));
   } catch (error) {
-    await undo(deps, claim, region, thing, certificate);
+    if (error instanceof ClaimLost) throw error;
+    // Applied with its answer lost, or not? The record knows.
+    const after = await registry.read(thingName, deadline.undoSignal()).catch(() => undefined);
+    if (!after) throw new MarkOutcomeUnknown(error);
+    if (after.provStatus === 'provisioned' && after.certificateId === pending.certificateId)
+      return endpointAddress;
+    if (after.claimId !== claim.claimId) throw new ClaimLost(thingName, error);
     throw error;
   }
+  return endpointAddress;
 }
 
-/** Retires the certificate a re-provisioned device held before; the new one is already live. */
-async function retirePrevious(
-  deps: ProvisioningDependencies,
-  claim: Claim,
-  issued: IssuedCertificate,
-): Promise<void> {
-  const previous = claim.record;
-  if (!previous.certificateId || !previous.certificateArn || previous.certificateId === issued.certificateId)
-    return;
-  try {
-    await deps.iot.retireCertificate(previous.region ?? '', claim.thingName, {
-      certificateId: previous.certificateId,
-      certificateArn: previous.certificateArn,
-    });
-    countMetric('PreviousCertificateRetired');
-  } catch (error) {
-    countMetric('PreviousCertificateRetireFailed');
-    logger.error('could not retire the previous certificate; retire it by hand', {
-      thingName: claim.thingName,
-      region: previous.region,
-      certificateId: previous.certificateId,
-      errorClass: (error as Error).name,
-    });
+async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await work();
+    } catch (error) {
+      if (attempt >= attempts || signal.aborted) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+    }
   }
 }
 
-/** Best-effort undo; each step is independent so one failure doesn't strand the others. */
+/**
+ * Undo of a failed request: each step independent, retried within the deadline. What is left
+ * is already recorded: the intent while the claim stands, else our CA's certificate listing,
+ * which the reconciler sweeps.
+ */
 async function undo(
   deps: ProvisioningDependencies,
   claim: Claim,
-  region: string,
-  thing: CreatedThing | undefined,
-  certificate: IssuedCertificate | undefined,
+  reissue: boolean,
+  deadline: Deadline,
 ): Promise<void> {
+  const { iot, registry } = deps;
+  const { thingName, pending } = claim;
+  const signal = deadline.undoSignal();
   const failures: string[] = [];
-  if (certificate) {
-    await deps.iot
-      .retireCertificate(region, claim.thingName, certificate)
-      .catch((error: Error) => failures.push(`certificate ${certificate.certificateId}: ${error.name}`));
-  }
-  if (thing?.created) {
-    await deps.iot
-      .deleteThing(region, claim.thingName)
-      .catch((error: Error) => failures.push(`thing: ${error.name}`));
-  }
-  await deps.registry.release(claim).catch((error: Error) => failures.push(`claim: ${error.name}`));
+  const step = (what: string, work: () => Promise<unknown>) =>
+    withRetries(work, signal).catch((error: Error) => {
+      failures.push(`${what}: ${error.name}`);
+    });
+
+  await step(`certificate ${pending.certificateId}`, () =>
+    iot.retireCertificate(pending.region, pending.certificateId, signal),
+  );
+  checkpoint('undoing', thingName);
+  // A re-issued device keeps its thing.
+  if (!reissue) await step('thing', () => iot.deleteThingIfOursAndEmpty(pending.region, thingName, signal));
+  await step('claim', () => registry.release(claim, signal));
   countMetric('RolledBack');
   if (failures.length > 0) {
     countMetric('RollbackIncomplete');
-    logger.error('rollback incomplete', { thingName: claim.thingName, region, failures });
+    logger.error('rollback incomplete; the reconciler finishes it', {
+      thingName,
+      region: pending.region,
+      certificateId: pending.certificateId,
+      failures,
+    });
   }
 }
+
+/** Retires certificates the device held before; the new one is live and recorded already. */
+async function retirePrevious(
+  deps: ProvisioningDependencies,
+  thingName: string,
+  certificates: readonly CertificateRef[],
+  deadline: Deadline,
+): Promise<void> {
+  const signal = deadline.undoSignal();
+  await Promise.all(
+    certificates.map(async (certificate) => {
+      try {
+        await withRetries(
+          () => deps.iot.retireCertificate(certificate.region, certificate.certificateId, signal),
+          signal,
+        );
+        countMetric('PreviousCertificateRetired');
+      } catch (error) {
+        // No longer referenced by the record: the reconciler's sweep of our CA retires it.
+        countMetric('PreviousCertificateRetireFailed');
+        logger.warn('could not retire the previous certificate; the reconciler will', {
+          thingName,
+          region: certificate.region,
+          certificateId: certificate.certificateId,
+          errorClass: (error as Error).name,
+        });
+      }
+    }),
+  );
+}
+
+export type { Decision };

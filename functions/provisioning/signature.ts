@@ -69,26 +69,34 @@ export function precheckProof(
   }
 }
 
-/** Throws 401 with the reason unless the proof verifies. */
-export function verifyProof(check: SignatureCheck): void {
-  precheckProof(check);
+/**
+ * Whether the signature verifies with the device's own key when the record has one, else the
+ * fleet key. A record that carries its own key demands it even in v1, so the shared fleet key
+ * (extractable from any one device) can't impersonate devices that have moved on.
+ * Call precheckProof first; this answers only about the signature.
+ */
+export function proofVerifies(check: SignatureCheck): boolean {
   const { proof } = check;
-  if (proof.version === 1) {
-    // A record that carries its own key demands it even in v1, so the shared fleet key
-    // (extractable from any one device) can't impersonate devices that have moved on.
-    const key = check.deviceKey ?? check.fleetKey;
-    if (!verifyWith(key, Buffer.from(check.thingName, 'utf8'), proof.signature)) {
-      throw unauthenticated('thing-name-sig does not verify');
-    }
-    return;
-  }
   const key = check.deviceKey ?? check.fleetKey;
-  if (!describeSigningKey(key)) throw unauthenticated('the registered key is not RSA ≥ 2048 or EC P-256');
+  if (proof.version === 1) return verifyWith(key, Buffer.from(check.thingName, 'utf8'), proof.signature);
   const message = canonicalV2Message({
     thingName: check.thingName,
     timestamp: proof.timestamp,
     nonce: proof.nonce,
     csrDer: check.csrDer,
   });
-  if (!verifyWith(key, message, proof.signature)) throw unauthenticated('signature does not verify');
+  return verifyWith(key, message, proof.signature);
+}
+
+/** Throws 401 with the reason unless the proof verifies. */
+export function verifyProof(check: SignatureCheck): void {
+  precheckProof(check);
+  if (check.proof.version === 2 && !describeSigningKey(check.deviceKey ?? check.fleetKey)) {
+    throw unauthenticated('the registered key is not RSA ≥ 2048 or EC P-256');
+  }
+  if (!proofVerifies(check)) {
+    throw unauthenticated(
+      check.proof.version === 1 ? 'thing-name-sig does not verify' : 'signature does not verify',
+    );
+  }
 }

@@ -62,9 +62,24 @@ export function canonicalV2Message(parts: V2MessageParts): Buffer {
   return Buffer.from(lines.join('\n'), 'utf8');
 }
 
-/** DER bytes of the first PEM block in `pem` (for hashing the CSR). */
+/**
+ * DER of the single PEM block in `text` with this label. Strict: exactly one block, nothing but
+ * whitespace around it, canonical base64 — what is hashed, checked and certified is what was sent.
+ */
+export function singlePemBlock(text: string, label: string): Buffer {
+  const pattern = new RegExp(
+    `^\\s*-----BEGIN ${label}-----\\r?\\n([A-Za-z0-9+/=\\r\\n]+)-----END ${label}-----\\s*$`,
+  );
+  const match = pattern.exec(text);
+  if (!match) throw new Error(`expected exactly one PEM block labelled ${label}`);
+  const body = (match[1] ?? '').replace(/\r?\n/g, '');
+  if (body.length === 0 || !/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(body)) {
+    throw new Error(`the ${label} block is not valid base64`);
+  }
+  return Buffer.from(body, 'base64');
+}
+
+/** DER of a CSR: exactly one CERTIFICATE REQUEST block (v2 signs its hash). */
 export function pemToDer(pem: string): Buffer {
-  const match = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/.exec(pem);
-  if (!match) throw new Error('not a PEM block');
-  return Buffer.from((match[2] ?? '').replace(/\s+/g, ''), 'base64');
+  return singlePemBlock(pem, 'CERTIFICATE REQUEST');
 }

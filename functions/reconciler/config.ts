@@ -1,7 +1,19 @@
 /**
- * The reconciler's environment: the contract with infra/ (which sets these on the scheduled
- * Lambda) and with the local stack (`make reconcile`). Parsed by loadReconcilerConfig (to come).
+ * The reconciler's environment, read once at cold start: the contract with infra/ (which sets
+ * these on the scheduled Lambda) and with the local stack (`make reconcile`). The variables it
+ * shares with the provisioning function are validated by the same rules.
  */
+import * as z from 'zod/mini';
+import type { CaCertificate } from '../provisioning/certificate-authority';
+import {
+  caCertificateFrom,
+  ConfigError,
+  environmentSchema,
+  parseEnvironment,
+  wholeNumber,
+} from '../provisioning/config';
+import { enabledRegionSites } from '../provisioning/regions';
+
 export const RECONCILER_ENVIRONMENT = {
   TABLE_NAME: 'required',
   REGISTRY_REGION: 'required',
@@ -15,3 +27,47 @@ export const RECONCILER_ENVIRONMENT = {
 } as const;
 
 export type ReconcilerEnvironmentName = keyof typeof RECONCILER_ENVIRONMENT;
+
+/** Certificates younger than this are left alone: well past the function timeout. */
+export const DEFAULT_GRACE_SECONDS = 900;
+
+export interface ReconcilerConfig {
+  readonly tableName: string;
+  readonly registryRegion: string;
+  readonly regions: readonly string[];
+  readonly iotPolicyName: string;
+  readonly caCertificate: CaCertificate;
+  readonly leaseSeconds: number;
+  readonly graceSeconds: number;
+}
+
+const reconcilerSchema = z.extend(
+  z.pick(environmentSchema, {
+    TABLE_NAME: true,
+    REGISTRY_REGION: true,
+    IOT_REGIONS: true,
+    IOT_POLICY_NAME: true,
+    CA_CERTIFICATE_PEM: true,
+    LEASE_SECONDS: true,
+  }),
+  { RECONCILE_GRACE_SECONDS: wholeNumber(DEFAULT_GRACE_SECONDS, 0) },
+);
+
+export function loadReconcilerConfig(env: NodeJS.ProcessEnv = process.env): ReconcilerConfig {
+  const settings = parseEnvironment(reconcilerSchema, env, 'reconciler');
+  let regions: string[];
+  try {
+    regions = enabledRegionSites(settings.IOT_REGIONS).map((site) => site.region);
+  } catch (error) {
+    throw new ConfigError(`invalid reconciler configuration: IOT_REGIONS: ${(error as Error).message}`);
+  }
+  return {
+    tableName: settings.TABLE_NAME,
+    registryRegion: settings.REGISTRY_REGION,
+    regions,
+    iotPolicyName: settings.IOT_POLICY_NAME,
+    caCertificate: caCertificateFrom(settings.CA_CERTIFICATE_PEM, 'reconciler'),
+    leaseSeconds: settings.LEASE_SECONDS,
+    graceSeconds: settings.RECONCILE_GRACE_SECONDS,
+  };
+}

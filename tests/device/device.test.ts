@@ -208,7 +208,7 @@ describe('virtual device against the local stack', () => {
       { error: 'InternalFailure', status: /HTTP 5\d\d/ },
     ])('retries after $error and then provisions', async ({ error, status }) => {
       await setFaults([
-        { match: { service: 'iot', region: 'ap-south-1', path: '^/keys-and-certificate' }, error, times: 4 },
+        { match: { service: 'iot', region: 'ap-south-1', path: '^/certificate/register' }, error, times: 4 },
       ]);
       const settings = await newDevice({ headers: MUMBAI });
       const output = capture();

@@ -75,7 +75,7 @@ describe('when AWS IoT throttles certificate creation', () => {
     await setFaults({
       rules: [
         {
-          match: { service: 'iot', region: REGION, path: '^/keys-and-certificate' },
+          match: { service: 'iot', region: REGION, path: '^/certificate/register' },
           error: 'ThrottlingException',
         },
       ],

@@ -2,9 +2,19 @@
  * What a device sends, built the way firmware would, for integration tests that talk to the
  * local stack (moto as AWS, the local edge as CloudFront + API Gateway).
  */
-import { createPrivateKey, KeyObject, randomBytes, sign } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, KeyObject, randomBytes, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { DescribeThingCommand, IoTClient } from '@aws-sdk/client-iot';
+import { DescribeCertificateCommand, DescribeThingCommand, IoTClient } from '@aws-sdk/client-iot';
+import { KMSClient } from '@aws-sdk/client-kms';
+import {
+  DeviceCertificate,
+  issueDeviceCertificate,
+  parseCaCertificate,
+} from '../../functions/provisioning/certificate-authority';
+import { kmsSigner } from '../../functions/provisioning/kms';
+import { loadReconcilerConfig } from '../../functions/reconciler/config';
+import { reconcile } from '../../functions/reconciler/reconcile';
+import { reconcilerDependencies } from '../../functions/reconciler/wiring';
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { canonicalV2Message, pemToDer } from '../../functions/provisioning/wire';
 import { makeCsr as makeCsrFor } from '../support/csr';
@@ -140,4 +150,43 @@ export async function setFaults(spec: unknown): Promise<void> {
 
 export async function clearFaults(): Promise<void> {
   await fetch(stack.faultsUrl, { method: 'DELETE' });
+}
+
+/** Points SDK clients made in this process (the function's own adapters) at the local stack. */
+export function useLocalAws(): void {
+  const { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY } = stack.functionEnvironment;
+  Object.assign(process.env, { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY });
+}
+
+/** A certificate of the local stack's device CA, signed through its KMS key, for a fresh EC key. */
+export async function issueFromLocalCa(thingName: string): Promise<DeviceCertificate> {
+  const kms = new KMSClient({ region: stack.homeRegion, endpoint: stack.awsEndpoint, credentials });
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  return issueDeviceCertificate(
+    parseCaCertificate(readFileSync(stack.deviceCaCertificate, 'utf8')),
+    kmsSigner(kms, stack.deviceCaKmsKeyId),
+    { thingName, publicKeySpki: publicKey.export({ type: 'spki', format: 'der' }), validityDays: 30 },
+  );
+}
+
+/** The reconciler with the function's own adapters, pointed at the local stack. */
+export function localReconcile(options: { thingNamePrefix?: string; graceSeconds?: number } = {}) {
+  useLocalAws();
+  const config = loadReconcilerConfig({ ...process.env, ...stack.functionEnvironment });
+  return reconcile({
+    ...reconcilerDependencies(config),
+    graceSeconds: options.graceSeconds ?? 0,
+    ...options,
+  });
+}
+
+/** Status of a certificate in a region, or undefined when it does not exist. */
+export async function certificateStatus(region: string, certificateId: string): Promise<string | undefined> {
+  try {
+    const answer = await iotIn(region).send(new DescribeCertificateCommand({ certificateId }));
+    return answer.certificateDescription?.status;
+  } catch (error) {
+    if ((error as Error).name === 'ResourceNotFoundException') return undefined;
+    throw error;
+  }
 }

@@ -14,6 +14,10 @@ import { appendFileSync, createWriteStream, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CreateTableCommand, DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
 import { CreateAliasCommand, CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { IoTClient, RegisterCACertificateCommand } from '@aws-sdk/client-iot';
+import { writeFileSync } from 'node:fs';
+import { createCaCertificate, parseCaCertificate } from '../../functions/provisioning/certificate-authority';
+import { kmsSigner } from '../../functions/provisioning/kms';
 import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../../functions/provisioning/config';
 import { loadDeploymentConfig } from '../../infra/config';
@@ -157,6 +161,49 @@ async function bootstrap(
   return kmsKeyId;
 }
 
+/**
+ * The device CA, as `make init-ca` and Terraform make it in AWS: an asymmetric KMS key, a CA
+ * certificate signed through it, registered in every enabled region.
+ */
+async function bootstrapDeviceCa(
+  awsEndpoint: string,
+  homeRegion: string,
+  regions: readonly string[],
+  caPath: string,
+) {
+  const clientConfig = { endpoint: awsEndpoint, region: homeRegion, credentials: LOCAL_CREDENTIALS };
+  const kms = new KMSClient(clientConfig);
+  const key = await kms.send(
+    new CreateKeyCommand({
+      Description: 'global-device-provisioning local: device CA',
+      KeyUsage: 'SIGN_VERIFY',
+      KeySpec: 'ECC_NIST_P256',
+    }),
+  );
+  const keyArn = key.KeyMetadata?.Arn;
+  if (!keyArn) throw new Error('KMS CreateKey returned no key ARN');
+  const signer = kmsSigner(kms, keyArn);
+  const pem = await createCaCertificate(signer, {
+    commonName: 'global-device-provisioning local device CA',
+    organization: 'global-device-provisioning',
+    validityDays: 9125,
+    publicKeySpki: await signer.publicKeySpki(),
+  });
+  writeFileSync(caPath, pem);
+  for (const region of regions) {
+    await new IoTClient({ ...clientConfig, region }).send(
+      new RegisterCACertificateCommand({
+        caCertificate: pem,
+        setAsActive: true,
+        allowAutoRegistration: false,
+        certificateMode: 'SNI_ONLY',
+      }),
+    );
+  }
+  progress(`device CA (KMS key ${keyArn}) registered in ${regions.length} regions`);
+  return { keyArn, pem, id: parseCaCertificate(pem).id };
+}
+
 async function loadBrokerModule(): Promise<StartRegionalBrokers | undefined> {
   // The MQTT data plane is another module's job; without it the rest of the stack still runs.
   const modulePath = path.join(__dirname, 'iot-data-plane');
@@ -250,6 +297,9 @@ async function main(): Promise<void> {
     options.ipstackAccessKey,
   );
 
+  const deviceCaPath = path.join(path.dirname(options.caCertPath), 'device-ca.pem');
+  const deviceCa = await bootstrapDeviceCa(proxy.url, deployment.homeRegion, regions, deviceCaPath);
+
   let mqttRunning = false;
   let watchUrl = `http://${HOST}:${options.ports.watch}`;
   const startRegionalBrokers = await loadBrokerModule();
@@ -280,6 +330,8 @@ async function main(): Promise<void> {
       originVerifySecret: options.originVerifySecret,
       kmsKeyId,
     }) as Record<string, string>),
+    CA_KMS_KEY_ID: deviceCa.keyArn,
+    CA_CERTIFICATE_PEM: deviceCa.pem.trim().replace(/\r?\n/g, '\\n'),
     IPSTACK_URL: ipstack.url,
     IPSTACK_KEY_PARAMETER: deployment.ipstackKeyParameter,
     AWS_ENDPOINT_URL: proxy.url,
@@ -333,6 +385,9 @@ async function main(): Promise<void> {
     kmsKeyId,
     originVerifySecret: options.originVerifySecret,
     caCertificate: options.caCertPath,
+    deviceCaCertificate: deviceCaPath,
+    deviceCaKmsKeyId: deviceCa.keyArn,
+    deviceCaCertificateId: deviceCa.id,
     mqttEndpoints,
     mqttRunning,
     watchUrl,

@@ -89,6 +89,11 @@ export interface LocalStack {
   readonly kmsKeyId: string;
   readonly originVerifySecret: string;
   readonly caCertificate: string;
+  /** The device CA (KMS key in moto), PEM path: every device certificate chains to it. */
+  readonly deviceCaCertificate: string;
+  readonly deviceCaKmsKeyId: string;
+  /** SHA-256 of its DER: AWS IoT's caCertificateId, in every enabled region. */
+  readonly deviceCaCertificateId: string;
   /** region → "127.0.0.1:PORT", what DescribeEndpoint(iot:Data-ATS) answers. */
   readonly mqttEndpoints: Record<string, string>;
   /** false when tests/local/iot-data-plane.ts is missing or its brokers failed to start. */

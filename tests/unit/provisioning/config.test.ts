@@ -1,11 +1,13 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../../../functions/provisioning/config';
+import { testCa } from '../../support/ca';
 
 const fleetKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({
   type: 'spki',
   format: 'pem',
 }) as string;
-const valid = {
+let valid: Record<string, string | undefined>;
+const base = {
   TABLE_NAME: 'registry',
   REGISTRY_REGION: 'us-east-2',
   IOT_REGIONS: 'us-east-2, eu-central-1',
@@ -13,13 +15,26 @@ const valid = {
   IOT_POLICY_NAME: 'device-policy',
   FLEET_PUBLIC_KEY: fleetKey,
   ORIGIN_VERIFY_SECRET: 'a-long-enough-secret',
+  CA_KMS_KEY_ID: 'arn:aws:kms:us-east-2:123456789012:key/00000000-0000-0000-0000-000000000000',
 };
+
+beforeAll(async () => {
+  const ca = await testCa();
+  valid = { ...base, CA_CERTIFICATE_PEM: ca.certificate.pem.trim().replace(/\n/g, '\\n') };
+});
 
 describe('function configuration', () => {
   it('reads a valid environment with defaults', () => {
     const config = loadConfig(valid);
     expect(config.regions.map((site) => site.region)).toEqual(['us-east-2', 'eu-central-1']);
-    expect(config).toMatchObject({ acceptV1Signatures: true, leaseSeconds: 60, ipstack: undefined });
+    expect(config).toMatchObject({
+      acceptV1Signatures: true,
+      leaseSeconds: 60,
+      ipstack: undefined,
+      certificateValidityDays: 3650,
+      generatedKeyType: 'rsa-2048',
+      reissueLimit: 3,
+    });
   });
 
   it.each([
@@ -35,6 +50,11 @@ describe('function configuration', () => {
     [{ FLEET_PUBLIC_KEY: 'not a key' }, 'FLEET_PUBLIC_KEY: not a PEM public key'],
     [{ ACCEPT_V1_SIGNATURES: 'yes' }, 'ACCEPT_V1_SIGNATURES'],
     [{ IPSTACK_URL: 'https://api.ipstack.com' }, 'IPSTACK_KEY_PARAMETER: required when IPSTACK_URL is set'],
+    [{ CA_KMS_KEY_ID: undefined }, 'CA_KMS_KEY_ID'],
+    [{ CA_CERTIFICATE_PEM: 'not a certificate' }, 'CA_CERTIFICATE_PEM: not a PEM certificate'],
+    [{ GENERATED_KEY_TYPE: 'dsa-1024' }, 'GENERATED_KEY_TYPE'],
+    [{ REISSUE_LIMIT: '-1' }, 'REISSUE_LIMIT: expected at least 0'],
+    [{ CERTIFICATE_VALIDITY_DAYS: '1.5' }, 'CERTIFICATE_VALIDITY_DAYS: expected a whole number'],
   ])('fails the cold start naming the variable: %j', (change, message) => {
     expect(() => loadConfig({ ...valid, ...change })).toThrow(message);
   });

@@ -1,0 +1,259 @@
+/**
+ * The registry record of one device and every decision taken from it. Pure: the DynamoDB
+ * adapter (registry.ts) reads and writes records, this module says what a record means.
+ *
+ * Sample attributes, kept because operators script against them: thing_name, prov_status
+ * (unprovisioned → provisioned), aws_region, prov_datetime (YYYY-MM-DDTHH:MM:SS UTC).
+ * Added (docs/protocol.md lists them all):
+ * - the lease: claim_id, claim_expires;
+ * - the intent, written with the claim before AWS IoT sees the certificate: pending_certificate_id,
+ *   pending_certificate_pem, pending_region, pending_key_sha256, pending_key_mode, pending_since;
+ * - the live certificate: certificate_id, certificate_arn, certificate_pem, certificate_key_sha256,
+ *   key_mode, thing_arn, geo_source, prov_epoch, first_prov_epoch, reissue_count;
+ * - record_version (every write of ours adds one), recent_nonces (v2), device_public_key (v2).
+ *
+ * Any shape an operator or an older version may have left is read without throwing: a field of
+ * the wrong type counts as missing.
+ */
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { forbidden, ProvisioningError, throttled, unauthenticated } from './errors';
+
+export const PROV_STATUS = {
+  unprovisioned: 'unprovisioned',
+  provisioned: 'provisioned',
+  disabled: 'disabled',
+  revoked: 'revoked',
+} as const;
+
+export type KeyMode = 'csr' | 'server';
+
+/** A certificate the service issued, where it lives. */
+export interface CertificateRef {
+  readonly certificateId: string;
+  readonly region: string;
+}
+
+export interface PendingCertificate extends CertificateRef {
+  readonly certificatePem: string;
+  readonly keySha256: string;
+  readonly keyMode: KeyMode;
+  readonly since: number;
+}
+
+export interface DeviceRecord {
+  readonly thingName: string;
+  readonly provStatus: string;
+  readonly region?: string;
+  readonly provisionedAtEpoch?: number;
+  /** When the device was first provisioned: anchors the re-issue window. */
+  readonly firstProvisionedAtEpoch?: number;
+  readonly reissueCount: number;
+  readonly certificateId?: string;
+  readonly certificateArn?: string;
+  readonly certificatePem?: string;
+  readonly certificateKeySha256?: string;
+  readonly thingArn?: string;
+  readonly devicePublicKeyPem?: string;
+  readonly claimId?: string;
+  readonly claimExpires?: number;
+  readonly pending?: PendingCertificate;
+  /** `timestamp.nonce` of recent v2 requests. */
+  readonly recentNonces: readonly string[];
+  readonly version: number;
+  /** The item as read: conditional writes compare against these exact values. */
+  readonly raw: Readonly<Record<string, AttributeValue>>;
+}
+
+function text(item: Record<string, AttributeValue>, name: string): string | undefined {
+  const value = item[name]?.S;
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
+
+function number(item: Record<string, AttributeValue>, name: string): number | undefined {
+  const value = item[name]?.N;
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  return Number.isFinite(parsed) ? parsed : undefined;
+}
+
+export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceRecord {
+  const pendingId = text(item, 'pending_certificate_id');
+  const pendingRegion = text(item, 'pending_region');
+  const pendingPem = text(item, 'pending_certificate_pem');
+  const pendingKey = text(item, 'pending_key_sha256');
+  const pendingMode = text(item, 'pending_key_mode');
+  const nonces = item.recent_nonces?.SS;
+  return {
+    thingName: text(item, 'thing_name') ?? '',
+    provStatus: text(item, 'prov_status') ?? '',
+    region: text(item, 'aws_region'),
+    provisionedAtEpoch: number(item, 'prov_epoch'),
+    firstProvisionedAtEpoch: number(item, 'first_prov_epoch'),
+    reissueCount: number(item, 'reissue_count') ?? 0,
+    certificateId: text(item, 'certificate_id'),
+    certificateArn: text(item, 'certificate_arn'),
+    certificatePem: text(item, 'certificate_pem'),
+    certificateKeySha256: text(item, 'certificate_key_sha256'),
+    thingArn: text(item, 'thing_arn'),
+    devicePublicKeyPem: text(item, 'device_public_key'),
+    claimId: text(item, 'claim_id'),
+    claimExpires: number(item, 'claim_expires'),
+    pending:
+      pendingId &&
+      pendingRegion &&
+      pendingPem &&
+      pendingKey &&
+      (pendingMode === 'csr' || pendingMode === 'server')
+        ? {
+            certificateId: pendingId,
+            region: pendingRegion,
+            certificatePem: pendingPem,
+            keySha256: pendingKey,
+            keyMode: pendingMode,
+            since: number(item, 'pending_since') ?? 0,
+          }
+        : undefined,
+    recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
+    version: number(item, 'record_version') ?? 0,
+    raw: item,
+  };
+}
+
+/** The sample's prov_datetime format: `YYYY-MM-DDTHH:MM:SS` in UTC. */
+export function provDatetime(epochSeconds: number): string {
+  return new Date(epochSeconds * 1000).toISOString().slice(0, 19);
+}
+
+/** How long "another request is in flight" asks the device to wait: a request takes ~1 s. */
+export const IN_FLIGHT_RETRY_AFTER_SECONDS = 2;
+/** At most this many v2 nonces are remembered per device (newest kept). */
+export const MAX_RECENT_NONCES = 32;
+
+export interface DecisionRules {
+  readonly nowSeconds: number;
+  /** How long after the first provisioning a lost answer may be re-issued (0 = never). */
+  readonly reprovisionWindowSeconds: number;
+  /** How many re-issues that window allows. */
+  readonly reissueLimit: number;
+}
+
+export interface RequestFacts {
+  readonly thingName: string;
+  /** `timestamp.nonce` of a v2 request. */
+  readonly nonceEntry?: string;
+  /** SHA-256 of the SubjectPublicKeyInfo of the CSR, when the device sent one. */
+  readonly csrKeySha256?: string;
+}
+
+export type Decision =
+  | { readonly kind: 'refuse'; readonly error: ProvisioningError }
+  /** The device sent the CSR of its current certificate again: answer with that certificate. */
+  | { readonly kind: 'same-certificate'; readonly region: string; readonly certificatePem: string }
+  /** A dead request's intent for this CSR key: finish it and answer with its certificate. */
+  | { readonly kind: 'resume'; readonly pending: PendingCertificate }
+  | {
+      readonly kind: 'issue';
+      /** Re-issue for a provisioned device (lost answer): keep its region, retire its certificate. */
+      readonly reissue: boolean;
+      /** Certificates of ours to retire once the new one is recorded. */
+      readonly retire: readonly CertificateRef[];
+    };
+
+export function withinReissueWindow(record: DeviceRecord, rules: DecisionRules): boolean {
+  const anchor = record.firstProvisionedAtEpoch ?? record.provisionedAtEpoch;
+  return (
+    rules.reprovisionWindowSeconds > 0 &&
+    anchor !== undefined &&
+    rules.nowSeconds - anchor <= rules.reprovisionWindowSeconds
+  );
+}
+
+/**
+ * What to do for a request whose signature has been verified. The order matters: a device that
+ * can sign learns why it is refused; nobody else gets this far (401 before any of it).
+ */
+export function decide(
+  record: DeviceRecord | undefined,
+  request: RequestFacts,
+  rules: DecisionRules,
+): Decision {
+  const refuse = (error: ProvisioningError): Decision => ({ kind: 'refuse', error });
+  const { thingName } = request;
+  if (!record) return refuse(forbidden(`thing ${thingName} is not on the allowlist`));
+  const status = record.provStatus;
+  if (status === PROV_STATUS.disabled) return refuse(forbidden(`thing ${thingName} is disabled`));
+  if (status === PROV_STATUS.revoked) {
+    return refuse(
+      forbidden(`thing ${thingName} is revoked; an operator must reset it before it can provision`),
+    );
+  }
+  if (status !== PROV_STATUS.unprovisioned && status !== PROV_STATUS.provisioned) {
+    return refuse(forbidden(`thing ${thingName} has prov_status "${status}" and cannot be provisioned`));
+  }
+  if (request.nonceEntry && record.recentNonces.includes(request.nonceEntry)) {
+    return refuse(unauthenticated('nonce was already used; sign a new request'));
+  }
+  if (record.claimId && (record.claimExpires ?? 0) > rules.nowSeconds) {
+    return refuse(
+      throttled(
+        `another request for ${thingName} is in progress; retry shortly`,
+        IN_FLIGHT_RETRY_AFTER_SECONDS,
+      ),
+    );
+  }
+  // Past here any claim is stale: its function is dead (the lease outlives the function timeout).
+  const stale = record.pending;
+  if (status === PROV_STATUS.unprovisioned) {
+    if (
+      stale &&
+      request.csrKeySha256 &&
+      stale.keyMode === 'csr' &&
+      stale.keySha256 === request.csrKeySha256
+    ) {
+      return { kind: 'resume', pending: stale };
+    }
+    return { kind: 'issue', reissue: false, retire: stale ? [stale] : [] };
+  }
+
+  // Provisioned.
+  const inWindow = withinReissueWindow(record, rules);
+  if (
+    inWindow &&
+    request.csrKeySha256 &&
+    record.certificateKeySha256 === request.csrKeySha256 &&
+    record.certificatePem &&
+    record.region
+  ) {
+    return { kind: 'same-certificate', region: record.region, certificatePem: record.certificatePem };
+  }
+  if (inWindow && record.reissueCount < rules.reissueLimit) {
+    const retire: CertificateRef[] = [];
+    if (record.certificateId && record.region)
+      retire.push({ certificateId: record.certificateId, region: record.region });
+    if (stale && stale.certificateId !== record.certificateId) retire.push(stale);
+    return { kind: 'issue', reissue: true, retire };
+  }
+  const since = record.raw.prov_datetime?.S;
+  return refuse(
+    new ProvisioningError(
+      'already-provisioned',
+      `thing ${thingName} is already provisioned${record.region ? ` in ${record.region}` : ''}` +
+        `${since ? ` since ${since}Z` : ''}; an operator can reset it to provision again`,
+    ),
+  );
+}
+
+/** The nonces to keep after this request: recent ones only, the newest MAX_RECENT_NONCES. */
+export function nextRecentNonces(
+  record: DeviceRecord | undefined,
+  entry: string,
+  nowSeconds: number,
+  maxClockSkewSeconds: number,
+): string[] {
+  const fresh = (record?.recentNonces ?? []).filter((existing) => {
+    const timestamp = Number(existing.slice(0, existing.indexOf('.')));
+    // Older than the clock-skew limit: the timestamp check refuses a replay of it anyway.
+    return Number.isFinite(timestamp) && Math.abs(nowSeconds - timestamp) <= maxClockSkewSeconds;
+  });
+  return [...fresh.sort(), entry].slice(-MAX_RECENT_NONCES);
+}

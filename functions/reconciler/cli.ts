@@ -1,0 +1,79 @@
+/**
+ * `make reconcile`: runs the reconciler once, against the local stack (`--local`, the default when
+ * .local/stack.json exists) or against AWS with the environment the scheduled function gets
+ * (RECONCILER_ENVIRONMENT in config.ts, plus your AWS credentials).
+ *
+ * Exit codes: 0 done (whatever it fixed), 1 some fixes failed (see the lines marked FAILED),
+ * 2 bad usage or configuration.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { ConfigError } from '../provisioning/config';
+import { loadReconcilerConfig } from './config';
+import { reconcile } from './reconcile';
+import { reconcilerDependencies } from './wiring';
+
+const STACK_FILE = path.resolve(__dirname, '..', '..', '.local', 'stack.json');
+
+function wholeSeconds(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected whole seconds ≥ 0');
+  return parsed;
+}
+
+/** The local stack's function environment (endpoint, credentials, table, regions, CA). */
+function localEnvironment(): Record<string, string> {
+  if (!existsSync(STACK_FILE)) {
+    throw new ConfigError(
+      `the local stack is not running (${STACK_FILE} missing): run \`make local-up\` first`,
+    );
+  }
+  const stack = JSON.parse(readFileSync(STACK_FILE, 'utf8')) as {
+    functionEnvironment?: Record<string, string>;
+  };
+  if (!stack.functionEnvironment) throw new ConfigError(`${STACK_FILE} has no functionEnvironment`);
+  return stack.functionEnvironment;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = new Command('reconcile')
+    .description(
+      'Finish what dead provisioning requests left: release stale claims, retire certificates of our CA that no record references, reset records whose certificate is gone.',
+    )
+    .option('--local', 'use the running local stack (default when .local/stack.json exists)')
+    .option('--aws', 'use the environment and your AWS credentials, even when a local stack runs')
+    .option('--grace <seconds>', 'leave certificates registered less than this long ago alone', wholeSeconds)
+    .option('--json', 'print the report as JSON')
+    .addHelpText('after', '\nExamples:\n  make reconcile\n  npm run reconcile -- --local --grace 0 --json')
+    .exitOverride();
+  program.parse([...argv]);
+  const options = program.opts<{ local?: boolean; aws?: boolean; grace?: number; json?: boolean }>();
+  const useLocal = options.local === true || (options.aws !== true && existsSync(STACK_FILE));
+  if (useLocal) Object.assign(process.env, localEnvironment());
+  if (options.grace !== undefined) process.env.RECONCILE_GRACE_SECONDS = String(options.grace);
+  const config = loadReconcilerConfig();
+  const log = options.json ? () => undefined : (line: string) => console.log(line);
+  log(
+    `reconciling ${config.tableName} in ${config.regions.length} regions${useLocal ? ' (local stack)' : ''}`,
+  );
+  const report = await reconcile({ ...reconcilerDependencies(config), log });
+  if (options.json) console.log(JSON.stringify(report, null, 2));
+  return report.failures.length > 0 ? 1 : 0;
+}
+
+if (require.main === module) {
+  main(process.argv).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      const commander = error as { code?: string; exitCode?: number };
+      if (commander.code?.startsWith('commander.')) {
+        process.exit(
+          commander.code === 'commander.helpDisplayed' || commander.code === 'commander.version' ? 0 : 2,
+        );
+      }
+      console.error(`reconcile: ${(error as Error).message}`);
+      process.exit(error instanceof ConfigError ? 2 : 1);
+    },
+  );
+}

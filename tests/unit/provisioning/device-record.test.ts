@@ -1,0 +1,166 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import {
+  decide,
+  DecisionRules,
+  MAX_RECENT_NONCES,
+  nextRecentNonces,
+  provDatetime,
+  toDeviceRecord,
+} from '../../../functions/provisioning/device-record';
+
+const NOW = 1_795_497_600;
+const rules: DecisionRules = { nowSeconds: NOW, reprovisionWindowSeconds: 300, reissueLimit: 3 };
+const record = (item: Record<string, AttributeValue>) =>
+  toDeviceRecord({ thing_name: { S: 'wm101' }, ...item });
+const provisioned = (extra: Record<string, AttributeValue> = {}) =>
+  record({
+    prov_status: { S: 'provisioned' },
+    aws_region: { S: 'eu-central-1' },
+    prov_datetime: { S: provDatetime(NOW - 100) },
+    prov_epoch: { N: String(NOW - 100) },
+    first_prov_epoch: { N: String(NOW - 100) },
+    certificate_id: { S: 'a'.repeat(64) },
+    certificate_pem: { S: '-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n' },
+    certificate_key_sha256: { S: 'k'.repeat(64) },
+    ...extra,
+  });
+const pendingIntent = (keySha: string, mode = 'csr') => ({
+  claim_id: { S: 'dead-claim' },
+  claim_expires: { N: String(NOW - 1) },
+  pending_certificate_id: { S: 'b'.repeat(64) },
+  pending_certificate_pem: { S: 'pem' },
+  pending_region: { S: 'ap-south-1' },
+  pending_key_sha256: { S: keySha },
+  pending_key_mode: { S: mode },
+  pending_since: { N: String(NOW - 90) },
+});
+
+describe('what a verified request gets, from the record as read', () => {
+  it('refuses a device that is not on the allowlist with 403', () => {
+    const decision = decide(undefined, { thingName: 'wm101' }, rules);
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 403 } });
+  });
+
+  it.each(['disabled', 'revoked', 'something-else'])('refuses a %s device with 403', (status) => {
+    const decision = decide(record({ prov_status: { S: status } }), { thingName: 'wm101' }, rules);
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 403 } });
+  });
+
+  it('refuses a replayed v2 nonce with 401', () => {
+    const seen = record({
+      prov_status: { S: 'unprovisioned' },
+      recent_nonces: { SS: [`${NOW}.nonce-one-abcdefgh`] },
+    });
+    const decision = decide(seen, { thingName: 'wm101', nonceEntry: `${NOW}.nonce-one-abcdefgh` }, rules);
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 401 } });
+  });
+
+  it('answers 429 with a Retry-After of seconds, not the lease, while another request holds the claim', () => {
+    const held = record({
+      prov_status: { S: 'unprovisioned' },
+      claim_id: { S: 'other' },
+      claim_expires: { N: String(NOW + 55) },
+    });
+    const decision = decide(held, { thingName: 'wm101' }, rules);
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 429, retryAfterSeconds: 2 } });
+  });
+
+  it('issues for an unprovisioned device, retiring the certificate of a dead request', () => {
+    const decision = decide(
+      record({ prov_status: { S: 'unprovisioned' }, ...pendingIntent('x'.repeat(64), 'server') }),
+      { thingName: 'wm101' },
+      rules,
+    );
+    expect(decision).toEqual({
+      kind: 'issue',
+      reissue: false,
+      retire: [expect.objectContaining({ certificateId: 'b'.repeat(64), region: 'ap-south-1' })],
+    });
+  });
+
+  it("resumes a dead request's certificate when the same CSR key comes back", () => {
+    const decision = decide(
+      record({ prov_status: { S: 'unprovisioned' }, ...pendingIntent('c'.repeat(64)) }),
+      { thingName: 'wm101', csrKeySha256: 'c'.repeat(64) },
+      rules,
+    );
+    expect(decision).toMatchObject({ kind: 'resume', pending: { certificateId: 'b'.repeat(64) } });
+  });
+
+  it('answers the same certificate for the same CSR key inside the window', () => {
+    const decision = decide(provisioned(), { thingName: 'wm101', csrKeySha256: 'k'.repeat(64) }, rules);
+    expect(decision).toMatchObject({ kind: 'same-certificate', region: 'eu-central-1' });
+  });
+
+  it('re-issues a lost key-mode answer inside the window, retiring the live certificate', () => {
+    const decision = decide(provisioned(), { thingName: 'wm101' }, rules);
+    expect(decision).toEqual({
+      kind: 'issue',
+      reissue: true,
+      retire: [{ certificateId: 'a'.repeat(64), region: 'eu-central-1' }],
+    });
+  });
+
+  it('anchors the window at the first provisioning, so re-issues cannot slide it', () => {
+    const late = provisioned({
+      prov_epoch: { N: String(NOW - 10) },
+      first_prov_epoch: { N: String(NOW - 301) },
+    });
+    expect(decide(late, { thingName: 'wm101' }, rules)).toMatchObject({
+      kind: 'refuse',
+      error: { status: 409, message: expect.stringContaining('already provisioned in eu-central-1') },
+    });
+  });
+
+  it('stops re-issuing after the limit', () => {
+    const decision = decide(provisioned({ reissue_count: { N: '3' } }), { thingName: 'wm101' }, rules);
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 409 } });
+  });
+
+  it('never re-issues when the window is 0', () => {
+    const decision = decide(provisioned(), { thingName: 'wm101' }, { ...rules, reprovisionWindowSeconds: 0 });
+    expect(decision).toMatchObject({ kind: 'refuse', error: { status: 409 } });
+  });
+});
+
+describe('records of any shape', () => {
+  it('reads attributes of the wrong type as missing instead of failing', () => {
+    const odd = toDeviceRecord({
+      thing_name: { S: 'wm101' },
+      prov_status: { N: '1' },
+      used_nonces: { S: 'not a set' },
+      recent_nonces: { N: '5' },
+      record_version: { S: 'three' },
+      device_public_key: { N: '0' },
+      claim_expires: { S: 'soon' },
+    });
+    expect(odd).toMatchObject({
+      provStatus: '',
+      recentNonces: [],
+      version: 0,
+      devicePublicKeyPem: undefined,
+    });
+    expect(decide(odd, { thingName: 'wm101' }, rules)).toMatchObject({
+      kind: 'refuse',
+      error: { status: 403 },
+    });
+  });
+});
+
+describe('remembered nonces', () => {
+  it('keeps only nonces still inside the clock-skew limit, and at most a fixed number', () => {
+    const old = Array.from(
+      { length: 40 },
+      (_, index) => `${NOW - index}.nonce-${String(index).padStart(12, '0')}`,
+    );
+    const kept = nextRecentNonces(
+      record({ recent_nonces: { SS: [...old, `${NOW - 301}.expired-nonce-00000`] } }),
+      `${NOW}.the-new-nonce-0000`,
+      NOW,
+      300,
+    );
+    expect(kept).toHaveLength(MAX_RECENT_NONCES);
+    expect(kept).toContain(`${NOW}.the-new-nonce-0000`);
+    expect(kept).not.toContain(`${NOW - 301}.expired-nonce-00000`);
+  });
+});
