@@ -64,8 +64,14 @@ export function ipstackGeolocator(baseUrl: string, secrets: SecretSource): IpGeo
         const { latitude, longitude } = answer ?? {};
         const country =
           typeof answer?.country_code === 'string' ? answer.country_code.toUpperCase() : undefined;
+        // A coordinate out of range is an answer we can't use, not a place: fall back.
         const point =
-          typeof latitude === 'number' && typeof longitude === 'number' ? { latitude, longitude } : undefined;
+          typeof latitude === 'number' &&
+          typeof longitude === 'number' &&
+          Math.abs(latitude) <= 90 &&
+          Math.abs(longitude) <= 180
+            ? { latitude, longitude }
+            : undefined;
         return { point, country };
       } catch (error) {
         countMetric('IpstackFailure');

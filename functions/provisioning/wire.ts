@@ -67,9 +67,7 @@ export function canonicalV2Message(parts: V2MessageParts): Buffer {
  * whitespace around it, canonical base64 — what is hashed, checked and certified is what was sent.
  */
 export function singlePemBlock(text: string, label: string): Buffer {
-  const pattern = new RegExp(
-    `^\\s*-----BEGIN ${label}-----\\r?\\n([A-Za-z0-9+/=\\r\\n]+)-----END ${label}-----\\s*$`,
-  );
+  const pattern = new RegExp(`^\\s*-----BEGIN ${label}-----\\r?\\n([^-]+)-----END ${label}-----\\s*$`);
   const match = pattern.exec(text);
   if (!match) throw new Error(`expected exactly one PEM block labelled ${label}`);
   const body = (match[1] ?? '').replace(/\r?\n/g, '');

@@ -7,6 +7,7 @@ import { EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../../functions/provisioning/config';
 import { kmsSecretSource } from '../../functions/provisioning/secrets';
+import { addIpstackFixture } from '../local/ipstack-fake';
 import { addDevice } from '../local/stack';
 import { post, registryRecord, stack, uniqueThingName, v1Body } from './requests';
 
@@ -25,6 +26,21 @@ describe('locating by IP when ipstack fails', () => {
     const answer = await post(v1Body(thingName), { 'X-Local-Viewer-Address': '198.51.100.7:40000' });
     expect(answer).toMatchObject({ status: 200, body: { region: 'eu-central-1' } });
     expect((await registryRecord(thingName))?.geo_source?.S).toBe('ipstack');
+  });
+});
+
+describe('ipstack answers that are not places', () => {
+  it('ignores coordinates out of range and falls back to the default region', async () => {
+    const thingName = uniqueThingName('ipstack-range');
+    await addDevice(stack, thingName);
+    addIpstackFixture(stack.ipstackFixtures, '198.51.100.99', {
+      latitude: 999,
+      longitude: -999,
+      country_code: null,
+    });
+    const answer = await post(v1Body(thingName), { 'X-Local-Viewer-Address': '198.51.100.99:40000' });
+    expect(answer).toMatchObject({ status: 200, body: { region: stack.defaultRegion, distance: 0 } });
+    expect((await registryRecord(thingName))?.geo_source?.S).toBe('default');
   });
 });
 
