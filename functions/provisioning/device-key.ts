@@ -32,3 +32,21 @@ export async function generateDeviceKey(type: GeneratedKeyType): Promise<Generat
   });
   return { publicKeySpki: publicKey, privateKeyPem: privateKey };
 }
+
+/**
+ * Keeps one key pair ready per container, so a key-mode request takes a key instead of waiting
+ * for one (RSA-2048 generation takes 50–300 ms of CPU). The next one is generated while the
+ * request that took it waits on AWS. Keys live in memory only and each is handed out once.
+ */
+export function deviceKeyPool(type: GeneratedKeyType): () => Promise<GeneratedKey> {
+  let next: Promise<GeneratedKey> | undefined;
+  const refill = () => {
+    next = generateDeviceKey(type);
+    next.catch(() => (next = undefined));
+  };
+  return () => {
+    const taken = next ?? generateDeviceKey(type);
+    refill();
+    return taken;
+  };
+}

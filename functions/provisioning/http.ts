@@ -13,6 +13,7 @@ import { viewerFromHeaders } from './locate';
 import { provision, ProvisioningDependencies } from './provision';
 import { dynamoRegistry } from './registry';
 import { parseProvisioningRequest, ProvisioningRequest } from './request';
+import { deviceKeyPool } from './device-key';
 import { keyRegion, kmsClient, kmsSigner } from './kms';
 import { kmsSecretSource } from './secrets';
 import { countMetric, logger, metrics, MetricUnit } from './telemetry';
@@ -41,6 +42,7 @@ export function awsDependencies(config: ProvisioningConfig): ProvisioningDepende
       caCertificatePem: config.caCertificate.pem,
       caCertificateId: config.caCertificate.id,
     }),
+    deviceKeys: deviceKeyPool(config.generatedKeyType),
     signer: kmsSigner(kmsClient(keyRegion(config.caKmsKeyId, config.registryRegion)), config.caKmsKeyId),
     geolocator: config.ipstack && secrets ? ipstackGeolocator(config.ipstack.baseUrl, secrets) : undefined,
   };

@@ -20,7 +20,7 @@ import { CertificateSigner, issueDeviceCertificate, sha256Hex } from './certific
 import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
-import { generateDeviceKey } from './device-key';
+import type { GeneratedKey } from './device-key';
 import {
   CertificateRef,
   decide,
@@ -47,6 +47,8 @@ export interface ProvisioningDependencies {
   /** The CA key: signs device certificates. */
   readonly signer: CertificateSigner;
   readonly geolocator?: IpGeolocator;
+  /** Key pairs for devices that send no CSR (deviceKeyPool). */
+  readonly deviceKeys: () => Promise<GeneratedKey>;
   /** Milliseconds since the epoch. */
   readonly clock?: () => number;
 }
@@ -94,10 +96,10 @@ async function prepareCertificate(
   deps: ProvisioningDependencies,
   signal: AbortSignal,
 ): Promise<PreparedCertificate> {
-  const { config } = deps;
   const key = csr
     ? { publicKeySpki: csr.publicKeySpki, privateKeyPem: undefined }
-    : await generateDeviceKey(config.generatedKeyType);
+    : await deps.deviceKeys();
+  const { config } = deps;
   const certificate = await issueDeviceCertificate(
     config.caCertificate,
     deps.signer,
