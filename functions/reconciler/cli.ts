@@ -51,6 +51,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const options = program.opts<{ local?: boolean; aws?: boolean; grace?: number; json?: boolean }>();
   const useLocal = options.local === true || (options.aws !== true && existsSync(STACK_FILE));
   if (useLocal) Object.assign(process.env, localEnvironment());
+  else if (!process.env.TABLE_NAME) {
+    throw new ConfigError(
+      'no local stack is running and the reconciler environment is not set: run `make local-up` for the local' +
+        ' stack, or set TABLE_NAME, REGISTRY_REGION, IOT_REGIONS, IOT_POLICY_NAME and CA_CERTIFICATE_PEM as the' +
+        ' scheduled function has them (`make outputs` shows them) with your AWS credentials',
+    );
+  }
   if (options.grace !== undefined) process.env.RECONCILE_GRACE_SECONDS = String(options.grace);
   const config = loadReconcilerConfig();
   const log = options.json ? () => undefined : (line: string) => console.log(line);
