@@ -53,6 +53,9 @@ local-watch: ## Print every MQTT message published in any local region as JSON l
 reconcile: install ## Run the reconciler once: the local stack's if one runs, else AWS (see README)
 	$(TSX) functions/reconciler/cli.ts $(ARGS)
 
+chaos: install ## A fleet provisions under random AWS faults and kills; reconcile; audit; print the figures
+	$(TSX) tests/chaos/cli.ts $(ARGS)
+
 bench: build ## Latency (plain and with 50 ms per AWS call), bundle size, cold start
 	$(TSX) tests/bench/bench.ts
 

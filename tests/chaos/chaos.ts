@@ -1,0 +1,221 @@
+/**
+ * The chaos run: a fleet provisions through the local stack while AWS calls lose their answers,
+ * reset, fail, throttle and hang at random, the function is killed at random checkpoints and
+ * devices lose answers on their side. Devices retry as firmware does. Then the reconciler runs,
+ * and the whole local account is audited against the promise of docs/protocol.md.
+ *
+ * Used by tests/chaos/chaos.test.ts (in `make test`) and by `make chaos` (larger, prints figures).
+ */
+import { randomBytes } from 'node:crypto';
+import { CHECKPOINTS } from '../../functions/provisioning/checkpoints';
+import type { ReconcileReport } from '../../functions/reconciler/reconcile';
+import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
+import { addDevice, readStack } from '../local/stack';
+import { auditDevice, certificatesOfOurCa, CertificateOfOurs } from '../integration/audit';
+import { Answer, localReconcile, makeCsr, post, registryRecord, v1Body, v2Body } from '../integration/requests';
+
+export interface ChaosOptions {
+  readonly devices: number;
+  /** Devices provisioning at the same time. */
+  readonly concurrency: number;
+  /** Chance that a matching AWS call meets each kind of fault. */
+  readonly faultProbability: number;
+  /** Chance that the function is killed at each checkpoint it passes. */
+  readonly killProbability: number;
+  /** Chance that a device loses a 200 answer and asks again. */
+  readonly lostAnswerProbability: number;
+  /** A device gives up after this long (a stranded device fails the audit). */
+  readonly deviceBudgetMs?: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface ChaosReport {
+  readonly devices: number;
+  readonly requests: number;
+  readonly answers: Readonly<Record<string, number>>;
+  readonly faults: Readonly<Record<string, number>>;
+  readonly answersLostByDevices: number;
+  /** Devices that ended on 409 (re-issue limit reached after lost answers): provisioned, keys lost. */
+  readonly devicesStoppedAt409: number;
+  readonly reconcile: ReconcileReport;
+  readonly audit: {
+    readonly provisionedExactlyOnce: number;
+    readonly notProvisioned: number;
+    readonly unreferencedCertificatesOfOurCa: number;
+    readonly thingsWithTwoLiveCertificates: number;
+    readonly recordsPointingAtMissingCertificates: number;
+    readonly problems: readonly string[];
+  };
+  readonly durationMs: number;
+}
+
+type Mode = { readonly protocol: 1 | 2; readonly csr: boolean };
+const MODES: readonly Mode[] = [
+  { protocol: 1, csr: false },
+  { protocol: 1, csr: true },
+  { protocol: 2, csr: false },
+  { protocol: 2, csr: true },
+];
+
+/** Cities the fleet is spread over, so every region meets faults. */
+const CITIES: readonly [number, number][] = [
+  [35.68, 139.69],
+  [-33.87, 151.21],
+  [-23.55, -46.63],
+  [19.08, 72.88],
+  [50.11, 8.68],
+  [39.96, -83.0],
+  [45.52, -122.68],
+  [53.35, -6.26],
+  [1.35, 103.82],
+];
+
+function faultRules(prefix: string, probability: number): FaultRule[] {
+  // Registry calls carry the thing name in their body: only this run's devices meet faults there.
+  // IoT and KMS calls don't; the chaos run is alone on the stack (jest runs one file at a time).
+  const matches = [
+    { service: 'dynamodb', body: prefix },
+    { service: 'iot' },
+    { service: 'kms', target: 'TrentService.Sign' },
+  ];
+  return matches.flatMap((match): FaultRule[] => [
+    { match, action: 'drop', probability },
+    { match, action: 'reset-after', probability },
+    { match, action: 'reset-before', probability },
+    { match, action: 'error', error: 'InternalFailure', probability },
+    { match, action: 'error', error: 'ThrottlingException', probability },
+    { match, action: 'delay', delayMs: 4_000, probability: probability / 2 },
+  ]);
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
+  const stack = readStack();
+  const log = options.log ?? (() => undefined);
+  const started = Date.now();
+  const prefix = `chaos-${randomBytes(3).toString('hex')}`;
+  const devices = Array.from({ length: options.devices }, (_, index) => ({
+    thingName: `${prefix}-${index}`,
+    mode: MODES[index % MODES.length] as Mode,
+    city: CITIES[index % CITIES.length] as [number, number],
+  }));
+  for (const device of devices) await addDevice(stack, device.thingName);
+  log(`${devices.length} devices ${prefix}-0…${devices.length - 1} on the allowlist`);
+
+  await setFaults(stack.faultsUrl, {
+    rules: faultRules(prefix, options.faultProbability),
+    kills: CHECKPOINTS.map((point) => ({
+      point,
+      thingNamePattern: `^${prefix}-`,
+      probability: options.killProbability,
+    })),
+  });
+
+  const answers: Record<string, number> = {};
+  let requests = 0;
+  let answersLostByDevices = 0;
+  let devicesStoppedAt409 = 0;
+  let done = 0;
+  const budget = options.deviceBudgetMs ?? 240_000;
+
+  async function provisionDevice(device: (typeof devices)[number]): Promise<void> {
+    const csr = device.mode.csr ? await makeCsr(device.thingName) : undefined;
+    const headers = {
+      'X-Local-Viewer-Latitude': String(device.city[0]),
+      'X-Local-Viewer-Longitude': String(device.city[1]),
+    };
+    const deadline = Date.now() + budget;
+    for (let attempt = 1; Date.now() < deadline; attempt += 1) {
+      const body =
+        device.mode.protocol === 1
+          ? v1Body(device.thingName, csr ? { CSR: csr.pem } : {})
+          : v2Body(device.thingName, { csrPem: csr?.pem });
+      requests += 1;
+      const answer = await post(body, headers).catch(
+        (): Answer => ({ status: 0, headers: new Headers(), body: {} }),
+      );
+      answers[answer.status] = (answers[answer.status] ?? 0) + 1;
+      if (answer.status === 200) {
+        if (Math.random() >= options.lostAnswerProbability) return;
+        answersLostByDevices += 1;
+      } else if (answer.status === 409) {
+        devicesStoppedAt409 += 1;
+        return;
+      } else if (answer.status >= 400 && answer.status < 500 && answer.status !== 429) {
+        throw new Error(`${device.thingName}: unexpected ${answer.status} ${JSON.stringify(answer.body)}`);
+      }
+      const retryAfter = Number(answer.headers.get('retry-after') ?? 0) * 1000;
+      await sleep(Math.max(retryAfter, Math.min(2_000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2)));
+    }
+  }
+
+  const queue = [...devices];
+  await Promise.all(
+    Array.from({ length: options.concurrency }, async () => {
+      for (let device = queue.shift(); device; device = queue.shift()) {
+        await provisionDevice(device);
+        done += 1;
+        if (done % 20 === 0 || done === devices.length) log(`  ${done}/${devices.length} devices done`);
+      }
+    }),
+  );
+  const faultState = await getFaults(stack.faultsUrl);
+  await clearFaults(stack.faultsUrl);
+  const faults: Record<string, number> = { ...faultState.byAction };
+  log(`faults injected: ${JSON.stringify(faults)}`);
+
+  const reconcile = await localReconcile({ thingNamePrefix: prefix });
+  log(
+    `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesRetired} orphans, ` +
+      `${reconcile.recordsReset} records reset, ${reconcile.failures.length} failures`,
+  );
+
+  // The audit, over every region.
+  const ours = new Map<string, CertificateOfOurs[]>();
+  for (const region of stack.regions) ours.set(region, await certificatesOfOurCa(region));
+  const problems: string[] = [];
+  let provisionedExactlyOnce = 0;
+  let notProvisioned = 0;
+  let thingsWithTwoLiveCertificates = 0;
+  let recordsPointingAtMissingCertificates = 0;
+  const referenced = new Set<string>();
+  for (const device of devices) {
+    const record = await registryRecord(device.thingName);
+    const region = record?.aws_region?.S ?? '';
+    if (record?.certificate_id?.S) referenced.add(record.certificate_id.S);
+    const audit = await auditDevice(device.thingName, region || stack.defaultRegion, undefined, ours.get(region));
+    if (audit.provisioned && audit.problems.length === 0 && audit.liveCertificates === 1) provisionedExactlyOnce += 1;
+    if (!audit.provisioned) notProvisioned += 1;
+    if (audit.liveCertificates > 1 || audit.principals > 1) thingsWithTwoLiveCertificates += 1;
+    if (audit.problems.some((problem) => problem.includes('not a live certificate'))) {
+      recordsPointingAtMissingCertificates += 1;
+    }
+    problems.push(...audit.problems.map((problem) => `${device.thingName}: ${problem}`));
+    if (!audit.provisioned) problems.push(`${device.thingName}: not provisioned`);
+  }
+  const unreferenced = [...ours.values()]
+    .flat()
+    .filter((certificate) => certificate.commonName.startsWith(`${prefix}-`))
+    .filter((certificate) => !referenced.has(certificate.certificateId));
+  problems.push(...unreferenced.map((certificate) => `unreferenced certificate ${certificate.certificateId}`));
+
+  return {
+    devices: devices.length,
+    requests,
+    answers,
+    faults,
+    answersLostByDevices,
+    devicesStoppedAt409,
+    reconcile,
+    audit: {
+      provisionedExactlyOnce,
+      notProvisioned,
+      unreferencedCertificatesOfOurCa: unreferenced.length,
+      thingsWithTwoLiveCertificates,
+      recordsPointingAtMissingCertificates,
+      problems,
+    },
+    durationMs: Date.now() - started,
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * The crash-safety properties of docs/protocol.md, each reproduced on the local stack with its
+ * fault: an AWS answer lost (P1), the function killed at every checkpoint (P2), a call that hangs
+ * (P3), an undo that can't finish (P4), many requests for one device at once (P7).
+ *
+ * The devices here live in us-west-2 (Portland), where no other test provisions, so IoT faults
+ * can match by region; registry faults match the thing's name in the request body.
+ */
+import { CHECKPOINTS } from '../../functions/provisioning/checkpoints';
+import { addDevice } from '../local/stack';
+import type { FaultAction } from '../local/aws-proxy';
+import { auditDevice, DeviceAudit } from './audit';
+import {
+  clearFaults,
+  localReconcile,
+  makeCsr,
+  post,
+  registryClient,
+  setFaults,
+  stack,
+  uniqueThingName,
+  v1Body,
+  v2Body,
+  Answer,
+} from './requests';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+
+const REGION = 'us-west-2';
+const PORTLAND = {
+  'X-Local-Viewer-Latitude': '45.5152',
+  'X-Local-Viewer-Longitude': '-122.6784',
+  'X-Local-Viewer-Country': 'US',
+};
+
+afterEach(clearFaults);
+
+type Mode = 'server-key' | 'csr';
+
+/** A device that retries as firmware does: 5xx, 429 and lost answers, with backoff. */
+async function provisionLikeADevice(
+  thingName: string,
+  mode: Mode,
+  options: { attempts?: number } = {},
+): Promise<{ final: Answer; answers: Answer[] }> {
+  const csr = mode === 'csr' ? await makeCsr(thingName) : undefined;
+  const answers: Answer[] = [];
+  for (let attempt = 1; attempt <= (options.attempts ?? 8); attempt += 1) {
+    const answer = await post(v2Body(thingName, { csrPem: csr?.pem }), PORTLAND).catch(
+      (): Answer => ({ status: 0, headers: new Headers(), body: {} }),
+    );
+    answers.push(answer);
+    if (answer.status === 200 || (answer.status >= 400 && answer.status < 500 && answer.status !== 429)) {
+      return { final: answer, answers };
+    }
+    const retryAfter = Number(answer.headers.get('retry-after') ?? 0);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(retryAfter * 1000, 100 * attempt)));
+  }
+  return { final: answers[answers.length - 1] as Answer, answers };
+}
+
+/** Instead of waiting out the 60 s lease, age it: as if the time had passed. */
+async function expireLease(thingName: string): Promise<void> {
+  await registryClient()
+    .send(
+      new UpdateItemCommand({
+        TableName: stack.tableName,
+        Key: { thing_name: { S: thingName } },
+        ConditionExpression: 'attribute_exists(claim_id)',
+        UpdateExpression: 'SET claim_expires = :past',
+        ExpressionAttributeValues: { ':past': { N: String(Math.floor(Date.now() / 1000) - 1) } },
+      }),
+    )
+    .catch((error: Error) => {
+      if (error.name !== 'ConditionalCheckFailedException') throw error;
+    });
+}
+
+function expectProvisionedOnce(audit: DeviceAudit): void {
+  expect(audit.problems).toEqual([]);
+  expect(audit).toMatchObject({ provisioned: true, liveCertificates: 1, principals: 1 });
+}
+
+/** Registry writes carry the thing name in their body; the mark is the one that sets prov_status. */
+const registryCall = (thingName: string, which: 'read' | 'claim' | 'mark') => ({
+  service: 'dynamodb',
+  target: which === 'read' ? 'DynamoDB_20120810.GetItem' : 'DynamoDB_20120810.UpdateItem',
+  body:
+    which === 'mark'
+      ? `(?=[\\s\\S]*"${thingName}")(?=[\\s\\S]*SET prov_status)`
+      : which === 'claim'
+        ? `(?=[\\s\\S]*"${thingName}")(?=[\\s\\S]*SET claim_id)`
+        : `"${thingName}"`,
+});
+
+const CALLS = {
+  'registry read': (thingName: string) => registryCall(thingName, 'read'),
+  'registry claim': (thingName: string) => registryCall(thingName, 'claim'),
+  RegisterCertificate: () => ({ service: 'iot', region: REGION, path: '^/certificate/register' }),
+  CreateThing: (thingName: string) => ({ service: 'iot', region: REGION, method: 'POST', path: `^/things/${thingName}$` }),
+  AttachPolicy: () => ({ service: 'iot', region: REGION, path: '^/target-policies/' }),
+  AttachThingPrincipal: (thingName: string) => ({
+    service: 'iot',
+    region: REGION,
+    method: 'PUT',
+    path: `^/things/${thingName}/principals`,
+  }),
+  'registry mark': (thingName: string) => registryCall(thingName, 'mark'),
+} as const;
+
+const LOST: FaultAction[] = ['drop', 'reset-after', 'reset-before'];
+
+describe('P1: an AWS call applied with its answer lost, or its connection reset', () => {
+  const cases = Object.keys(CALLS).flatMap((call) =>
+    LOST.map((action, index) => [call, action, index % 2 === 0 ? 'server-key' : 'csr'] as const),
+  );
+  it.each(cases)('%s, %s (%s): one live certificate, attached, recorded', async (call, action, mode) => {
+    const thingName = uniqueThingName(`p1-${action}`);
+    await addDevice(stack, thingName);
+    await setFaults({ rules: [{ match: CALLS[call as keyof typeof CALLS](thingName), action, times: 1 }] });
+    const { final } = await provisionLikeADevice(thingName, mode);
+    await clearFaults();
+    expect(final.status).toBe(200);
+    expect(final.body.region).toBe(REGION);
+    expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+  });
+});
+
+describe('P2: the function killed at every checkpoint', () => {
+  const cases = CHECKPOINTS.flatMap((point) => [
+    [point, 'server-key', 'device retry'] as const,
+    [point, 'csr', 'reconciler'] as const,
+  ]);
+  it.each(cases)('killed when %s (%s), finished by the %s', async (point, mode, finisher) => {
+    const thingName = uniqueThingName(`p2-${point}`);
+    await addDevice(stack, thingName);
+    await setFaults({ kills: [{ point, thingName, times: 1 }] });
+    // 'undoing' is reached only by a failing request: make its attach fail once.
+    if (point === 'undoing') {
+      await setFaults({
+        kills: [{ point, thingName, times: 1 }],
+        rules: [{ match: CALLS.AttachThingPrincipal(thingName), error: 'InternalFailure', times: 4 }],
+      });
+    }
+    const killed = await provisionLikeADevice(thingName, mode, { attempts: 1 });
+    await clearFaults();
+    if (killed.final.status !== 200) {
+      await expireLease(thingName);
+      if (finisher === 'reconciler') {
+        const report = await localReconcile({ thingNamePrefix: thingName });
+        expect(report.failures).toEqual([]);
+      }
+    }
+    const { final } = await provisionLikeADevice(thingName, mode);
+    expect(final.status).toBe(200);
+    expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+    // Whatever the dead function registered and nobody references is swept.
+    await localReconcile({ thingNamePrefix: thingName });
+    expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+  });
+});
+
+describe('P3 and P4: calls that hang', () => {
+  it('a call that hangs 5.5 s times out, the request answers 503 itself within its deadline, and nothing is left', async () => {
+    const thingName = uniqueThingName('p3-slow');
+    await addDevice(stack, thingName);
+    await setFaults({ rules: [{ match: CALLS.CreateThing(thingName), action: 'delay', delayMs: 5_500 }] });
+    const answer = await post(v1Body(thingName), PORTLAND);
+    await clearFaults();
+    // Our own error body (the edge's timeout answer would be {"message":"Internal Server Error"}).
+    expect(answer).toMatchObject({ status: 503, body: { status: 'error' } });
+    const audit = await auditDevice(thingName, REGION);
+    expect(audit).toMatchObject({ provisioned: false, liveCertificates: 0, claimed: false });
+    expect((await post(v1Body(thingName), PORTLAND)).status).toBe(200);
+  });
+
+  it('when every IoT call hangs, the undo is left recorded and the reconciler finishes it', async () => {
+    const thingName = uniqueThingName('p4-undo');
+    await addDevice(stack, thingName);
+    await setFaults({ rules: [{ match: { service: 'iot', region: REGION }, action: 'delay', delayMs: 5_500 }] });
+    const answer = await post(v1Body(thingName), PORTLAND);
+    await clearFaults();
+    expect(answer.status).toBe(503);
+    await expireLease(thingName);
+    const report = await localReconcile({ thingNamePrefix: thingName });
+    expect(report.failures).toEqual([]);
+    const audit = await auditDevice(thingName, REGION);
+    expect(audit).toMatchObject({ provisioned: false, liveCertificates: 0, claimed: false });
+    const { final } = await provisionLikeADevice(thingName, 'server-key');
+    expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+  });
+});
+
+describe('P7: many requests for one device at once', () => {
+  it.each(['server-key', 'same CSR'] as const)(
+    '8 at once (%s): one certificate; the others 429, or the same certificate',
+    async (mode) => {
+      const thingName = uniqueThingName('p7');
+      await addDevice(stack, thingName);
+      const csr = mode === 'same CSR' ? await makeCsr(thingName) : undefined;
+      // Holding each claim write 2 s lets all eight read the record before any claim lands.
+      await setFaults({
+        rules: [{ match: registryCall(thingName, 'claim'), action: 'delay', delayMs: 2_000 }],
+      });
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, () => post(v2Body(thingName, { csrPem: csr?.pem }), PORTLAND)),
+      );
+      await clearFaults();
+      const statuses = answers.map((answer) => answer.status);
+      expect(statuses.every((status) => status === 200 || status === 429 || status === 409)).toBe(true);
+      const certificates = new Set(
+        answers.filter((answer) => answer.status === 200).map((answer) => answer.body.certificatePem),
+      );
+      expect(certificates.size).toBe(1);
+      if (mode === 'server-key') expect(statuses.filter((status) => status === 200)).toHaveLength(1);
+      expectProvisionedOnce(await auditDevice(thingName, REGION, String([...certificates][0])));
+    },
+  );
+});
