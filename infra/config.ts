@@ -183,3 +183,9 @@ export function repoPath(path: string): string {
 export function stackName(config: DeploymentConfig): string {
   return config.appName;
 }
+
+/**
+ * Output that only the bootstrap stack has (no CA certificate yet): `make plan|deploy` then
+ * target its resources alone, so a deployment that already exists is never touched by it.
+ */
+export const BOOTSTRAP_OUTPUT = 'device_ca_bootstrap';

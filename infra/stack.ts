@@ -20,7 +20,7 @@ import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-i
 import { DataAwsPartition } from '@cdktf/provider-aws/lib/data-aws-partition';
 import { IotPolicy } from '@cdktf/provider-aws/lib/iot-policy';
 import { PROVISIONING_PATH } from '../functions/provisioning/wire';
-import { DeploymentConfig, stackName } from './config';
+import { BOOTSTRAP_OUTPUT, DeploymentConfig, stackName } from './config';
 import { devicePolicyDocument } from './device-policy';
 import { functionRole, ProvisioningFunction } from './function';
 import { RegistryTable } from './registry';
@@ -32,9 +32,6 @@ import { CaCertificateToRegister, caOperatorPolicy, DeviceCaKey, DeviceCaRegistr
 import { Reconciler } from './reconciler';
 import { reconcilerServiceName } from './reconciler-environment';
 import { parseCaCertificate } from '../functions/provisioning/certificate-authority';
-
-/** Output present only in the bootstrap stack; `make deploy` then applies the CA key alone. */
-export const BOOTSTRAP_OUTPUT = 'device_ca_bootstrap';
 
 export interface DeviceCaFiles {
   /** PEM of the CA certificate made by `make init-ca` for the current key (caCertificateFile). */

@@ -3,8 +3,7 @@
  * enabled region, who may sign, and the bootstrap stack of a first deploy.
  */
 import { parseCaCertificate } from '../../functions/provisioning/certificate-authority';
-import { loadDeploymentConfig } from '../../infra/config';
-import { BOOTSTRAP_OUTPUT } from '../../infra/stack';
+import { BOOTSTRAP_OUTPUT, loadDeploymentConfig } from '../../infra/config';
 import {
   all,
   byId,
