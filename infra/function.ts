@@ -2,7 +2,7 @@
  * The provisioning Lambda (esbuild bundle as a TerraformAsset), its log group, its origin secret
  * and its least-privilege role.
  */
-import { AssetType, TerraformAsset } from 'cdktf';
+import { AssetType, ITerraformDependable, TerraformAsset } from 'cdktf';
 import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group';
@@ -84,6 +84,8 @@ export interface ProvisioningFunctionProps {
   /** The device CA: the KMS key that signs device certificates, and the CA certificate's PEM. */
   readonly caKeyArn: string;
   readonly caCertificatePem: string;
+  /** The CA's registrations: in place before the function issues under that CA (rotation). */
+  readonly caRegistrations: readonly ITerraformDependable[];
 }
 
 export class ProvisioningFunction extends Construct {
@@ -193,7 +195,7 @@ export class ProvisioningFunction extends Construct {
         }),
       },
       // The log group must exist first or Lambda creates it without retention.
-      dependsOn: [this.logGroup, policy],
+      dependsOn: [this.logGroup, policy, ...props.caRegistrations],
     });
   }
 }

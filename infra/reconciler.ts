@@ -8,7 +8,7 @@
  * function's: certificate, thing and policy ARNs of the enabled regions; "*" only for the list
  * actions AWS cannot scope, limited to the enabled regions.
  */
-import { AssetType, TerraformAsset } from 'cdktf';
+import { AssetType, ITerraformDependable, TerraformAsset } from 'cdktf';
 import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group';
@@ -53,6 +53,8 @@ export interface ReconcilerProps {
   readonly partition: string;
   readonly tableArn: string;
   readonly caCertificatePem: string;
+  /** The CA's registrations: in place before the reconciler lists certificates under that CA. */
+  readonly caRegistrations: readonly ITerraformDependable[];
 }
 
 export class Reconciler extends Construct {
@@ -149,7 +151,7 @@ export class Reconciler extends Construct {
         variables: reconcilerEnvironment(config, { caCertificatePem: props.caCertificatePem }),
       },
       // The log group must exist first or Lambda creates it without retention.
-      dependsOn: [this.logGroup, policy],
+      dependsOn: [this.logGroup, policy, ...props.caRegistrations],
     });
     // A failed run is not retried: the next scheduled run starts over, and the errors alarm
     // tells the operator. Runs may overlap when one is slow; every fix is a conditional write.

@@ -111,6 +111,11 @@ export class ProvisioningStack extends TerraformStack {
       partition: partition.partition,
       functionRoleArn: role.arn,
     });
+    const caRegistrations = new DeviceCaRegistrations(this, 'device-ca', {
+      config,
+      providers,
+      certificates: caCertificates,
+    }).registrations;
     const fn = new ProvisioningFunction(this, 'function', {
       config,
       provider: home,
@@ -124,8 +129,8 @@ export class ProvisioningStack extends TerraformStack {
       ipstackKeyParameterArn: ipstackKey.parameter.arn,
       caKeyArn: caKey.key.arn,
       caCertificatePem,
+      caRegistrations,
     });
-    new DeviceCaRegistrations(this, 'device-ca', { config, providers, certificates: caCertificates });
     const reconciler = new Reconciler(this, 'reconciler', {
       config,
       provider: home,
@@ -134,6 +139,7 @@ export class ProvisioningStack extends TerraformStack {
       partition: partition.partition,
       tableArn: registry.table.arn,
       caCertificatePem,
+      caRegistrations,
     });
 
     // Terraform would read ${iot:...} policy variables as its own interpolation: escape them.

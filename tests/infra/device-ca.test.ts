@@ -198,6 +198,16 @@ describe('CA registration', () => {
     ).toThrow(/listed twice/);
   });
 
+  it('is registered everywhere before either function uses it (a rotation switches them after)', () => {
+    const registrationIds = resourceIds(json, 'aws_iot_ca_certificate').map(
+      (id) => `aws_iot_ca_certificate.${id}`,
+    );
+    for (const prefix of ['function', 'reconciler']) {
+      const lambda = byId(json, 'aws_lambda_function', prefix) as { depends_on: string[] };
+      expect(lambda.depends_on).toEqual(expect.arrayContaining(registrationIds));
+    }
+  });
+
   it('outputs the CA certificate id (SHA-256 of the DER)', () => {
     expect(json.output.device_ca_certificate_id?.value).toBe(parseCaCertificate(TEST_CA_CERTIFICATE).id);
   });
