@@ -7,7 +7,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 TSX := node_modules/.bin/tsx
 
 .PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
-        rotate-ipstack-key local-up local-down seed local-watch bench demo reconcile chaos clean
+        rotate-ipstack-key init-ca local-up local-down seed local-watch bench demo reconcile chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
@@ -76,6 +76,9 @@ outputs: ## Print the deployment's outputs (provisioning URL, table, key alias)
 
 rotate-ipstack-key: install ## Store a new ipstack key, KMS-encrypted; reads it from stdin or the terminal
 	$(TSX) infra/rotate-ipstack-key.ts
+
+init-ca: install ## Create the device CA certificate, signed through KMS (after the first deploy); commit the PEM it writes
+	$(TSX) infra/init-ca.ts
 
 clean: ## Remove build output
 	rm -rf dist cdktf.out coverage

@@ -1,9 +1,11 @@
 /**
  * CloudWatch alarms on what an operator must act on: server errors, throttling (IoT quotas or
- * Lambda concurrency), ipstack failures, function errors. Optional e-mail notifications via SNS.
+ * Lambda concurrency), ipstack failures, function errors, undo steps left unfinished, and anything
+ * the reconciler found. Optional e-mail notifications via SNS.
  *
- * The function publishes its own metrics with Powertools (EMF log lines, no PutMetricData) in
- * POWERTOOLS_METRICS_NAMESPACE with the default `service` dimension.
+ * Both functions publish their own metrics with Powertools (EMF log lines, no PutMetricData) in
+ * POWERTOOLS_METRICS_NAMESPACE with the default `service` dimension: `<appName>` for the
+ * provisioning function, `<appName>-reconciler` for the reconciler.
  */
 import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
@@ -19,8 +21,14 @@ import type { DeploymentConfig } from './config';
 export const IPSTACK_FAILURE_METRIC = 'IpstackFailure';
 /** Custom metric the function emits for each request it answers 429 (IoT ThrottlingException). */
 export const THROTTLED_METRIC = 'Throttled';
+/** Emitted by the provisioning function when an undo step could not finish (the reconciler will). */
+export const ROLLBACK_INCOMPLETE_METRIC = 'RollbackIncomplete';
+/** Emitted by the reconciler: problems it repaired, and problems it could not repair. */
+export const RECONCILER_FIXED_METRIC = 'ReconcilerFixed';
+export const RECONCILER_FAILED_METRIC = 'ReconcilerFailed';
 
 const FIVE_MINUTES = 300;
+const FIFTEEN_MINUTES = 900;
 
 export interface AlarmsProps {
   readonly config: DeploymentConfig;
@@ -28,6 +36,9 @@ export interface AlarmsProps {
   readonly apiId: string;
   readonly stageName: string;
   readonly functionName: string;
+  readonly reconcilerFunctionName: string;
+  /** The reconciler's Powertools service name (its metrics' `service` dimension). */
+  readonly reconcilerServiceName: string;
 }
 
 export class Alarms extends Construct {
@@ -129,6 +140,60 @@ export class Alarms extends Construct {
       statistic: 'Sum',
       period: FIVE_MINUTES,
       threshold: thresholds.lambdaErrorsPerFiveMinutes,
+    });
+
+    // Each of these should be 0 in a healthy deployment: alarm on the first one.
+    const anyAtAll = { comparisonOperator: 'GreaterThanThreshold', threshold: 0 };
+    const reconcilerDimensions = { service: props.reconcilerServiceName };
+    new CloudwatchMetricAlarm(this, 'rollback-incomplete', {
+      ...common,
+      ...anyAtAll,
+      alarmName: `${config.appName}-rollback-incomplete`,
+      alarmDescription:
+        'A failed provisioning left undo steps unfinished (certificate or thing still live); ' +
+        'the reconciler finishes them on its next run: check that it did',
+      namespace: config.metricsNamespace,
+      metricName: ROLLBACK_INCOMPLETE_METRIC,
+      dimensions: serviceDimensions,
+      statistic: 'Sum',
+      period: FIVE_MINUTES,
+    });
+    new CloudwatchMetricAlarm(this, 'reconciler-fixed', {
+      ...common,
+      ...anyAtAll,
+      alarmName: `${config.appName}-reconciler-fixed`,
+      alarmDescription:
+        'The reconciler repaired something (stale claim, orphan certificate of our CA, thing with two ' +
+        'live certificates, record pointing at a missing certificate): its log says what and why',
+      namespace: config.metricsNamespace,
+      metricName: RECONCILER_FIXED_METRIC,
+      dimensions: reconcilerDimensions,
+      statistic: 'Sum',
+      period: FIFTEEN_MINUTES,
+    });
+    new CloudwatchMetricAlarm(this, 'reconciler-failed', {
+      ...common,
+      ...anyAtAll,
+      alarmName: `${config.appName}-reconciler-failed`,
+      alarmDescription:
+        'The reconciler found something it could not repair: operator action needed (see its log)',
+      namespace: config.metricsNamespace,
+      metricName: RECONCILER_FAILED_METRIC,
+      dimensions: reconcilerDimensions,
+      statistic: 'Sum',
+      period: FIFTEEN_MINUTES,
+    });
+    new CloudwatchMetricAlarm(this, 'reconciler-errors', {
+      ...common,
+      ...anyAtAll,
+      alarmName: `${config.appName}-reconciler-errors`,
+      alarmDescription:
+        'Reconciler runs that failed (crash, timeout, configuration): nothing is being repaired',
+      namespace: 'AWS/Lambda',
+      metricName: 'Errors',
+      dimensions: { FunctionName: props.reconcilerFunctionName },
+      statistic: 'Sum',
+      period: FIFTEEN_MINUTES,
     });
   }
 }

@@ -17,6 +17,19 @@ const regionName = z
   .string()
   .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS region name like eu-central-1');
 const positiveInt = z.number().int().positive();
+const kmsAlias = z
+  .string()
+  .regex(/^alias\/[\w/-]+$/)
+  .refine((alias) => !alias.startsWith('alias/aws/'), {
+    message: 'alias/aws/ is reserved for AWS managed keys',
+  });
+/** EventBridge Scheduler expressions: rate(…) or cron(…); at(…) would run once only. */
+const scheduleExpression = z
+  .string()
+  .regex(
+    /^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))$/,
+    'expected rate(15 minutes) or cron(…) (EventBridge Scheduler syntax)',
+  );
 
 const deploymentSchema = z
   .object({
@@ -32,12 +45,21 @@ const deploymentSchema = z
     ipstackUrl: z.url().nullable(),
     ipstackKeyParameter: z.string().regex(/^\/[\w./-]+$/, 'an SSM parameter name starting with /'),
     ipstackKeyCacheSeconds: positiveInt.max(3600),
-    kmsKeyAlias: z
-      .string()
-      .regex(/^alias\/[\w/-]+$/)
-      .refine((alias) => !alias.startsWith('alias/aws/'), {
-        message: 'alias/aws/ is reserved for AWS managed keys',
-      }),
+    kmsKeyAlias: kmsAlias,
+    caKmsKeyAlias: kmsAlias,
+    caCertificateFile: z.string().min(1),
+    caPreviousCertificates: z
+      .array(z.object({ file: z.string().min(1), active: z.boolean() }).strict())
+      .default([]),
+    certificates: z
+      .object({
+        validityDays: positiveInt.max(36500),
+        caValidityDays: positiveInt.max(36500),
+        generatedKeyType: z.enum(['rsa-2048', 'ec-p256']),
+        reissueLimit: z.number().int().min(0).max(100),
+      })
+      .strict(),
+    leaseSeconds: positiveInt.max(900),
     metricsNamespace: z.string().min(1).max(255),
     tableDeletionProtection: z.boolean(),
     cloudFrontPriceClass: z.enum(['PriceClass_All', 'PriceClass_200', 'PriceClass_100']),
@@ -47,6 +69,14 @@ const deploymentSchema = z
       reservedConcurrency: positiveInt.nullable(),
       logRetentionDays: positiveInt,
     }),
+    reconciler: z
+      .object({
+        schedule: scheduleExpression,
+        graceSeconds: positiveInt,
+        timeoutSeconds: z.number().int().min(30).max(900, 'Lambda runs at most 900 s'),
+        memoryMb: z.number().int().min(128).max(10240),
+      })
+      .strict(),
     api: z.object({ throttleRatePerSecond: z.number().positive(), throttleBurst: positiveInt }),
     alarms: z.object({
       fiveXxRatePercent: z.number().positive().max(100),
@@ -103,6 +133,31 @@ export function parseDeploymentConfig(raw: unknown, source = 'deployment config'
   for (const [country, region] of Object.entries(config.countryRegionOverrides)) {
     if (!enabled.has(region)) fail(`countryRegionOverrides.${country}: ${region} is not in iotRegions`);
   }
+  if (config.caKmsKeyAlias === config.kmsKeyAlias) {
+    fail('caKmsKeyAlias must differ from kmsKeyAlias (the CA key signs; the ipstack key encrypts)');
+  }
+  if (config.certificates.validityDays > config.certificates.caValidityDays) {
+    fail(
+      `certificates.validityDays (${config.certificates.validityDays}) exceeds caValidityDays ` +
+        `(${config.certificates.caValidityDays}): a device certificate cannot outlive its CA`,
+    );
+  }
+  if (config.leaseSeconds <= config.function.timeoutSeconds) {
+    fail(
+      `leaseSeconds (${config.leaseSeconds}) must exceed function.timeoutSeconds ` +
+        `(${config.function.timeoutSeconds}): a claim must outlive the invocation holding it`,
+    );
+  }
+  if (config.reconciler.graceSeconds < config.leaseSeconds) {
+    fail(
+      `reconciler.graceSeconds (${config.reconciler.graceSeconds}) must be at least leaseSeconds ` +
+        `(${config.leaseSeconds}): the reconciler must not undo a request that still holds its claim`,
+    );
+  }
+  const caFiles = [config.caCertificateFile, ...config.caPreviousCertificates.map((ca) => ca.file)];
+  if (new Set(caFiles.map(repoPath)).size !== caFiles.length) {
+    fail('caCertificateFile and caPreviousCertificates name the same file twice');
+  }
   return config;
 }
 
@@ -128,3 +183,9 @@ export function repoPath(path: string): string {
 export function stackName(config: DeploymentConfig): string {
   return config.appName;
 }
+
+/**
+ * Output that only the bootstrap stack has (no CA certificate yet): `make plan|deploy` then
+ * target its resources alone, so a deployment that already exists is never touched by it.
+ */
+export const BOOTSTRAP_OUTPUT = 'device_ca_bootstrap';

@@ -13,6 +13,16 @@ export interface FunctionEnvironmentInputs {
   readonly originVerifySecret: string;
   /** ARN or id of the KMS key the ipstack key ciphertext was made with. */
   readonly kmsKeyId: string;
+  /**
+   * The device CA: the asymmetric KMS key that signs (its ARN) and the CA certificate's PEM. The
+   * stack always passes it; the local stack may leave it out until it runs its own CA.
+   */
+  readonly ca?: { readonly kmsKeyId: string; readonly certificatePem: string };
+}
+
+/** Lambda environment values are easier to inspect on one line; the functions turn \n back. */
+export function oneLinePem(pem: string): string {
+  return pem.trim().replace(/\r?\n/g, '\\n');
 }
 
 export type FunctionEnvironment = Partial<Record<FunctionEnvironmentName, string>>;
@@ -28,14 +38,21 @@ export function functionEnvironment(
     DEFAULT_REGION: config.defaultRegion,
     COUNTRY_REGION_OVERRIDES: JSON.stringify(config.countryRegionOverrides),
     IOT_POLICY_NAME: config.iotPolicyName,
-    // One line: Lambda environment values are easier to inspect that way; the function turns \n back.
-    FLEET_PUBLIC_KEY: inputs.fleetPublicKeyPem.trim().replace(/\r?\n/g, '\\n'),
+    FLEET_PUBLIC_KEY: oneLinePem(inputs.fleetPublicKeyPem),
     ACCEPT_V1_SIGNATURES: String(config.acceptV1Signatures),
     ORIGIN_VERIFY_SECRET: inputs.originVerifySecret,
     KMS_KEY_ID: inputs.kmsKeyId,
+    LEASE_SECONDS: String(config.leaseSeconds),
+    CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
+    GENERATED_KEY_TYPE: config.certificates.generatedKeyType,
+    REISSUE_LIMIT: String(config.certificates.reissueLimit),
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };
+  if (inputs.ca) {
+    environment.CA_KMS_KEY_ID = inputs.ca.kmsKeyId;
+    environment.CA_CERTIFICATE_PEM = oneLinePem(inputs.ca.certificatePem);
+  }
   if (config.ipstackUrl) {
     environment.IPSTACK_URL = config.ipstackUrl;
     environment.IPSTACK_KEY_PARAMETER = config.ipstackKeyParameter;

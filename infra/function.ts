@@ -2,7 +2,7 @@
  * The provisioning Lambda (esbuild bundle as a TerraformAsset), its log group, its origin secret
  * and its least-privilege role.
  */
-import { AssetType, TerraformAsset } from 'cdktf';
+import { AssetType, ITerraformDependable, TerraformAsset } from 'cdktf';
 import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group';
@@ -12,6 +12,7 @@ import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
 import type { DeploymentConfig } from './config';
 import { functionEnvironment } from './function-environment';
 import { RandomPassword } from './random-password';
+import { CA_SIGNING_ALGORITHM } from './device-ca';
 import { encryptionContextCondition } from './secrets';
 
 export const FUNCTION_RUNTIME = 'nodejs22.x';
@@ -47,22 +48,13 @@ export const IOT_POLICY_ACTIONS = [
   'iot:DetachPolicy',
 ] as const;
 /**
- * IoT actions that support no resource-level permission (Resource must be "*"): new certificates
- * have no ARN before they exist, and the endpoint is per account. Limited to the enabled regions
- * by an aws:RequestedRegion condition instead.
+ * IoT actions that support no resource-level permission (Resource must be "*"): a certificate
+ * being registered has no ARN before it exists, and the endpoint is per account. Limited to the
+ * enabled regions by an aws:RequestedRegion condition instead. Certificates come from our own CA
+ * (RegisterCertificate); CreateKeysAndCertificate and CreateCertificateFromCsr are not granted.
  */
-export const IOT_UNSCOPABLE_ACTIONS = [
-  'iot:DescribeEndpoint',
-  'iot:CreateKeysAndCertificate',
-  'iot:CreateCertificateFromCsr',
-] as const;
-export const REGISTRY_ACTIONS = [
-  'dynamodb:GetItem',
-  'dynamodb:PutItem',
-  'dynamodb:UpdateItem',
-  'dynamodb:DeleteItem',
-  'dynamodb:ConditionCheckItem',
-] as const;
+export const IOT_UNSCOPABLE_ACTIONS = ['iot:DescribeEndpoint', 'iot:RegisterCertificate'] as const;
+export const REGISTRY_ACTIONS = ['dynamodb:GetItem', 'dynamodb:UpdateItem'] as const;
 
 /** The function's execution role, made first: the KMS key policy names it. */
 export function functionRole(scope: Construct, config: DeploymentConfig, provider: AwsProvider): IamRole {
@@ -89,6 +81,11 @@ export interface ProvisioningFunctionProps {
   readonly tableArn: string;
   readonly kmsKeyArn: string;
   readonly ipstackKeyParameterArn: string;
+  /** The device CA: the KMS key that signs device certificates, and the CA certificate's PEM. */
+  readonly caKeyArn: string;
+  readonly caCertificatePem: string;
+  /** The CA's registrations: in place before the function issues under that CA (rotation). */
+  readonly caRegistrations: readonly ITerraformDependable[];
 }
 
 export class ProvisioningFunction extends Construct {
@@ -128,6 +125,13 @@ export class ProvisioningFunction extends Construct {
         Action: 'kms:Decrypt',
         Resource: props.kmsKeyArn,
         Condition: encryptionContextCondition(),
+      },
+      {
+        Sid: 'SignDeviceCertificates',
+        Effect: 'Allow',
+        Action: 'kms:Sign',
+        Resource: props.caKeyArn,
+        Condition: { StringEquals: { 'kms:SigningAlgorithm': CA_SIGNING_ALGORITHM } },
       },
       {
         Sid: 'ReadIpstackKeyCiphertext',
@@ -187,10 +191,11 @@ export class ProvisioningFunction extends Construct {
           fleetPublicKeyPem: props.fleetPublicKeyPem,
           originVerifySecret: this.originVerifySecret,
           kmsKeyId: props.kmsKeyArn,
+          ca: { kmsKeyId: props.caKeyArn, certificatePem: props.caCertificatePem },
         }),
       },
       // The log group must exist first or Lambda creates it without retention.
-      dependsOn: [this.logGroup, policy],
+      dependsOn: [this.logGroup, policy, ...props.caRegistrations],
     });
   }
 }

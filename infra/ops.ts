@@ -4,11 +4,20 @@
  * prerequisite fails in one clear line instead of halfway through an apply.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
-import { DeploymentConfig, loadDeploymentConfig, REPO_ROOT, stackName } from './config';
+import { GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import {
+  BOOTSTRAP_OUTPUT,
+  DeploymentConfig,
+  loadDeploymentConfig,
+  repoPath,
+  REPO_ROOT,
+  stackName,
+} from './config';
 
 class PrerequisiteError extends Error {
   override readonly name = 'PrerequisiteError';
@@ -56,6 +65,63 @@ async function requireAwsCredentials(config: DeploymentConfig): Promise<void> {
   }
 }
 
+/**
+ * The bootstrap stack (no CA certificate yet) holds only the CA key and what `make init-ca` needs.
+ * Applying it as is would delete everything else of a deployment that already exists (an upgrade,
+ * a CA rotation), so plan and apply target its resources alone. Empty for the full stack.
+ */
+function bootstrapTargets(dir: string): string[] {
+  const synthesized = JSON.parse(readFileSync(join(dir, 'cdk.tf.json'), 'utf8')) as {
+    output?: Record<string, unknown>;
+    resource?: Record<string, Record<string, unknown>>;
+  };
+  if (!synthesized.output?.[BOOTSTRAP_OUTPUT]) return [];
+  const targets = Object.entries(synthesized.resource ?? {}).flatMap(([type, byName]) =>
+    Object.keys(byName).map((name) => `-target=${type}.${name}`),
+  );
+  progress(
+    'no CA certificate yet: applying only the CA key, its alias and the operator policy ' +
+      '(-target; anything else already deployed is left alone). Then `make init-ca`.',
+  );
+  return targets;
+}
+
+/**
+ * The CA certificate must have been made by the CA key the function will sign with; otherwise
+ * AWS IoT refuses every device certificate (CertificateValidationException). Checked with the
+ * deployer's credentials before apply.
+ */
+async function requireMatchingCaCertificate(config: DeploymentConfig): Promise<void> {
+  const file = repoPath(config.caCertificateFile);
+  const certificateKey = new X509Certificate(readFileSync(file, 'utf8')).publicKey.export({
+    type: 'spki',
+    format: 'der',
+  });
+  const kms = new KMSClient({ region: config.homeRegion });
+  try {
+    const answer = await kms.send(new GetPublicKeyCommand({ KeyId: config.caKmsKeyAlias }));
+    if (!Buffer.from(answer.PublicKey ?? new Uint8Array()).equals(certificateKey)) {
+      throw new PrerequisiteError(
+        `${config.caCertificateFile} was not made by ${config.caKmsKeyAlias}: run \`make init-ca\` ` +
+          '(or restore the right file from git); AWS IoT would refuse every device certificate',
+      );
+    }
+    progress(`CA certificate ${config.caCertificateFile} matches ${config.caKmsKeyAlias}`);
+  } catch (error) {
+    if (error instanceof PrerequisiteError) throw error;
+    const name = (error as Error).name;
+    if (name === 'NotFoundException') {
+      throw new PrerequisiteError(
+        `${config.caKmsKeyAlias} does not exist, so ${config.caCertificateFile} cannot belong to this ` +
+          'deployment: move it away and `make deploy` (creates the key), then `make init-ca`',
+      );
+    }
+    progress(`could not check the CA certificate against ${config.caKmsKeyAlias} (${name}); continuing`);
+  } finally {
+    kms.destroy();
+  }
+}
+
 function terraform(dir: string, args: string[]): void {
   progress(`${TERRAFORM} ${args.join(' ')}`);
   const run = spawnSync(TERRAFORM, args, {
@@ -86,7 +152,7 @@ program
   .description('show what deploy would change')
   .action(async () => {
     const { dir } = await prepare(true);
-    terraform(dir, ['plan', '-input=false']);
+    terraform(dir, ['plan', '-input=false', ...bootstrapTargets(dir)]);
   });
 
 program
@@ -94,10 +160,16 @@ program
   .description('create or update everything in AWS (asks for confirmation unless --auto-approve)')
   .option('--auto-approve', 'apply without the interactive confirmation (CI)')
   .action(async (options: { autoApprove?: boolean }) => {
-    const { dir } = await prepare(true);
-    terraform(dir, ['apply', '-input=false', ...(options.autoApprove ? ['-auto-approve'] : [])]);
+    const { config, dir } = await prepare(true);
+    const targets = bootstrapTargets(dir);
+    if (targets.length === 0) await requireMatchingCaCertificate(config);
+    terraform(dir, ['apply', '-input=false', ...targets, ...(options.autoApprove ? ['-auto-approve'] : [])]);
     terraform(dir, ['output']);
-    progress('deployed; store the ipstack key with `make rotate-ipstack-key` if you have not yet');
+    progress(
+      targets.length > 0
+        ? `CA key created; next: \`make init-ca\`, commit ${config.caCertificateFile}, \`make deploy\``
+        : 'deployed; store the ipstack key with `make rotate-ipstack-key` if you have not yet',
+    );
   });
 
 program

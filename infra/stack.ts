@@ -2,7 +2,12 @@
  * The whole deployment as one Terraform stack:
  *   CloudFront → API Gateway HTTP API → provisioning Lambda (home region)
  *   registry table (home region, replicas in the other IoT regions), KMS key + SSM parameter
- *   for the ipstack key, the device IoT policy in every enabled region, alarms, outputs.
+ *   for the ipstack key, the device CA (KMS signing key; its certificate registered in every
+ *   enabled region), the device IoT policy in every enabled region, the scheduled reconciler,
+ *   alarms, outputs.
+ *
+ * Without a CA certificate (first deploy, or the first step of a CA rotation) it is the
+ * bootstrap stack: the CA key and what `make init-ca` needs, nothing else (docs/deploy.md).
  *
  * Import provider resources one file at a time (never the @cdktf/provider-aws barrel: 7 s and
  * 750 MB to load).
@@ -15,7 +20,7 @@ import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-i
 import { DataAwsPartition } from '@cdktf/provider-aws/lib/data-aws-partition';
 import { IotPolicy } from '@cdktf/provider-aws/lib/iot-policy';
 import { PROVISIONING_PATH } from '../functions/provisioning/wire';
-import { DeploymentConfig, stackName } from './config';
+import { BOOTSTRAP_OUTPUT, DeploymentConfig, stackName } from './config';
 import { devicePolicyDocument } from './device-policy';
 import { functionRole, ProvisioningFunction } from './function';
 import { RegistryTable } from './registry';
@@ -23,6 +28,23 @@ import { IpstackKeyStore } from './secrets';
 import { Edge } from './edge';
 import { Alarms } from './alarms';
 import { escapeTerraformTemplate } from './terraform-strings';
+import { CaCertificateToRegister, caOperatorPolicy, DeviceCaKey, DeviceCaRegistrations } from './device-ca';
+import { Reconciler } from './reconciler';
+import { reconcilerServiceName } from './reconciler-environment';
+import { parseCaCertificate } from '../functions/provisioning/certificate-authority';
+
+export interface DeviceCaFiles {
+  /** PEM of the CA certificate made by `make init-ca` for the current key (caCertificateFile). */
+  readonly certificatePem: string;
+  /** Where it came from, for error messages. */
+  readonly source: string;
+  /** Certificates of earlier CAs still registered while devices move on (caPreviousCertificates). */
+  readonly previous?: ReadonlyArray<{
+    readonly pem: string;
+    readonly active: boolean;
+    readonly source: string;
+  }>;
+}
 
 export interface ProvisioningStackProps {
   readonly config: DeploymentConfig;
@@ -30,6 +52,10 @@ export interface ProvisioningStackProps {
   readonly bundleDir: string;
   /** PEM text of the fleet's public key (v1 signatures). */
   readonly fleetPublicKeyPem: string;
+  /** Directory holding the reconciler's bundle. */
+  readonly reconcilerBundleDir: string;
+  /** The device CA certificate(s); absent: synthesize the bootstrap stack (CA key only). */
+  readonly deviceCa?: DeviceCaFiles;
   /**
    * Where the local state file goes, relative to cdktf.out/stacks/<stack> (where terraform runs).
    * Default: the repository root, so `make clean` (which removes cdktf.out) never deletes state.
@@ -54,6 +80,28 @@ export class ProvisioningStack extends TerraformStack {
     const account = new DataAwsCallerIdentity(this, 'account', { provider: home });
     const partition = new DataAwsPartition(this, 'partition', { provider: home });
 
+    const caKey = new DeviceCaKey(this, {
+      config,
+      provider: home,
+      accountId: account.accountId,
+      partition: partition.partition,
+    });
+    const caOperator = caOperatorPolicy(this, config, home, caKey.key.arn);
+    new TerraformOutput(this, 'device_ca_key_alias', { value: caKey.alias.name });
+    new TerraformOutput(this, 'device_ca_operator_policy_arn', {
+      description: 'Attach to the role operators use for make init-ca',
+      value: caOperator.arn,
+    });
+    if (!props.deviceCa) {
+      new TerraformOutput(this, BOOTSTRAP_OUTPUT, {
+        description: 'Bootstrap stack: only the CA key exists',
+        value: `next: make init-ca, commit ${config.caCertificateFile}, make deploy`,
+      });
+      return;
+    }
+    const caCertificates = deviceCaCertificates(props.deviceCa);
+    const caCertificatePem = caCertificates[0]!.pem;
+
     const registry = new RegistryTable(this, 'registry', { config, provider: home });
     const role = functionRole(this, config, home);
     const ipstackKey = new IpstackKeyStore(this, 'ipstack-key', {
@@ -63,6 +111,11 @@ export class ProvisioningStack extends TerraformStack {
       partition: partition.partition,
       functionRoleArn: role.arn,
     });
+    const caRegistrations = new DeviceCaRegistrations(this, 'device-ca', {
+      config,
+      providers,
+      certificates: caCertificates,
+    }).registrations;
     const fn = new ProvisioningFunction(this, 'function', {
       config,
       provider: home,
@@ -74,6 +127,19 @@ export class ProvisioningStack extends TerraformStack {
       tableArn: registry.table.arn,
       kmsKeyArn: ipstackKey.key.arn,
       ipstackKeyParameterArn: ipstackKey.parameter.arn,
+      caKeyArn: caKey.key.arn,
+      caCertificatePem,
+      caRegistrations,
+    });
+    const reconciler = new Reconciler(this, 'reconciler', {
+      config,
+      provider: home,
+      bundleDir: props.reconcilerBundleDir,
+      accountId: account.accountId,
+      partition: partition.partition,
+      tableArn: registry.table.arn,
+      caCertificatePem,
+      caRegistrations,
     });
 
     // Terraform would read ${iot:...} policy variables as its own interpolation: escape them.
@@ -99,6 +165,8 @@ export class ProvisioningStack extends TerraformStack {
       apiId: edge.api.id,
       stageName: edge.stage.name,
       functionName: fn.function.functionName,
+      reconcilerFunctionName: reconciler.function.functionName,
+      reconcilerServiceName: reconcilerServiceName(config),
     });
 
     new TerraformOutput(this, 'provisioning_url', {
@@ -114,6 +182,8 @@ export class ProvisioningStack extends TerraformStack {
     });
     new TerraformOutput(this, 'function_name', { value: fn.function.functionName });
     new TerraformOutput(this, 'cloudfront_domain_name', { value: edge.distribution.domainName });
+    new TerraformOutput(this, 'reconciler_function_name', { value: reconciler.function.functionName });
+    new TerraformOutput(this, 'device_ca_certificate_id', { value: caCertificates[0]!.id });
     new TerraformOutput(this, 'home_region', { value: config.homeRegion });
     new TerraformOutput(this, 'iot_regions', { value: config.iotRegions });
   }
@@ -152,6 +222,32 @@ export class ProvisioningStack extends TerraformStack {
     }
     return providers;
   }
+}
+
+/** Parses every CA certificate (current first); throws naming the file that is wrong. */
+function deviceCaCertificates(files: DeviceCaFiles): CaCertificateToRegister[] {
+  const parse = (pem: string, source: string, active: boolean): CaCertificateToRegister => {
+    let certificate;
+    try {
+      certificate = parseCaCertificate(pem);
+    } catch (error) {
+      throw new Error(`CA certificate ${source} is not one PEM certificate: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (certificate.notAfter.getTime() <= Date.now()) {
+      throw new Error(`CA certificate ${source} expired on ${certificate.notAfter.toISOString()}`);
+    }
+    return { id: certificate.id, pem: certificate.pem, active };
+  };
+  const all = [
+    parse(files.certificatePem, files.source, true),
+    ...(files.previous ?? []).map((previous) => parse(previous.pem, previous.source, previous.active)),
+  ];
+  if (new Set(all.map((certificate) => certificate.id)).size !== all.length) {
+    throw new Error('the same CA certificate is listed twice (caCertificateFile, caPreviousCertificates)');
+  }
+  return all;
 }
 
 function assertPublicKey(pem: string, source: string): void {

@@ -40,6 +40,51 @@ describe('deployment config', () => {
   });
 });
 
+describe('deployment config: CA, certificates and reconciler', () => {
+  const certificates = deployment.certificates as Record<string, unknown>;
+  const reconciler = deployment.reconciler as Record<string, unknown>;
+
+  it('refuses a device certificate that would outlive its CA', () => {
+    expect(() => withChanges({ certificates: { ...certificates, validityDays: 10000 } })).toThrow(
+      /certificates.validityDays \(10000\) exceeds caValidityDays/,
+    );
+  });
+
+  it('accepts only the key types the function can generate', () => {
+    expect(() => withChanges({ certificates: { ...certificates, generatedKeyType: 'rsa-1024' } })).toThrow(
+      /certificates.generatedKeyType/,
+    );
+    expect(
+      withChanges({ certificates: { ...certificates, generatedKeyType: 'ec-p256' } }).certificates,
+    ).toMatchObject({ generatedKeyType: 'ec-p256' });
+  });
+
+  it('refuses a lease shorter than the function timeout, and a grace period shorter than the lease', () => {
+    expect(() => withChanges({ leaseSeconds: 20 })).toThrow(
+      /leaseSeconds \(20\) must exceed function.timeoutSeconds/,
+    );
+    expect(() => withChanges({ reconciler: { ...reconciler, graceSeconds: 30 } })).toThrow(
+      /reconciler.graceSeconds \(30\) must be at least leaseSeconds/,
+    );
+  });
+
+  it('refuses a schedule EventBridge Scheduler would not repeat', () => {
+    expect(() => withChanges({ reconciler: { ...reconciler, schedule: 'at(2030-01-01T00:00:00)' } })).toThrow(
+      /reconciler.schedule: expected rate\(15 minutes\) or cron/,
+    );
+    expect(
+      withChanges({ reconciler: { ...reconciler, schedule: 'cron(0/10 * * * ? *)' } }).reconciler.schedule,
+    ).toBe('cron(0/10 * * * ? *)');
+  });
+
+  it('keeps the CA key apart from the ipstack key and each CA file listed once', () => {
+    expect(() => withChanges({ caKmsKeyAlias: deployment.kmsKeyAlias })).toThrow(/caKmsKeyAlias must differ/);
+    expect(() =>
+      withChanges({ caPreviousCertificates: [{ file: deployment.caCertificateFile, active: true }] }),
+    ).toThrow(/same file twice/);
+  });
+});
+
 describe('device policy module', () => {
   it('has no cdktf imports, so the Lambda bundle can include it', () => {
     const source = readFileSync(join(__dirname, '../../infra/device-policy.ts'), 'utf8');

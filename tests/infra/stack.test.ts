@@ -11,7 +11,7 @@ import { CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
 import { IOT_UNSCOPABLE_ACTIONS } from '../../infra/function';
 import { functionEnvironment } from '../../infra/function-environment';
 import { unescapeTerraformTemplate } from '../../infra/terraform-strings';
-import { all, only, synthesize, TEST_FLEET_PUBLIC_KEY } from './synth';
+import { all, byId, only, synthesize, TEST_CA_CERTIFICATE, TEST_FLEET_PUBLIC_KEY } from './synth';
 
 interface Statement {
   Sid?: string;
@@ -90,12 +90,12 @@ describe('providers and IoT policies', () => {
 
 describe('ipstack key secrecy', () => {
   it('rotates the KMS key and names it with the configured alias', () => {
-    expect(only(json, 'aws_kms_key').enable_key_rotation).toBe(true);
-    expect(only(json, 'aws_kms_alias').name).toBe(config.kmsKeyAlias);
+    expect(byId(json, 'aws_kms_key', 'ipstack-key').enable_key_rotation).toBe(true);
+    expect(byId(json, 'aws_kms_alias', 'ipstack-key').name).toBe(config.kmsKeyAlias);
   });
 
   it('lets the function role decrypt only with the ipstack encryption context (key policy)', () => {
-    const keyPolicy = statements(only(json, 'aws_kms_key').policy);
+    const keyPolicy = statements(byId(json, 'aws_kms_key', 'ipstack-key').policy);
     const forFunction = keyPolicy.find((statement) =>
       statement.Principal?.AWS?.includes('aws_iam_role.function-role'),
     );
@@ -171,7 +171,7 @@ describe('edge', () => {
   it('sends the origin secret that the function checks', () => {
     const header = distribution.origin[0]?.custom_header.find((h) => h.name === ORIGIN_VERIFY_HEADER);
     const environment = (
-      only(json, 'aws_lambda_function').environment as { variables: Record<string, string> }
+      byId(json, 'aws_lambda_function', 'function').environment as { variables: Record<string, string> }
     ).variables;
     expect(header?.value).toMatch(/^\$\{random_password\..+\.result\}$/);
     expect(environment.ORIGIN_VERIFY_SECRET).toBe(header?.value);
@@ -229,7 +229,7 @@ describe('edge with a custom domain', () => {
 });
 
 describe('function', () => {
-  const fn = only(json, 'aws_lambda_function');
+  const fn = byId(json, 'aws_lambda_function', 'function');
   const environment = (fn.environment as { variables: Record<string, string> }).variables;
 
   it('runs the bundle on Node.js 22, arm64, with the configured size and limits', () => {
@@ -265,10 +265,38 @@ describe('function', () => {
       fleetPublicKeyPem: 'x',
       originVerifySecret: 'y',
       kmsKeyId: 'z',
+      ca: { kmsKeyId: 'k', certificatePem: 'c' },
     });
     expect(Object.keys(environment).sort()).toEqual(Object.keys(expected).sort());
     expect(environment.IOT_REGIONS).toBe(config.iotRegions.join(','));
     expect(environment.REGISTRY_REGION).toBe(config.homeRegion);
+  });
+
+  it('gives the function the CA key ARN, the CA certificate on one line and the certificate settings', () => {
+    expect(environment.CA_KMS_KEY_ID).toMatch(/^\$\{aws_kms_key\.device-ca-key-[0-9a-f]{8}_key_.+\.arn\}$/);
+    expect(environment.CA_CERTIFICATE_PEM).toBe(TEST_CA_CERTIFICATE.trim().replace(/\n/g, '\\n'));
+    expect(environment).toMatchObject({
+      CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
+      GENERATED_KEY_TYPE: config.certificates.generatedKeyType,
+      REISSUE_LIMIT: String(config.certificates.reissueLimit),
+      LEASE_SECONDS: String(config.leaseSeconds),
+    });
+  });
+
+  it("fits Lambda's 4 KB environment limit once Terraform fills in the references", () => {
+    // Longest plausible values for the references: a 48-character secret and full key ARNs.
+    const arn = 'arn:aws:kms:ap-southeast-2:123456789012:key/00000000-0000-0000-0000-000000000000';
+    const resolved = functionEnvironment(config, {
+      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+      originVerifySecret: 'a'.repeat(48),
+      kmsKeyId: arn,
+      ca: { kmsKeyId: arn, certificatePem: TEST_CA_CERTIFICATE },
+    });
+    const bytes = Object.entries(resolved).reduce(
+      (total, [name, value]) => total + Buffer.byteLength(name) + Buffer.byteLength(value ?? ''),
+      0,
+    );
+    expect(bytes).toBeLessThan(4096);
   });
 
   it('passes an environment the function accepts at cold start', () => {
@@ -276,6 +304,10 @@ describe('function', () => {
       fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
       originVerifySecret: 'a'.repeat(48),
       kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/00000000-0000-0000-0000-000000000000',
+      ca: {
+        kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/11111111-1111-1111-1111-111111111111',
+        certificatePem: TEST_CA_CERTIFICATE,
+      },
     });
     const loaded = loadConfig(resolved);
     expect(loaded.regions.map((site) => site.region)).toEqual(config.iotRegions);
@@ -285,7 +317,7 @@ describe('function', () => {
 });
 
 describe('function IAM', () => {
-  const policy = statements(only(json, 'aws_iam_role_policy').policy);
+  const policy = statements(byId(json, 'aws_iam_role_policy', 'function').policy);
   const byAction = (action: string) => policy.filter((statement) => list(statement.Action).includes(action));
 
   it('uses "*" only for the IoT actions AWS cannot scope, limited to the enabled regions', () => {
@@ -326,13 +358,7 @@ describe('function IAM', () => {
     );
     expect(dynamo).toHaveLength(1);
     expect(dynamo[0]!.Resource).toMatch(/^\$\{aws_dynamodb_table\..+\.arn\}$/);
-    expect(list(dynamo[0]!.Action).sort()).toEqual([
-      'dynamodb:ConditionCheckItem',
-      'dynamodb:DeleteItem',
-      'dynamodb:GetItem',
-      'dynamodb:PutItem',
-      'dynamodb:UpdateItem',
-    ]);
+    expect(list(dynamo[0]!.Action).sort()).toEqual(['dynamodb:GetItem', 'dynamodb:UpdateItem']);
     const [decrypt] = byAction('kms:Decrypt');
     expect(decrypt!.Resource).toMatch(/^\$\{aws_kms_key\..+\.arn\}$/);
     expect(Object.keys(decrypt!.Condition!.StringEquals!)).toEqual(
@@ -342,7 +368,7 @@ describe('function IAM', () => {
   });
 
   it('gives rotate operators a policy scoped to the key and the parameter', () => {
-    const rotator = statements(only(json, 'aws_iam_policy').policy);
+    const rotator = statements(byId(json, 'aws_iam_policy', 'ipstack-key').policy);
     for (const statement of rotator) expect(list(statement.Resource)).not.toContain('*');
   });
 });
@@ -356,10 +382,20 @@ describe('operations', () => {
     ).map((query) => query.metric?.metric_name),
   ]);
 
-  it('alarms on 5xx rate, throttles, ipstack failures and Lambda errors', () => {
-    expect(alarms).toHaveLength(4);
+  it('alarms on 5xx rate, throttles, ipstack failures, Lambda errors, unfinished undo and reconciler findings', () => {
+    expect(alarms).toHaveLength(8);
     expect(metricNames).toEqual(
-      expect.arrayContaining(['5xx', 'Count', 'Throttled', 'Throttles', 'IpstackFailure', 'Errors']),
+      expect.arrayContaining([
+        '5xx',
+        'Count',
+        'Throttled',
+        'Throttles',
+        'IpstackFailure',
+        'Errors',
+        'RollbackIncomplete',
+        'ReconcilerFixed',
+        'ReconcilerFailed',
+      ]),
     );
     const ipstack = alarms.find((alarm) => alarm.metric_name === 'IpstackFailure');
     expect(ipstack).toMatchObject({

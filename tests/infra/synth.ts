@@ -1,18 +1,28 @@
 /**
- * Synthesizes the stack for infra tests without a Lambda build: the asset points at a temporary
- * directory holding a stub index.js.
+ * Synthesizes the stack for infra tests without a Lambda build: the assets point at a temporary
+ * directory holding a stub index.js. The CA certificate is a fixture whose key was discarded.
  */
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Testing } from 'cdktf';
 import { DeploymentConfig, loadDeploymentConfig } from '../../infra/config';
-import { ProvisioningStack } from '../../infra/stack';
+import { DeviceCaFiles, ProvisioningStack } from '../../infra/stack';
 
 export const TEST_FLEET_PUBLIC_KEY = readFileSync(
   join(__dirname, 'fixtures', 'fleet-public-key.pem'),
   'utf8',
 );
+
+export const TEST_CA_CERTIFICATE = readFileSync(join(__dirname, 'fixtures', 'device-ca.pem'), 'utf8');
+export const TEST_PREVIOUS_CA_CERTIFICATE = readFileSync(
+  join(__dirname, 'fixtures', 'device-ca-previous.pem'),
+  'utf8',
+);
+export const TEST_DEVICE_CA: DeviceCaFiles = {
+  certificatePem: TEST_CA_CERTIFICATE,
+  source: 'tests/infra/fixtures/device-ca.pem',
+};
 
 export interface TerraformJson {
   terraform: Record<string, unknown> & { required_providers: Record<string, { source: string }> };
@@ -34,13 +44,20 @@ export function stubBundleDir(): string {
   return dir;
 }
 
-export function synthesize(overrides: Partial<DeploymentConfig> = {}): Synthesized {
+export function synthesize(
+  overrides: Partial<DeploymentConfig> = {},
+  /** null: no CA certificate yet (the bootstrap stack). */
+  deviceCa: DeviceCaFiles | null = TEST_DEVICE_CA,
+): Synthesized {
   const config = { ...loadDeploymentConfig(), ...overrides };
   const app = Testing.app();
+  const bundleDir = stubBundleDir();
   const stack = new ProvisioningStack(app, {
     config,
-    bundleDir: stubBundleDir(),
+    bundleDir,
+    reconcilerBundleDir: bundleDir,
     fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+    deviceCa: deviceCa ?? undefined,
   });
   const text = Testing.synth(stack);
   return { text, json: JSON.parse(text) as TerraformJson, stack };
@@ -55,4 +72,13 @@ export function only(json: TerraformJson, type: string): Record<string, unknown>
 
 export function all(json: TerraformJson, type: string): Record<string, unknown>[] {
   return Object.values(json.resource[type] ?? {});
+}
+
+/** The single resource of a type whose logical id (its construct path) starts with `prefix`. */
+export function byId(json: TerraformJson, type: string, prefix: string): Record<string, unknown> {
+  const matching = Object.entries(json.resource[type] ?? {}).filter(([id]) => id.startsWith(prefix));
+  if (matching.length !== 1) {
+    throw new Error(`expected exactly one ${type} named ${prefix}…, found ${matching.length}`);
+  }
+  return matching[0]![1];
 }

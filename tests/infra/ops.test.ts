@@ -1,0 +1,161 @@
+/**
+ * make plan / make deploy around the device CA, with a stand-in terraform that records its
+ * arguments (the real one needs the provider registry) and moto as STS and KMS:
+ *   - the bootstrap stack is planned and applied with -target on its own resources only, so an
+ *     existing deployment is never touched by it;
+ *   - the full stack is refused before apply when the CA certificate was not made by the CA key.
+ * Skipped when moto_server is not installed.
+ */
+import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { synthesize } from './synth';
+
+const REPO_ROOT = join(__dirname, '..', '..');
+const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
+const APP_NAME = `ops-ca-test-${process.pid}`;
+const STACK_DIR = join(REPO_ROOT, 'cdktf.out', 'stacks', APP_NAME);
+const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
+
+const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
+if (!motoInstalled) console.warn('ops CA test skipped: moto_server is not on PATH');
+const describeWithMoto = motoInstalled ? describe : describe.skip;
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+async function waitForMoto(endpoint: string, moto: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (moto.exitCode !== null) throw new Error(`moto_server exited with ${moto.exitCode}`);
+    try {
+      if ((await fetch(`${endpoint}/moto-api/`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+  }
+  throw new Error('moto_server did not start within 20 s');
+}
+
+describeWithMoto('make plan / deploy with the device CA (stand-in terraform, moto)', () => {
+  let moto: ChildProcess;
+  let endpoint: string;
+  let work: string;
+  let terraformLog: string;
+  let terraformScript: string;
+  let deploymentFile: string;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    endpoint = `http://127.0.0.1:${port}`;
+    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    await waitForMoto(endpoint, moto);
+    work = mkdtempSync(join(tmpdir(), 'ops-ca-'));
+    terraformLog = join(work, 'terraform.log');
+    terraformScript = join(work, 'terraform');
+    writeFileSync(
+      terraformScript,
+      `#!/bin/sh\necho "$*" >> "${terraformLog}"\n[ "$1" = version ] && echo '{"terraform_version":"1.11.0"}'\nexit 0\n`,
+    );
+    chmodSync(terraformScript, 0o755);
+    const deployment = JSON.parse(
+      readFileSync(join(REPO_ROOT, 'infra', 'deployment.json'), 'utf8'),
+    ) as Record<string, unknown>;
+    deploymentFile = join(work, 'deployment.json');
+    writeFileSync(
+      deploymentFile,
+      JSON.stringify({
+        ...deployment,
+        appName: APP_NAME,
+        caKmsKeyAlias: 'alias/ops-ca-test',
+        caCertificateFile: join(REPO_ROOT, 'tests', 'infra', 'fixtures', 'device-ca.pem'),
+      }),
+    );
+    // A CA key that did not make the fixture certificate.
+    const kms = new KMSClient({ region: String(deployment.homeRegion), endpoint, credentials });
+    const key = await kms.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY' }));
+    await kms.send(
+      new CreateAliasCommand({ AliasName: 'alias/ops-ca-test', TargetKeyId: key.KeyMetadata!.KeyId! }),
+    );
+    kms.destroy();
+  }, 30_000);
+
+  afterAll(() => {
+    moto?.kill('SIGTERM');
+    rmSync(STACK_DIR, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  function runOps(
+    args: string[],
+    synthesized: string,
+  ): Promise<{ status: number | null; output: string; calls: string[] }> {
+    mkdirSync(STACK_DIR, { recursive: true });
+    writeFileSync(join(STACK_DIR, 'cdk.tf.json'), synthesized);
+    writeFileSync(terraformLog, '');
+    return new Promise((resolveRun) => {
+      const child = spawn(TSX, [join(REPO_ROOT, 'infra', 'ops.ts'), ...args], {
+        cwd: REPO_ROOT,
+        env: {
+          ...process.env,
+          DEPLOYMENT_CONFIG: deploymentFile,
+          TERRAFORM: terraformScript,
+          AWS_ENDPOINT_URL: endpoint,
+          AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+          AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.on('close', (status) =>
+        resolveRun({ status, output, calls: readFileSync(terraformLog, 'utf8').split('\n').filter(Boolean) }),
+      );
+    });
+  }
+
+  it('plans and applies the bootstrap stack with -target on the CA key, alias and operator policy only', async () => {
+    const bootstrap = synthesize({ appName: APP_NAME, caKmsKeyAlias: 'alias/ops-ca-test' }, null);
+    const targets = Object.entries(bootstrap.json.resource).flatMap(([type, byName]) =>
+      Object.keys(byName).map((name) => `-target=${type}.${name}`),
+    );
+    expect(targets).toHaveLength(3);
+
+    const plan = await runOps(['plan'], bootstrap.text);
+    expect(plan.status).toBe(0);
+    expect(plan.calls).toContain(`plan -input=false ${targets.join(' ')}`);
+
+    const deploy = await runOps(['deploy', '--auto-approve'], bootstrap.text);
+    expect(deploy.status).toBe(0);
+    expect(deploy.calls).toContain(`apply -input=false ${targets.join(' ')} -auto-approve`);
+    expect(deploy.output).toMatch(/next: `make init-ca`/);
+  });
+
+  it('plans the full stack without targets', async () => {
+    const full = synthesize({ appName: APP_NAME });
+    const plan = await runOps(['plan'], full.text);
+    expect(plan.status).toBe(0);
+    expect(plan.calls).toContain('plan -input=false');
+  });
+
+  it('refuses to deploy a CA certificate the CA key did not make, before terraform apply', async () => {
+    const full = synthesize({ appName: APP_NAME });
+    const deploy = await runOps(['deploy', '--auto-approve'], full.text);
+    expect(deploy.status).toBe(1);
+    expect(deploy.output).toMatch(/was not made by alias\/ops-ca-test: run `make init-ca`/);
+    expect(deploy.calls.some((call) => call.startsWith('apply'))).toBe(false);
+  });
+});
