@@ -289,7 +289,8 @@ async function main(): Promise<void> {
     AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
     AWS_EC2_METADATA_DISABLED: 'true',
   };
-  // The handler reads its configuration from process.env once, when its module loads.
+  // The handler reads its configuration once, when its module loads in a sandbox; sandboxes get
+  // this environment on top of ours.
   Object.assign(process.env, environment);
 
   const edge = await startEdge({
@@ -297,20 +298,20 @@ async function main(): Promise<void> {
     port: options.ports.edge,
     originVerifySecret: options.originVerifySecret,
     handlerModule: options.handlerModule,
+    environment,
+    kills: proxy.killSwitch,
     region: deployment.homeRegion,
     accountId: ACCOUNT_ID,
     functionTimeoutMs: deployment.function.timeoutSeconds * 1000,
     logger: fileLogger('edge'),
   });
   closers.push({ name: 'edge', close: edge.close });
-  try {
-    await import(path.resolve(REPO_ROOT, options.handlerModule));
-    progress(`handler ${options.handlerModule} loaded`);
-  } catch (error) {
-    // Not fatal: the edge answers 500 and retries the import on the next request.
-    progress(
-      `WARNING handler ${options.handlerModule} failed to load: ${(error as Error).message.split('\n')[0]}`,
-    );
+  const init = await edge.sandboxes?.firstInit();
+  if (init?.ok) {
+    progress(`handler ${options.handlerModule} loaded in a sandbox (cold start ${init.coldStartMs} ms)`);
+  } else if (init) {
+    // Not fatal: the edge answers 500 and tries a fresh sandbox on the next request.
+    progress(`WARNING handler ${options.handlerModule} failed to load: ${init.message.split('\n')[0]}`);
   }
   progress(`edge ready at ${edge.provisioningUrl}`);
 
