@@ -19,9 +19,11 @@ import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../../functions/provisioning/con
 import { loadDeploymentConfig } from '../../infra/config';
 import { functionEnvironment } from '../../infra/function-environment';
 import { startAwsProxy } from './aws-proxy';
+import { createDeviceCa } from './device-ca';
 import { startEdge } from './edge';
 import { startIpstackFake } from './ipstack-fake';
 import {
+  CA_DIR,
   LocalStack,
   LOGS_DIR,
   REPO_ROOT,
@@ -250,6 +252,17 @@ async function main(): Promise<void> {
     options.ipstackAccessKey,
   );
 
+  const deviceCa = await createDeviceCa({
+    awsEndpoint: proxy.url,
+    homeRegion: deployment.homeRegion,
+    regions,
+    credentials: LOCAL_CREDENTIALS,
+    pemPath: path.join(CA_DIR, 'device-ca.pem'),
+  });
+  progress(
+    `device CA ${deviceCa.certificateId} (KMS key ${deviceCa.kmsKeyArn}) registered in ${regions.length} regions`,
+  );
+
   let mqttRunning = false;
   let watchUrl = `http://${HOST}:${options.ports.watch}`;
   const startRegionalBrokers = await loadBrokerModule();
@@ -288,6 +301,10 @@ async function main(): Promise<void> {
     AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
     AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
     AWS_EC2_METADATA_DISABLED: 'true',
+    // Set here as well as by functionEnvironment(): the function must get exactly the PEM text
+    // registered in every region, with newlines escaped like FLEET_PUBLIC_KEY.
+    CA_KMS_KEY_ID: deviceCa.kmsKeyArn,
+    CA_CERTIFICATE_PEM: deviceCa.pem.replace(/\r?\n/g, '\\n'),
   };
   // The handler reads its configuration once, when its module loads in a sandbox; sandboxes get
   // this environment on top of ours.
@@ -334,6 +351,9 @@ async function main(): Promise<void> {
     kmsKeyId,
     originVerifySecret: options.originVerifySecret,
     caCertificate: options.caCertPath,
+    deviceCaCertificate: deviceCa.path,
+    deviceCaKmsKeyId: deviceCa.kmsKeyArn,
+    deviceCaCertificateId: deviceCa.certificateId,
     mqttEndpoints,
     mqttRunning,
     watchUrl,
