@@ -60,7 +60,7 @@ export interface EdgeOptions {
   readonly functionTimeoutMs?: number;
   /** Most sandboxes running at once (default 8); requests beyond wait in a queue. */
   readonly maxSandboxes?: number;
-  /** Idle sandboxes started ahead of demand (default 1). */
+  /** Idle sandboxes started ahead of demand (default 2). */
   readonly warmSpares?: number;
   /** Kill rules the sandboxes obey at checkpoints (the AWS proxy's). */
   readonly kills?: KillSwitch;

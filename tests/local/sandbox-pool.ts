@@ -1,8 +1,8 @@
 /**
  * The function's sandboxes, as Lambda keeps them: child processes (sandbox.ts), each loading the
  * handler module once and running one invocation at a time. The pool grows on demand up to
- * `maxSandboxes` and queues requests beyond that; it keeps `warmSpares` idle sandboxes started
- * ahead, so a request rarely waits for a cold start. A sandbox that dies (killed at a
+ * `maxSandboxes` and queues requests beyond that; whenever no invocation runs, it tops up
+ * `warmSpares` idle sandboxes started ahead, so a request rarely waits for a cold start. A sandbox that dies (killed at a
  * checkpoint, crashed, timed out) is discarded, and its replacement is a fresh process: module
  * state, caches and SDK clients start over, as in a new Lambda sandbox.
  *
@@ -22,7 +22,12 @@ import { KillClaim, KillRules, KillSwitch } from './kill-switch';
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
 const SANDBOX_SCRIPT = path.join(__dirname, 'sandbox.ts');
 export const DEFAULT_MAX_SANDBOXES = 8;
-export const DEFAULT_WARM_SPARES = 1;
+/**
+ * Idle sandboxes kept started ahead. A cold start here takes about a second (node + tsx + the
+ * handler's init), far longer than Lambda's: without spares, the second of two concurrent
+ * requests would wait for one and run after the first instead of beside it.
+ */
+export const DEFAULT_WARM_SPARES = 2;
 const NO_KILLS: KillRules = { generation: 0, rules: [] };
 /** Cold starts kept for stats(). */
 const KEPT_COLD_STARTS = 50;
@@ -189,7 +194,10 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       if (!idle || !pending) break;
       dispatch(idle, pending);
     }
-    const spares = lastInitOk ? warmSpares : 0;
+    // Spares are started while nothing runs: a sandbox booting beside a running invocation takes
+    // a CPU from it (about a second of CPU each), and the invocations would no longer overlap as
+    // they do in Lambda. Waiting requests start sandboxes at once.
+    const spares = lastInitOk && count('busy') === 0 ? warmSpares : 0;
     const wanted = queue.length + spares - count('idle') - count('starting');
     const room = maxSandboxes - sandboxes.size;
     for (let index = 0; index < Math.min(wanted, room); index += 1) spawnSandbox();
