@@ -4,17 +4,23 @@
  * never leak into other tests sharing the stack's proxy.
  */
 import {
+  CreateTableCommand,
   DynamoDBClient,
+  GetItemCommand,
   ListTablesCommand,
   ProvisionedThroughputExceededException,
+  ResourceInUseException,
+  UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { IoTClient, ListThingsCommand, ThrottlingException } from '@aws-sdk/client-iot';
 import { KMSClient, KMSInternalException, ListKeysCommand } from '@aws-sdk/client-kms';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { awsClientSettings } from '../../functions/provisioning/aws-client-settings';
 import { AwsProxy, clearFaults, getFaults, setFaults, startAwsProxy } from './aws-proxy';
 import { LocalStack, readStack } from './stack-state';
 
 const describeWithStack = process.env.NO_LOCAL_STACK ? describe.skip : describe;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 describeWithStack('fault-injecting AWS proxy', () => {
   let stack: LocalStack;
@@ -119,5 +125,202 @@ describeWithStack('fault-injecting AWS proxy', () => {
     ).rejects.toThrow(/error must be one of/);
     const cleared = await clearFaults(proxy.faultsUrl);
     expect(cleared).toMatchObject({ delayMs: 0, rules: [] });
+  });
+});
+
+/**
+ * The faults that lose answers or connections, against the real SDK with the function's own
+ * client settings (3 s request timeout that throws, standard retries): what was applied in moto
+ * is read back from moto directly, behind the proxy's back.
+ */
+describeWithStack('fault actions against the real SDK', () => {
+  let stack: LocalStack;
+  let proxy: AwsProxy;
+  let moto: DynamoDBClient;
+  const tableName = 'fault-actions';
+  const credentials = { accessKeyId: 'local', secretAccessKey: 'local' };
+  const unique = (prefix: string) =>
+    `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  const updateItem = { target: 'DynamoDB_20120810.UpdateItem' };
+
+  /** A client configured like the function's (aws-client-settings.ts). */
+  const functionClient = (maxAttempts = 3) =>
+    new DynamoDBClient({
+      ...awsClientSettings(stack.homeRegion, maxAttempts),
+      endpoint: proxy.url,
+      credentials,
+    });
+
+  /** Adds 1 to the item's counter: not idempotent, so every application shows. */
+  const increment = (client: DynamoDBClient, key: string) =>
+    client.send(
+      new UpdateItemCommand({
+        TableName: tableName,
+        Key: { key: { S: key } },
+        UpdateExpression: 'ADD applied :one',
+        ExpressionAttributeValues: { ':one': { N: '1' } },
+      }),
+    );
+
+  const appliedInMoto = async (key: string): Promise<number> => {
+    const item = await moto.send(new GetItemCommand({ TableName: tableName, Key: { key: { S: key } } }));
+    return Number(item.Item?.applied?.N ?? '0');
+  };
+
+  beforeAll(async () => {
+    stack = readStack();
+    proxy = await startAwsProxy({ host: '127.0.0.1', port: 0, target: stack.motoUrl, holdMs: 10_000 });
+    moto = new DynamoDBClient({
+      endpoint: stack.motoUrl,
+      region: stack.homeRegion,
+      credentials,
+      maxAttempts: 1,
+    });
+    await moto
+      .send(
+        new CreateTableCommand({
+          TableName: tableName,
+          AttributeDefinitions: [{ AttributeName: 'key', AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: 'key', KeyType: 'HASH' }],
+          BillingMode: 'PAY_PER_REQUEST',
+        }),
+      )
+      .catch((error: unknown) => {
+        if (!(error instanceof ResourceInUseException)) throw error;
+      });
+  });
+  afterAll(async () => {
+    moto.destroy();
+    await proxy.close();
+  });
+  afterEach(() => clearFaults(proxy.faultsUrl));
+
+  it('drop: the UpdateItem is applied, its answer never comes, the SDK times out and retries', async () => {
+    const key = unique('drop');
+    await setFaults(proxy.faultsUrl, { rules: [{ match: updateItem, action: 'drop', times: 1 }] });
+    const client = functionClient();
+    const answer = await increment(client, key);
+    // Two applications: the dropped one and the retry that was answered.
+    expect(answer.$metadata.attempts).toBe(2);
+    expect(await appliedInMoto(key)).toBe(2);
+    const state = await getFaults(proxy.faultsUrl);
+    expect(state.byAction.drop).toBe(1);
+    expect(state.events.at(-1)).toMatchObject({
+      action: 'drop',
+      what: expect.stringContaining('UpdateItem'),
+    });
+    client.destroy();
+  });
+
+  it('drop without retries: the caller sees a TimeoutError although the write was applied', async () => {
+    const key = unique('drop-once');
+    await setFaults(proxy.faultsUrl, { rules: [{ match: updateItem, action: 'drop' }] });
+    const client = functionClient(1);
+    await expect(increment(client, key)).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(await appliedInMoto(key)).toBe(1);
+    client.destroy();
+  });
+
+  it('reset-after: the UpdateItem is applied, the connection is reset, the SDK retries', async () => {
+    const key = unique('reset-after');
+    await setFaults(proxy.faultsUrl, { rules: [{ match: updateItem, action: 'reset-after', times: 1 }] });
+    const client = functionClient();
+    const answer = await increment(client, key);
+    expect(answer.$metadata.attempts).toBe(2);
+    expect(await appliedInMoto(key)).toBe(2);
+    expect((await getFaults(proxy.faultsUrl)).byAction['reset-after']).toBe(1);
+    client.destroy();
+  });
+
+  it('reset-before: the connection is reset before moto sees the call; nothing is applied', async () => {
+    const key = unique('reset-before');
+    await setFaults(proxy.faultsUrl, { rules: [{ match: updateItem, action: 'reset-before', times: 1 }] });
+    const once = functionClient(1);
+    // The SDK reports it as a retryable network error naming the reset.
+    await expect(increment(once, key)).rejects.toThrow(/ECONNRESET/);
+    expect(await appliedInMoto(key)).toBe(0);
+    await setFaults(proxy.faultsUrl, { rules: [{ match: updateItem, action: 'reset-before', times: 1 }] });
+    const retrying = functionClient();
+    const answer = await increment(retrying, key);
+    expect(answer.$metadata.attempts).toBe(2);
+    expect(await appliedInMoto(key)).toBe(1);
+    expect((await getFaults(proxy.faultsUrl)).byAction['reset-before']).toBe(2);
+    once.destroy();
+    retrying.destroy();
+  });
+
+  it('delay: only the matching call waits; one delayed past the client timeout still lands late', async () => {
+    const key = unique('delay');
+    await setFaults(proxy.faultsUrl, {
+      rules: [{ match: updateItem, action: 'delay', delayMs: 5_500, times: 1 }],
+    });
+    const client = functionClient(1);
+    // Other calls are not delayed.
+    await moto.send(new GetItemCommand({ TableName: tableName, Key: { key: { S: key } } }));
+    await expect(increment(client, key)).rejects.toMatchObject({ name: 'TimeoutError' });
+    expect(await appliedInMoto(key)).toBe(0);
+    // Like a request stuck in the network, it reaches AWS after the client gave up.
+    for (let waited = 0; waited < 10_000 && (await appliedInMoto(key)) === 0; waited += 250) await sleep(250);
+    expect(await appliedInMoto(key)).toBe(1);
+    const state = await getFaults(proxy.faultsUrl);
+    expect(state.byAction.delay).toBe(1);
+    expect(state.rules).toEqual([]);
+    client.destroy();
+  });
+
+  it('probability 0 never acts and 1 always does; times still caps it', async () => {
+    const key = unique('probability');
+    await setFaults(proxy.faultsUrl, {
+      rules: [
+        { match: updateItem, error: 'InternalFailure', probability: 0 },
+        { match: updateItem, action: 'error', error: 'ThrottlingException', probability: 1, times: 2 },
+      ],
+    });
+    const client = functionClient(1);
+    await expect(increment(client, key)).rejects.toMatchObject({ name: 'ThrottlingException' });
+    await expect(increment(client, key)).rejects.toMatchObject({ name: 'ThrottlingException' });
+    await expect(increment(client, key)).resolves.toBeDefined();
+    const state = await getFaults(proxy.faultsUrl);
+    expect(state.byAction.error).toBe(2);
+    expect(state.rules).toEqual([{ match: updateItem, error: 'InternalFailure', probability: 0 }]);
+    client.destroy();
+  });
+
+  it('closes a dropped call by itself when the client never gives up', async () => {
+    const shortHold = await startAwsProxy({ host: '127.0.0.1', port: 0, target: stack.motoUrl, holdMs: 300 });
+    await setFaults(shortHold.faultsUrl, { rules: [{ match: { service: 'sts' }, action: 'drop' }] });
+    const outcome = await fetch(shortHold.url, {
+      method: 'POST',
+      headers: {
+        authorization:
+          'AWS4-HMAC-SHA256 Credential=local/20240101/us-east-1/sts/aws4_request, SignedHeaders=host, Signature=0',
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: 'Action=GetCallerIdentity&Version=2011-06-15',
+    }).catch((error: unknown) => error);
+    // fetch's error for a connection closed without an answer.
+    expect(outcome).toMatchObject({ name: 'TypeError', message: 'fetch failed' });
+    const state = await getFaults(shortHold.faultsUrl);
+    expect(state).toMatchObject({ held: 0, byAction: { drop: 1 } });
+    await shortHold.close();
+  });
+
+  it('rejects rules that mix actions and fields, and bad kills', async () => {
+    const bad: unknown[] = [
+      { rules: [{ action: 'explode' }] },
+      { rules: [{ action: 'drop', error: 'ThrottlingException' }] },
+      { rules: [{ action: 'delay' }] },
+      { rules: [{ action: 'drop', delayMs: 10 }] },
+      { rules: [{ action: 'drop', probability: 1.5 }] },
+      { rules: [{ action: 'drop', times: 0 }] },
+      { rules: [{ action: 'drop', wat: 1 }] },
+      { kills: [{ point: 'nowhere' }] },
+      { kills: [{ point: 'claimed', thingNamePattern: '(' }] },
+    ];
+    for (const spec of bad) {
+      const response = await fetch(proxy.faultsUrl, { method: 'POST', body: JSON.stringify(spec) });
+      expect(response.status).toBe(400);
+    }
+    expect((await getFaults(proxy.faultsUrl)).rules).toEqual([]);
   });
 });

@@ -5,11 +5,16 @@
  *
  * Control API on the same port, path /__faults: POST a FaultSpec to set, DELETE to clear,
  * GET to read (with counters). Errors are shaped per protocol so the real SDK parses them into
- * the same exception classes AWS produces.
+ * the same exception classes AWS produces. Besides errors, a rule can lose a call's answer
+ * after moto applied it (drop, reset-after), reset the connection before moto sees the call
+ * (reset-before), or delay one call. The same spec carries the kill rules the function's
+ * sandboxes obey (kill-switch.ts).
  */
 import { listenLocally } from './listen';
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { isProbability, KillRule, KillSwitch, parseKillRules } from './kill-switch';
 
 export type InjectedError =
   'ThrottlingException' | 'ProvisionedThroughputExceededException' | 'InternalFailure' | 'ServiceUnavailable';
@@ -25,27 +30,75 @@ export interface FaultMatch {
   readonly target?: string;
 }
 
+/**
+ * What a rule does to a matching call:
+ * - `error`: answers with `error`, shaped as AWS would; moto never sees the call.
+ * - `drop`: moto applies the call, the answer is never sent; the connection stays open until
+ *   the client gives up (its own timeout) or the proxy's hold limit passes.
+ * - `reset-before`: the connection is reset; moto never sees the call.
+ * - `reset-after`: moto applies the call and answers, then the connection is reset instead.
+ * - `delay`: the call waits `delayMs`, then goes through normally.
+ */
+export type FaultAction = 'error' | 'drop' | 'reset-before' | 'reset-after' | 'delay';
+
+export const FAULT_ACTIONS: readonly FaultAction[] = [
+  'error',
+  'drop',
+  'reset-before',
+  'reset-after',
+  'delay',
+];
+
 export interface FaultRule {
   readonly match?: FaultMatch;
-  readonly error: InjectedError;
-  /** How many matching calls fail; omitted = every matching call. */
+  /** Default `error`. */
+  readonly action?: FaultAction;
+  /** The error to answer with; required for (and only for) action `error`. */
+  readonly error?: InjectedError;
+  /** For action `delay`: how long the call waits before it is forwarded. */
+  readonly delayMs?: number;
+  /** How many matching calls the rule acts on; omitted = every matching call. */
   readonly times?: number;
+  /** Chance (0–1) that the rule acts on a matching call; omitted = 1. A miss leaves `times` alone. */
+  readonly probability?: number;
 }
 
 export interface FaultSpec {
   /** Added before forwarding every AWS call. */
   readonly delayMs?: number;
   readonly rules?: readonly FaultRule[];
+  /** Checkpoints at which the function's sandbox kills itself (kill-switch.ts). */
+  readonly kills?: readonly KillRule[];
+}
+
+/** One fault that happened, newest last (GET keeps the last MAX_EVENTS). */
+export interface FaultEvent {
+  readonly at: string;
+  readonly action: FaultAction | 'kill';
+  /** AWS call: `service region operation`; kill: the checkpoint. */
+  readonly what: string;
+  readonly thingName?: string;
 }
 
 export interface FaultState {
   readonly delayMs: number;
+  /** Rules still armed, `times` = what they have left. */
   readonly rules: readonly FaultRule[];
-  /** Calls forwarded to moto since the proxy started. */
+  readonly kills: readonly KillRule[];
+  /** Calls forwarded to moto since the proxy started (dropped, reset-after and delayed calls included). */
   readonly forwarded: number;
-  /** Calls answered with an injected error since the proxy started. */
+  /** Calls a rule acted on (any action) since the proxy started. */
   readonly injected: number;
+  /** Faults per action since the proxy started; `kill` counts sandboxes killed at a checkpoint. */
+  readonly byAction: Record<FaultAction | 'kill', number>;
+  /** Connections of dropped calls still held open. */
+  readonly held: number;
+  readonly events: readonly FaultEvent[];
 }
+
+const MAX_EVENTS = 1000;
+/** A dropped call's connection is closed after this long if the client has not given up. */
+export const DEFAULT_HOLD_MS = 30_000;
 
 export const FAULTS_PATH = '/__faults';
 
@@ -148,35 +201,66 @@ const INJECTED_ERRORS = new Set<string>([
   'ServiceUnavailable',
 ]);
 
+const RULE_FIELDS = new Set(['match', 'action', 'error', 'delayMs', 'times', 'probability']);
+
+function parseRule(rule: unknown, index: number): FaultRule {
+  if (typeof rule !== 'object' || rule === null) throw new Error(`rules[${index}] must be an object`);
+  const candidate = rule as Record<string, unknown>;
+  for (const field of Object.keys(candidate)) {
+    if (!RULE_FIELDS.has(field)) throw new Error(`rules[${index}].${field} is not a known field`);
+  }
+  const action = candidate.action ?? 'error';
+  if (!FAULT_ACTIONS.includes(action as FaultAction)) {
+    throw new Error(`rules[${index}].action must be one of ${FAULT_ACTIONS.join(', ')}`);
+  }
+  if (action === 'error') {
+    if (typeof candidate.error !== 'string' || !INJECTED_ERRORS.has(candidate.error)) {
+      throw new Error(`rules[${index}].error must be one of ${[...INJECTED_ERRORS].join(', ')}`);
+    }
+  } else if (candidate.error !== undefined) {
+    throw new Error(`rules[${index}].error only goes with action error`);
+  }
+  if (action === 'delay') {
+    const delay = candidate.delayMs;
+    if (typeof delay !== 'number' || !Number.isFinite(delay) || delay <= 0) {
+      throw new Error(`rules[${index}].delayMs must be a positive number for action delay`);
+    }
+  } else if (candidate.delayMs !== undefined) {
+    throw new Error(`rules[${index}].delayMs only goes with action delay`);
+  }
+  if (
+    candidate.times !== undefined &&
+    (typeof candidate.times !== 'number' || !Number.isInteger(candidate.times) || candidate.times < 1)
+  ) {
+    throw new Error(`rules[${index}].times must be a positive integer`);
+  }
+  if (candidate.probability !== undefined && !isProbability(candidate.probability)) {
+    throw new Error(`rules[${index}].probability must be a number from 0 to 1`);
+  }
+  if (candidate.match !== undefined && (typeof candidate.match !== 'object' || candidate.match === null)) {
+    throw new Error(`rules[${index}].match must be an object`);
+  }
+  const match = (candidate.match ?? {}) as Record<string, unknown>;
+  for (const [field, value] of Object.entries(match)) {
+    if (!['service', 'region', 'method', 'path', 'target'].includes(field) || typeof value !== 'string') {
+      throw new Error(`rules[${index}].match.${field} is not a known string field`);
+    }
+  }
+  if (typeof match.path === 'string') new RegExp(match.path);
+  return candidate as FaultRule;
+}
+
 /** Validates a control request body; throws with a message naming the problem. */
 export function parseFaultSpec(input: unknown): Required<FaultSpec> {
   if (typeof input !== 'object' || input === null) throw new Error('body must be a JSON object');
-  const spec = input as { delayMs?: unknown; rules?: unknown };
+  const spec = input as { delayMs?: unknown; rules?: unknown; kills?: unknown };
   const delayMs = spec.delayMs ?? 0;
   if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0) {
     throw new Error('delayMs must be a non-negative number');
   }
   const rules = spec.rules ?? [];
   if (!Array.isArray(rules)) throw new Error('rules must be an array');
-  rules.forEach((rule: unknown, index) => {
-    const candidate = rule as { error?: unknown; times?: unknown; match?: unknown };
-    if (typeof candidate !== 'object' || candidate === null)
-      throw new Error(`rules[${index}] must be an object`);
-    if (typeof candidate.error !== 'string' || !INJECTED_ERRORS.has(candidate.error)) {
-      throw new Error(`rules[${index}].error must be one of ${[...INJECTED_ERRORS].join(', ')}`);
-    }
-    if (candidate.times !== undefined && (typeof candidate.times !== 'number' || candidate.times < 1)) {
-      throw new Error(`rules[${index}].times must be a positive number`);
-    }
-    const match = (candidate.match ?? {}) as Record<string, unknown>;
-    for (const [field, value] of Object.entries(match)) {
-      if (!['service', 'region', 'method', 'path', 'target'].includes(field) || typeof value !== 'string') {
-        throw new Error(`rules[${index}].match.${field} is not a known string field`);
-      }
-    }
-    if (typeof match.path === 'string') new RegExp(match.path);
-  });
-  return { delayMs, rules: rules as FaultRule[] };
+  return { delayMs, rules: rules.map(parseRule), kills: parseKillRules(spec.kills) };
 }
 
 function readBody(request: http.IncomingMessage): Promise<Buffer> {
@@ -193,6 +277,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 export interface AwsProxy {
   readonly url: string;
   readonly faultsUrl: string;
+  /** The kill rules of the current fault spec, for the function's sandboxes. */
+  readonly killSwitch: KillSwitch;
   close(): Promise<void>;
 }
 
@@ -202,23 +288,66 @@ export interface AwsProxyOptions {
   /** moto's base URL. */
   readonly target: string;
   readonly logger?: (line: string) => void;
+  /** How long a dropped call's connection is held at most; default DEFAULT_HOLD_MS. */
+  readonly holdMs?: number;
+}
+
+interface UpstreamAnswer {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+/** Sends a TCP RST where the platform allows it (what a load balancer or NAT reset looks like). */
+function resetConnection(socket: Socket): void {
+  if (socket.destroyed) return;
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
 }
 
 export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy> {
   const target = new URL(options.target);
   const log = options.logger ?? (() => undefined);
+  const holdMs = options.holdMs ?? DEFAULT_HOLD_MS;
   let delayMs = 0;
   let rules: { rule: FaultRule; remaining: number }[] = [];
   let forwarded = 0;
   let injected = 0;
+  const byAction: Record<FaultAction | 'kill', number> = {
+    error: 0,
+    drop: 0,
+    'reset-before': 0,
+    'reset-after': 0,
+    delay: 0,
+    kill: 0,
+  };
+  const events: FaultEvent[] = [];
+  const record = (event: Omit<FaultEvent, 'at'>) => {
+    events.push({ at: new Date().toISOString(), ...event });
+    if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
+  };
+  const killSwitch = new KillSwitch((kill) => {
+    byAction.kill += 1;
+    record({ action: 'kill', what: kill.point, thingName: kill.thingName });
+    log(`kill at ${kill.point} (${kill.thingName})`);
+  });
+  /** Sockets of dropped calls, with the timer that closes them. */
+  const held = new Map<Socket, NodeJS.Timeout>();
 
   const state = (): FaultState => ({
     delayMs,
     rules: rules.map(({ rule, remaining }) =>
-      Number.isFinite(remaining) ? { ...rule, times: remaining } : { match: rule.match, error: rule.error },
+      Number.isFinite(remaining) ? { ...rule, times: remaining } : rule,
     ),
+    kills: killSwitch.state(),
     forwarded,
     injected,
+    byAction: { ...byAction },
+    held: held.size,
+    events: [...events],
   });
 
   const sendJson = (response: http.ServerResponse, status: number, body: unknown) => {
@@ -231,6 +360,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     if (request.method === 'DELETE') {
       delayMs = 0;
       rules = [];
+      killSwitch.replace([]);
       log('faults cleared');
       return sendJson(response, 200, state());
     }
@@ -239,13 +369,55 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
         const spec = parseFaultSpec(JSON.parse((await readBody(request)).toString('utf8')) as unknown);
         delayMs = spec.delayMs;
         rules = spec.rules.map((rule) => ({ rule, remaining: rule.times ?? Number.POSITIVE_INFINITY }));
-        log(`faults set: delayMs=${delayMs} rules=${rules.length}`);
+        killSwitch.replace(spec.kills);
+        log(`faults set: delayMs=${delayMs} rules=${rules.length} kills=${spec.kills.length}`);
         return sendJson(response, 200, state());
       } catch (error) {
         return sendJson(response, 400, { message: (error as Error).message });
       }
     }
     return sendJson(response, 405, { message: 'use GET, POST or DELETE' });
+  };
+
+  const upstreamOptions = (request: http.IncomingMessage, body: Buffer): http.RequestOptions => ({
+    host: target.hostname,
+    port: target.port,
+    method: request.method,
+    path: request.url,
+    headers: { ...request.headers, host: target.host, 'content-length': String(body.length) },
+  });
+
+  /** Forwards and waits for moto's whole answer: the call is applied once this resolves. */
+  const forwardBuffered = (request: http.IncomingMessage, body: Buffer): Promise<UpstreamAnswer> =>
+    new Promise((resolve, reject) => {
+      forwarded += 1;
+      const upstream = http.request(upstreamOptions(request, body), (upstreamResponse) => {
+        const chunks: Buffer[] = [];
+        upstreamResponse.on('data', (chunk: Buffer) => chunks.push(chunk));
+        upstreamResponse.on('end', () =>
+          resolve({
+            status: upstreamResponse.statusCode ?? 502,
+            headers: upstreamResponse.headers,
+            body: Buffer.concat(chunks),
+          }),
+        );
+        upstreamResponse.on('error', reject);
+      });
+      upstream.on('error', reject);
+      upstream.end(body);
+    });
+
+  /** Never answers: the client's own timeout fires (the SDK's requestTimeout), or we give up. */
+  const hold = (response: http.ServerResponse) => {
+    const socket = response.socket;
+    if (!socket || socket.destroyed) return;
+    const timer = setTimeout(() => socket.destroy(), holdMs);
+    timer.unref();
+    held.set(socket, timer);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      held.delete(socket);
+    });
   };
 
   const forward = async (request: http.IncomingMessage, response: http.ServerResponse) => {
@@ -261,37 +433,53 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     };
     if (delayMs > 0) await sleep(delayMs);
 
-    const hit = rules.find(({ rule, remaining }) => remaining > 0 && matches(rule, call));
+    const hit = rules.find(
+      ({ rule, remaining }) =>
+        remaining > 0 &&
+        matches(rule, call) &&
+        (rule.probability === undefined || Math.random() < rule.probability),
+    );
     if (hit) {
       hit.remaining -= 1;
       rules = rules.filter(({ remaining }) => remaining > 0);
       injected += 1;
-      const answer = errorAnswer(call, hit.rule.error);
-      log(
-        `inject ${hit.rule.error} ${call.service} ${call.region} ${call.method} ${call.target || call.path}`,
-      );
-      response.writeHead(answer.status, {
-        ...answer.headers,
-        'content-length': Buffer.byteLength(answer.body),
-      });
-      response.end(answer.body);
-      return;
+      const action = hit.rule.action ?? 'error';
+      byAction[action] += 1;
+      const what = `${call.service} ${call.region} ${call.method} ${call.target || call.path}`;
+      record({ action, what });
+      log(`inject ${action === 'error' ? hit.rule.error : action} ${what}`);
+      switch (action) {
+        case 'error': {
+          const answer = errorAnswer(call, hit.rule.error ?? 'InternalFailure');
+          response.writeHead(answer.status, {
+            ...answer.headers,
+            'content-length': Buffer.byteLength(answer.body),
+          });
+          response.end(answer.body);
+          return;
+        }
+        case 'reset-before':
+          resetConnection(request.socket);
+          return;
+        case 'drop':
+          await forwardBuffered(request, body);
+          hold(response);
+          return;
+        case 'reset-after':
+          await forwardBuffered(request, body);
+          resetConnection(request.socket);
+          return;
+        case 'delay':
+          await sleep(hit.rule.delayMs ?? 0);
+          break;
+      }
     }
 
     forwarded += 1;
-    const upstream = http.request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method: request.method,
-        path: request.url,
-        headers: { ...request.headers, host: target.host, 'content-length': String(body.length) },
-      },
-      (upstreamResponse) => {
-        response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.headers);
-        upstreamResponse.pipe(response);
-      },
-    );
+    const upstream = http.request(upstreamOptions(request, body), (upstreamResponse) => {
+      response.writeHead(upstreamResponse.statusCode ?? 502, upstreamResponse.headers);
+      upstreamResponse.pipe(response);
+    });
     upstream.on('error', (error) => {
       log(`moto unreachable: ${error.message}`);
       if (!response.headersSent) sendJson(response, 502, { message: `moto unreachable: ${error.message}` });
@@ -304,12 +492,21 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     const handle = (request.url ?? '').split('?')[0] === FAULTS_PATH ? control : forward;
     handle(request, response).catch((error: unknown) => {
       log(`proxy error: ${(error as Error).message}`);
-      if (!response.headersSent) sendJson(response, 500, { message: 'proxy error' });
+      if (!response.headersSent && !response.socket?.destroyed)
+        sendJson(response, 500, { message: 'proxy error' });
     });
   });
   server.keepAliveTimeout = 65_000;
-  const { url, close } = await listenLocally(server, options.host, options.port);
-  return { url, faultsUrl: `${url}${FAULTS_PATH}`, close };
+  const listening = await listenLocally(server, options.host, options.port);
+  const close = async () => {
+    for (const [socket, timer] of held) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    held.clear();
+    await listening.close();
+  };
+  return { url: listening.url, faultsUrl: `${listening.url}${FAULTS_PATH}`, killSwitch, close };
 }
 
 async function callFaults(faultsUrl: string, method: string, spec?: FaultSpec): Promise<FaultState> {
@@ -323,12 +520,12 @@ async function callFaults(faultsUrl: string, method: string, spec?: FaultSpec): 
   return body;
 }
 
-/** Replaces the current faults (rules and delay) with `spec`. */
+/** Replaces the current faults (rules, kills and delay) with `spec`. */
 export const setFaults = (faultsUrl: string, spec: FaultSpec): Promise<FaultState> =>
   callFaults(faultsUrl, 'POST', spec);
 
-/** Removes every rule and the delay. */
+/** Removes every rule, kill and the delay. */
 export const clearFaults = (faultsUrl: string): Promise<FaultState> => callFaults(faultsUrl, 'DELETE');
 
-/** Current rules (with remaining `times`) and counters. */
+/** Current rules and kills (with remaining `times`), counters and recent events. */
 export const getFaults = (faultsUrl: string): Promise<FaultState> => callFaults(faultsUrl, 'GET');

@@ -9,12 +9,15 @@
  * origin secret header is added like the distribution's custom origin header.
  * API Gateway part: the exact payload 2.0 event, one route (POST /device-provisioning),
  * 404 {"message":"Not Found"} elsewhere, 500 {"message":"Internal Server Error"} when the
- * function throws or times out.
+ * function throws, crashes, is killed or times out.
+ * Lambda part: a handler module runs in sandboxes (sandbox-pool.ts), child processes that take
+ * one invocation at a time; a handler function (tests only) runs in this process.
  */
 import { listenLocally } from './listen';
 import http from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
-import path from 'node:path';
+import type { KillSwitch } from './kill-switch';
+import { SandboxPool, startSandboxPool } from './sandbox-pool';
 import type {
   APIGatewayProxyEventV2,
   APIGatewayProxyResultV2,
@@ -44,18 +47,31 @@ export interface EdgeOptions {
   readonly host: '127.0.0.1';
   readonly port: number;
   readonly originVerifySecret: string;
-  /** A handler function, or a module path exporting `handler` (imported on first request). */
+  /**
+   * A handler function, called in this process, concurrently (edge tests only); otherwise the
+   * module path exporting `handler`, run in sandbox processes, one invocation at a time each.
+   */
   readonly handler?: ProvisioningHandler;
   readonly handlerModule?: string;
+  /** The function's environment, added to this process's for every sandbox. */
+  readonly environment?: Readonly<Record<string, string>>;
   readonly region: string;
   readonly accountId?: string;
   readonly functionTimeoutMs?: number;
+  /** Most sandboxes running at once (default 8); requests beyond wait in a queue. */
+  readonly maxSandboxes?: number;
+  /** Idle sandboxes started ahead of demand (default 2). */
+  readonly warmSpares?: number;
+  /** Kill rules the sandboxes obey at checkpoints (the AWS proxy's). */
+  readonly kills?: KillSwitch;
   readonly logger?: (line: string) => void;
 }
 
 export interface Edge {
   readonly url: string;
   readonly provisioningUrl: string;
+  /** The sandboxes, unless the edge calls a handler function in-process. */
+  readonly sandboxes?: SandboxPool;
   close(): Promise<void>;
 }
 
@@ -239,37 +255,27 @@ export function mapResult(result: APIGatewayProxyResultV2 | APIGatewayProxyStruc
   };
 }
 
-function isHandler(value: unknown): value is ProvisioningHandler {
-  return typeof value === 'function';
-}
-
 export async function startEdge(options: EdgeOptions): Promise<Edge> {
   const log = options.logger ?? (() => undefined);
   const accountId = options.accountId ?? '123456789012';
   const apiId = 'local0edge';
   const timeoutMs = options.functionTimeoutMs ?? 20_000;
-  let handler: ProvisioningHandler | undefined = options.handler;
+  const handler = options.handler;
+  const sandboxes = handler
+    ? undefined
+    : startSandboxPool({
+        handlerModule: options.handlerModule ?? DEFAULT_HANDLER_MODULE,
+        environment: options.environment,
+        timeoutMs,
+        region: options.region,
+        accountId,
+        maxSandboxes: options.maxSandboxes,
+        warmSpares: options.warmSpares,
+        kills: options.kills,
+        logger: log,
+      });
 
-  // Imported on first use, once the process env holds the function's configuration (the
-  // handler reads it at module load). A failed import is retried on the next request.
-  const loadHandler = async (): Promise<ProvisioningHandler> => {
-    if (handler) return handler;
-    const modulePath = path.resolve(options.handlerModule ?? DEFAULT_HANDLER_MODULE);
-    const loaded = (await import(modulePath)) as { handler?: unknown; default?: { handler?: unknown } };
-    const candidate = loaded.handler ?? loaded.default?.handler;
-    if (!isHandler(candidate)) throw new Error(`${modulePath} does not export a handler function`);
-    handler = candidate;
-    return candidate;
-  };
-
-  const invoke = async (event: APIGatewayProxyEventV2): Promise<HttpAnswer> => {
-    let fn: ProvisioningHandler;
-    try {
-      fn = await loadHandler();
-    } catch (error) {
-      log(`handler failed to load: ${(error as Error).stack ?? String(error)}`);
-      return jsonAnswer(500, 'Internal Server Error');
-    }
+  const invokeInProcess = async (fn: ProvisioningHandler, event: APIGatewayProxyEventV2) => {
     const deadline = Date.now() + timeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
@@ -284,6 +290,15 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
     } finally {
       clearTimeout(timer);
     }
+  };
+
+  const invoke = async (event: APIGatewayProxyEventV2): Promise<HttpAnswer> => {
+    if (handler) return invokeInProcess(handler, event);
+    const outcome = await (sandboxes as SandboxPool).invoke(event);
+    if (outcome.kind === 'result') return mapResult(outcome.result);
+    // API Gateway answers a function error, crash or timeout the same way.
+    log(`function failed: ${outcome.reason.split('\n')[0]}`);
+    return jsonAnswer(500, 'Internal Server Error');
   };
 
   const server = http.createServer((request, response) => {
@@ -332,6 +347,14 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       });
     });
   });
-  const { url, close } = await listenLocally(server, options.host, options.port);
-  return { url, provisioningUrl: `${url}${ROUTE_PATH}`, close };
+  const listening = await listenLocally(server, options.host, options.port);
+  return {
+    url: listening.url,
+    provisioningUrl: `${listening.url}${ROUTE_PATH}`,
+    sandboxes,
+    async close() {
+      await sandboxes?.close();
+      await listening.close();
+    },
+  };
 }

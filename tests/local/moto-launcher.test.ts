@@ -14,6 +14,14 @@ import {
   IoTClient,
   ResourceAlreadyExistsException,
 } from '@aws-sdk/client-iot';
+import {
+  ConditionalCheckFailedException,
+  CreateTableCommand,
+  DynamoDBClient,
+  PutItemCommand,
+  ResourceInUseException,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
 import { makeCsr } from '../support/csr';
 import { LocalStack, readStack } from './stack-state';
 
@@ -147,5 +155,77 @@ describeWithStack('moto launcher patches', () => {
     await expect(
       client.send(new CreateThingCommand({ thingName, attributePayload: { attributes: { batch: '2' } } })),
     ).rejects.toBeInstanceOf(ResourceAlreadyExistsException);
+  });
+});
+
+describeWithStack('moto launcher: DynamoDB requests one at a time', () => {
+  const tableName = 'serialised-writes';
+  const credentials = { accessKeyId: 'local', secretAccessKey: 'local' };
+  let dynamodb: DynamoDBClient;
+
+  beforeAll(async () => {
+    const stack = readStack();
+    // Straight to moto, no proxy: only moto's own behaviour is under test.
+    dynamodb = new DynamoDBClient({
+      endpoint: stack.motoUrl,
+      region: stack.homeRegion,
+      credentials,
+      maxAttempts: 1,
+    });
+    await dynamodb
+      .send(
+        new CreateTableCommand({
+          TableName: tableName,
+          AttributeDefinitions: [{ AttributeName: 'thing_name', AttributeType: 'S' }],
+          KeySchema: [{ AttributeName: 'thing_name', KeyType: 'HASH' }],
+          BillingMode: 'PAY_PER_REQUEST',
+        }),
+      )
+      .catch((error: unknown) => {
+        if (!(error instanceof ResourceInUseException)) throw error;
+      });
+  });
+  afterAll(() => dynamodb.destroy());
+
+  it('lets exactly one of many concurrent conditional updates of one item win, round after round', async () => {
+    const rounds = 15;
+    const writers = 24;
+    const winnersPerRound: number[] = [];
+    for (let round = 0; round < rounds; round += 1) {
+      const thingName = `race-${Date.now().toString(36)}-${round}`;
+      await dynamodb.send(
+        new PutItemCommand({
+          TableName: tableName,
+          Item: { thing_name: { S: thingName }, prov_status: { S: 'unprovisioned' } },
+        }),
+      );
+      const outcomes = await Promise.all(
+        Array.from({ length: writers }, (_, writer) =>
+          dynamodb
+            .send(
+              new UpdateItemCommand({
+                TableName: tableName,
+                Key: { thing_name: { S: thingName } },
+                UpdateExpression: 'SET prov_status = :claimed, claim_id = :writer',
+                ConditionExpression: 'prov_status = :unprovisioned',
+                ExpressionAttributeValues: {
+                  ':claimed': { S: 'claimed' },
+                  ':unprovisioned': { S: 'unprovisioned' },
+                  ':writer': { S: `writer-${writer}` },
+                },
+              }),
+            )
+            .then(
+              () => 1,
+              (error: unknown) => {
+                if (error instanceof ConditionalCheckFailedException) return 0;
+                throw error;
+              },
+            ),
+        ),
+      );
+      winnersPerRound.push(outcomes.reduce((sum, won) => sum + won, 0));
+    }
+    expect(winnersPerRound).toEqual(Array.from({ length: rounds }, () => 1));
   });
 });

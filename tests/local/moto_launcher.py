@@ -13,6 +13,11 @@ ignores the iot settings, so this cannot be done from outside):
   the --endpoints mapping answer with the local MQTT broker's host:port.
 - CreateThing on an existing name fails with ResourceAlreadyExistsException unless the request
   is identical (AWS behaviour; moto silently overwrites the thing).
+- RegisterCertificate finds the CA by the certificate, not by its PEM text (moto compares text,
+  so a CA PEM with other line breaks registers the certificate under no CA).
+- DynamoDB requests run one at a time (one process-wide lock). moto's DynamoDB backend takes no
+  lock: two concurrent conditional writes to one item could both succeed, which DynamoDB never
+  allows (writes are atomic per item). Concurrency tests must test our code, not moto.
 
 Usage: python3 moto_launcher.py --port 17402 --ca-cert ca.pem --ca-key ca-key.pem
        [--endpoints '{"eu-central-1": "127.0.0.1:17411"}'] [--no-stdin-watch]
@@ -71,6 +76,13 @@ def parse_args() -> argparse.Namespace:
         help='JSON mapping region -> "host:port" answered by DescribeEndpoint(iot:Data-ATS)',
     )
     parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit when stdin closes")
+    # For measuring the race the DynamoDB lock prevents; the stack never sets these.
+    parser.add_argument(
+        "--unserialised-dynamodb", action="store_true", help="leave moto's DynamoDB without its lock"
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, help="sys.setswitchinterval (e.g. 1e-6 makes races likely)"
+    )
     return parser.parse_args()
 
 
@@ -200,11 +212,43 @@ def apply_patches(ca_cert_path: str, ca_key_path: str, endpoints: dict[str, str]
             self, thing_name, thing_type_name, attribute_payload, billing_group_name
         )
 
+    def pem_der(pem: str | None) -> bytes | None:
+        try:
+            return x509.load_pem_x509_certificate((pem or "").encode("ascii")).public_bytes(
+                serialization.Encoding.DER
+            )
+        except ValueError:
+            return None
+
+    def find_ca_certificate(self: Any, ca_certificate_pem: str | None) -> str | None:
+        wanted = pem_der(ca_certificate_pem)
+        for ca_cert in self.ca_certificates.values():
+            if ca_cert.certificate_pem == ca_certificate_pem or (
+                wanted is not None and pem_der(ca_cert.certificate_pem) == wanted
+            ):
+                return ca_cert.certificate_id
+        return None
+
+    backend_class._find_ca_certificate = find_ca_certificate  # type: ignore[method-assign]
     backend_class._generate_certificate_pem = generate_certificate_pem  # type: ignore[method-assign]
     backend_class.create_certificate_from_csr = create_certificate_from_csr  # type: ignore[method-assign]
     backend_class.create_keys_and_certificate = create_keys_and_certificate  # type: ignore[method-assign]
     backend_class.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
     backend_class.create_thing = create_thing  # type: ignore[method-assign]
+
+
+def serialise_dynamodb() -> None:
+    """One DynamoDB request at a time, reads included (a read must not see half a write)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    lock = threading.RLock()
+    call_action = DynamoHandler.call_action
+
+    def serialised_call_action(self: Any) -> Any:
+        with lock:
+            return call_action(self)
+
+    DynamoHandler.call_action = serialised_call_action  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -214,6 +258,10 @@ def main() -> None:
     if not isinstance(endpoints, dict):
         raise SystemExit("--endpoints must be a JSON object")
     apply_patches(args.ca_cert, args.ca_key, {str(k): str(v) for k, v in endpoints.items()})
+    if not args.unserialised_dynamodb:
+        serialise_dynamodb()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
 
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 

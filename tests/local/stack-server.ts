@@ -14,18 +14,16 @@ import { appendFileSync, createWriteStream, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { CreateTableCommand, DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
 import { CreateAliasCommand, CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
-import { IoTClient, RegisterCACertificateCommand } from '@aws-sdk/client-iot';
-import { writeFileSync } from 'node:fs';
-import { createCaCertificate, parseCaCertificate } from '../../functions/provisioning/certificate-authority';
-import { kmsSigner } from '../../functions/provisioning/kms';
 import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../../functions/provisioning/config';
 import { loadDeploymentConfig } from '../../infra/config';
 import { functionEnvironment } from '../../infra/function-environment';
 import { startAwsProxy } from './aws-proxy';
+import { createDeviceCa } from './device-ca';
 import { startEdge } from './edge';
 import { startIpstackFake } from './ipstack-fake';
 import {
+  CA_DIR,
   LocalStack,
   LOGS_DIR,
   REPO_ROOT,
@@ -161,49 +159,6 @@ async function bootstrap(
   return kmsKeyId;
 }
 
-/**
- * The device CA, as `make init-ca` and Terraform make it in AWS: an asymmetric KMS key, a CA
- * certificate signed through it, registered in every enabled region.
- */
-async function bootstrapDeviceCa(
-  awsEndpoint: string,
-  homeRegion: string,
-  regions: readonly string[],
-  caPath: string,
-) {
-  const clientConfig = { endpoint: awsEndpoint, region: homeRegion, credentials: LOCAL_CREDENTIALS };
-  const kms = new KMSClient(clientConfig);
-  const key = await kms.send(
-    new CreateKeyCommand({
-      Description: 'global-device-provisioning local: device CA',
-      KeyUsage: 'SIGN_VERIFY',
-      KeySpec: 'ECC_NIST_P256',
-    }),
-  );
-  const keyArn = key.KeyMetadata?.Arn;
-  if (!keyArn) throw new Error('KMS CreateKey returned no key ARN');
-  const signer = kmsSigner(kms, keyArn);
-  const pem = await createCaCertificate(signer, {
-    commonName: 'global-device-provisioning local device CA',
-    organization: 'global-device-provisioning',
-    validityDays: 9125,
-    publicKeySpki: await signer.publicKeySpki(),
-  });
-  writeFileSync(caPath, pem);
-  for (const region of regions) {
-    await new IoTClient({ ...clientConfig, region }).send(
-      new RegisterCACertificateCommand({
-        caCertificate: pem,
-        setAsActive: true,
-        allowAutoRegistration: false,
-        certificateMode: 'SNI_ONLY',
-      }),
-    );
-  }
-  progress(`device CA (KMS key ${keyArn}) registered in ${regions.length} regions`);
-  return { keyArn, pem, id: parseCaCertificate(pem).id };
-}
-
 async function loadBrokerModule(): Promise<StartRegionalBrokers | undefined> {
   // The MQTT data plane is another module's job; without it the rest of the stack still runs.
   const modulePath = path.join(__dirname, 'iot-data-plane');
@@ -297,8 +252,16 @@ async function main(): Promise<void> {
     options.ipstackAccessKey,
   );
 
-  const deviceCaPath = path.join(path.dirname(options.caCertPath), 'device-ca.pem');
-  const deviceCa = await bootstrapDeviceCa(proxy.url, deployment.homeRegion, regions, deviceCaPath);
+  const deviceCa = await createDeviceCa({
+    awsEndpoint: proxy.url,
+    homeRegion: deployment.homeRegion,
+    regions,
+    credentials: LOCAL_CREDENTIALS,
+    pemPath: path.join(CA_DIR, 'device-ca.pem'),
+  });
+  progress(
+    `device CA ${deviceCa.certificateId} (KMS key ${deviceCa.kmsKeyArn}) registered in ${regions.length} regions`,
+  );
 
   let mqttRunning = false;
   let watchUrl = `http://${HOST}:${options.ports.watch}`;
@@ -330,8 +293,6 @@ async function main(): Promise<void> {
       originVerifySecret: options.originVerifySecret,
       kmsKeyId,
     }) as Record<string, string>),
-    CA_KMS_KEY_ID: deviceCa.keyArn,
-    CA_CERTIFICATE_PEM: deviceCa.pem.trim().replace(/\r?\n/g, '\\n'),
     IPSTACK_URL: ipstack.url,
     IPSTACK_KEY_PARAMETER: deployment.ipstackKeyParameter,
     AWS_ENDPOINT_URL: proxy.url,
@@ -340,8 +301,13 @@ async function main(): Promise<void> {
     AWS_ACCESS_KEY_ID: LOCAL_CREDENTIALS.accessKeyId,
     AWS_SECRET_ACCESS_KEY: LOCAL_CREDENTIALS.secretAccessKey,
     AWS_EC2_METADATA_DISABLED: 'true',
+    // Set here as well as by functionEnvironment(): the function must get exactly the PEM text
+    // registered in every region, with newlines escaped like FLEET_PUBLIC_KEY.
+    CA_KMS_KEY_ID: deviceCa.kmsKeyArn,
+    CA_CERTIFICATE_PEM: deviceCa.pem.replace(/\r?\n/g, '\\n'),
   };
-  // The handler reads its configuration from process.env once, when its module loads.
+  // The handler reads its configuration once, when its module loads in a sandbox; sandboxes get
+  // this environment on top of ours.
   Object.assign(process.env, environment);
 
   const edge = await startEdge({
@@ -349,20 +315,20 @@ async function main(): Promise<void> {
     port: options.ports.edge,
     originVerifySecret: options.originVerifySecret,
     handlerModule: options.handlerModule,
+    environment,
+    kills: proxy.killSwitch,
     region: deployment.homeRegion,
     accountId: ACCOUNT_ID,
     functionTimeoutMs: deployment.function.timeoutSeconds * 1000,
     logger: fileLogger('edge'),
   });
   closers.push({ name: 'edge', close: edge.close });
-  try {
-    await import(path.resolve(REPO_ROOT, options.handlerModule));
-    progress(`handler ${options.handlerModule} loaded`);
-  } catch (error) {
-    // Not fatal: the edge answers 500 and retries the import on the next request.
-    progress(
-      `WARNING handler ${options.handlerModule} failed to load: ${(error as Error).message.split('\n')[0]}`,
-    );
+  const init = await edge.sandboxes?.firstInit();
+  if (init?.ok) {
+    progress(`handler ${options.handlerModule} loaded in a sandbox (cold start ${init.coldStartMs} ms)`);
+  } else if (init) {
+    // Not fatal: the edge answers 500 and tries a fresh sandbox on the next request.
+    progress(`WARNING handler ${options.handlerModule} failed to load: ${init.message.split('\n')[0]}`);
   }
   progress(`edge ready at ${edge.provisioningUrl}`);
 
@@ -385,9 +351,9 @@ async function main(): Promise<void> {
     kmsKeyId,
     originVerifySecret: options.originVerifySecret,
     caCertificate: options.caCertPath,
-    deviceCaCertificate: deviceCaPath,
-    deviceCaKmsKeyId: deviceCa.keyArn,
-    deviceCaCertificateId: deviceCa.id,
+    deviceCaCertificate: deviceCa.path,
+    deviceCaKmsKeyId: deviceCa.kmsKeyArn,
+    deviceCaCertificateId: deviceCa.certificateId,
     mqttEndpoints,
     mqttRunning,
     watchUrl,

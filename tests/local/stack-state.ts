@@ -89,10 +89,11 @@ export interface LocalStack {
   readonly kmsKeyId: string;
   readonly originVerifySecret: string;
   readonly caCertificate: string;
-  /** The device CA (KMS key in moto), PEM path: every device certificate chains to it. */
+  /** The device CA's certificate (PEM path): its key is the KMS key deviceCaKmsKeyId. */
   readonly deviceCaCertificate: string;
+  /** ARN of the device CA's KMS key (ECC_NIST_P256, SIGN_VERIFY); the function's CA_KMS_KEY_ID. */
   readonly deviceCaKmsKeyId: string;
-  /** SHA-256 of its DER: AWS IoT's caCertificateId, in every enabled region. */
+  /** SHA-256 of the device CA certificate's DER: its caCertificateId in every region. */
   readonly deviceCaCertificateId: string;
   /** region → "127.0.0.1:PORT", what DescribeEndpoint(iot:Data-ATS) answers. */
   readonly mqttEndpoints: Record<string, string>;

@@ -1,0 +1,350 @@
+/**
+ * The function's sandboxes, as Lambda keeps them: child processes (sandbox.ts), each loading the
+ * handler module once and running one invocation at a time. The pool grows on demand up to
+ * `maxSandboxes` and queues requests beyond that; whenever no invocation runs, it tops up
+ * `warmSpares` idle sandboxes started ahead, so a request rarely waits for a cold start. A sandbox that dies (killed at a
+ * checkpoint, crashed, timed out) is discarded, and its replacement is a fresh process: module
+ * state, caches and SDK clients start over, as in a new Lambda sandbox.
+ *
+ * A sandbox that runs past the function timeout is killed (SIGKILL) and the invocation fails;
+ * the edge then answers like API Gateway does for a failed function.
+ */
+import { ChildProcess, spawn } from 'node:child_process';
+import type { Socket } from 'node:net';
+import path from 'node:path';
+import type {
+  APIGatewayProxyEventV2,
+  APIGatewayProxyResultV2,
+  APIGatewayProxyStructuredResultV2,
+} from 'aws-lambda';
+import { KillClaim, KillRules, KillSwitch } from './kill-switch';
+
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const SANDBOX_SCRIPT = path.join(__dirname, 'sandbox.ts');
+export const DEFAULT_MAX_SANDBOXES = 8;
+/**
+ * Idle sandboxes kept started ahead. A cold start here takes about a second (node + tsx + the
+ * handler's init), far longer than Lambda's: without spares, the second of two concurrent
+ * requests would wait for one and run after the first instead of beside it.
+ */
+export const DEFAULT_WARM_SPARES = 2;
+const NO_KILLS: KillRules = { generation: 0, rules: [] };
+/** Cold starts kept for stats(). */
+const KEPT_COLD_STARTS = 50;
+
+export type FunctionResult = APIGatewayProxyResultV2 | APIGatewayProxyStructuredResultV2;
+
+/** Server → sandbox over the IPC channel. */
+export interface SandboxInvocation {
+  readonly type: 'invoke';
+  readonly id: number;
+  readonly event: APIGatewayProxyEventV2;
+  /** Epoch ms at which the function times out: the context's getRemainingTimeInMillis counts to it. */
+  readonly deadline: number;
+  readonly requestId: string;
+  readonly region: string;
+  readonly accountId: string;
+  readonly kills: KillRules;
+}
+export type ServerMessage = SandboxInvocation | { readonly type: 'kills'; readonly kills: KillRules };
+
+/** Sandbox → server over the IPC channel. */
+export type SandboxMessage =
+  | { readonly type: 'ready'; readonly initMs: number }
+  | { readonly type: 'init-error'; readonly message: string }
+  | { readonly type: 'result'; readonly id: number; readonly result: FunctionResult }
+  | { readonly type: 'error'; readonly id: number; readonly message: string };
+
+export type InvocationOutcome =
+  | { readonly kind: 'result'; readonly result: FunctionResult }
+  /** The handler threw, its init failed, it crashed, was killed or timed out. */
+  | { readonly kind: 'failed'; readonly reason: string };
+
+export interface SandboxPoolOptions {
+  /** Module exporting `handler`, absolute or relative to the repository root. */
+  readonly handlerModule: string;
+  /** Added to the stack server's own environment for every sandbox. */
+  readonly environment?: Readonly<Record<string, string>>;
+  readonly timeoutMs: number;
+  readonly region: string;
+  readonly accountId: string;
+  readonly maxSandboxes?: number;
+  readonly warmSpares?: number;
+  readonly kills?: KillSwitch;
+  readonly logger?: (line: string) => void;
+}
+
+export interface SandboxPoolStats {
+  readonly running: number;
+  readonly started: number;
+  readonly invocations: number;
+  readonly initFailures: number;
+  readonly killed: number;
+  readonly crashed: number;
+  readonly timedOut: number;
+  /** Most invocations ever waiting for a sandbox at once. */
+  readonly maxQueued: number;
+  /** Spawn to ready (node + tsx + handler module init), newest last. */
+  readonly coldStartsMs: readonly number[];
+}
+
+export interface SandboxPool {
+  invoke(event: APIGatewayProxyEventV2): Promise<InvocationOutcome>;
+  /** Resolves when the first sandbox has loaded the handler, or failed to. */
+  firstInit(): Promise<{ ok: true; coldStartMs: number } | { ok: false; message: string }>;
+  stats(): SandboxPoolStats;
+  close(): Promise<void>;
+}
+
+interface Pending {
+  readonly id: number;
+  readonly event: APIGatewayProxyEventV2;
+  readonly resolve: (outcome: InvocationOutcome) => void;
+}
+
+interface Sandbox {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly spawnedAt: number;
+  state: 'starting' | 'idle' | 'busy' | 'gone';
+  current?: Pending;
+  timer?: NodeJS.Timeout;
+  /** Set when the kill switch let it kill itself: the checkpoint and thing. */
+  killedAt?: string;
+  timedOut?: boolean;
+}
+
+export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
+  const log = options.logger ?? (() => undefined);
+  const maxSandboxes = Math.max(1, options.maxSandboxes ?? DEFAULT_MAX_SANDBOXES);
+  const warmSpares = Math.min(maxSandboxes, Math.max(0, options.warmSpares ?? DEFAULT_WARM_SPARES));
+  const handlerModule = path.resolve(REPO_ROOT, options.handlerModule);
+  const sandboxes = new Set<Sandbox>();
+  const queue: Pending[] = [];
+  let nextId = 1;
+  let closed = false;
+  /** After a failed init, no sandbox is started ahead: only a request retries the init. */
+  let lastInitOk = true;
+  const counters = { started: 0, invocations: 0, initFailures: 0, killed: 0, crashed: 0, timedOut: 0 };
+  let maxQueued = 0;
+  const coldStartsMs: number[] = [];
+  let reportFirstInit: (
+    outcome: { ok: true; coldStartMs: number } | { ok: false; message: string },
+  ) => void = () => undefined;
+  const firstInit = new Promise<{ ok: true; coldStartMs: number } | { ok: false; message: string }>(
+    (resolve) => {
+      reportFirstInit = (outcome) => {
+        resolve(outcome);
+        reportFirstInit = () => undefined;
+      };
+    },
+  );
+
+  const count = (state: Sandbox['state']) =>
+    [...sandboxes].filter((sandbox) => sandbox.state === state).length;
+
+  const finish = (sandbox: Sandbox, outcome: InvocationOutcome) => {
+    clearTimeout(sandbox.timer);
+    sandbox.timer = undefined;
+    const pending = sandbox.current;
+    sandbox.current = undefined;
+    pending?.resolve(outcome);
+  };
+
+  const send = (sandbox: Sandbox, message: ServerMessage) => {
+    if (!sandbox.child.connected) return false;
+    try {
+      sandbox.child.send(message);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  const dispatch = (sandbox: Sandbox, pending: Pending) => {
+    sandbox.state = 'busy';
+    sandbox.current = pending;
+    counters.invocations += 1;
+    const deadline = Date.now() + options.timeoutMs;
+    sandbox.timer = setTimeout(() => {
+      sandbox.timedOut = true;
+      counters.timedOut += 1;
+      log(`sandbox ${sandbox.pid} timed out after ${options.timeoutMs} ms: killed`);
+      finish(sandbox, { kind: 'failed', reason: `function timed out after ${options.timeoutMs} ms` });
+      sandbox.child.kill('SIGKILL');
+    }, options.timeoutMs);
+    const sent = send(sandbox, {
+      type: 'invoke',
+      id: pending.id,
+      event: pending.event,
+      deadline,
+      requestId: pending.event.requestContext.requestId,
+      region: options.region,
+      accountId: options.accountId,
+      kills: options.kills?.current() ?? NO_KILLS,
+    });
+    if (!sent) finish(sandbox, { kind: 'failed', reason: `sandbox ${sandbox.pid} is gone` });
+  };
+
+  const pump = () => {
+    if (closed) return;
+    for (;;) {
+      const idle = [...sandboxes].find((sandbox) => sandbox.state === 'idle');
+      const pending = idle ? queue.shift() : undefined;
+      if (!idle || !pending) break;
+      dispatch(idle, pending);
+    }
+    // Spares are started while nothing runs: a sandbox booting beside a running invocation takes
+    // a CPU from it (about a second of CPU each), and the invocations would no longer overlap as
+    // they do in Lambda. Waiting requests start sandboxes at once.
+    const spares = lastInitOk && count('busy') === 0 ? warmSpares : 0;
+    const wanted = queue.length + spares - count('idle') - count('starting');
+    const room = maxSandboxes - sandboxes.size;
+    for (let index = 0; index < Math.min(wanted, room); index += 1) spawnSandbox();
+  };
+
+  const onKillPipe = (sandbox: Sandbox, pipe: Socket) => {
+    let buffered = '';
+    pipe.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let newline = buffered.indexOf('\n');
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+        newline = buffered.indexOf('\n');
+        let allowed = false;
+        try {
+          const claim = JSON.parse(line) as KillClaim;
+          allowed = options.kills?.claim(claim) ?? false;
+          if (allowed) sandbox.killedAt = `${claim.point} (${claim.thingName})`;
+        } catch (error) {
+          log(`sandbox ${sandbox.pid}: bad kill claim: ${(error as Error).message}`);
+        }
+        pipe.write(allowed ? 'y' : 'n');
+      }
+    });
+    pipe.on('error', () => undefined);
+  };
+
+  const spawnSandbox = () => {
+    const child = spawn(
+      process.execPath,
+      // tsx's ESM loader, not only its CommonJS hook (3x faster to start): the function loads
+      // some modules with import().
+      ['--import', 'tsx', SANDBOX_SCRIPT, handlerModule],
+      {
+        cwd: REPO_ROOT,
+        env: { ...process.env, ...options.environment, NODE_OPTIONS: '' },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+      },
+    );
+    counters.started += 1;
+    const sandbox: Sandbox = { child, pid: child.pid ?? 0, spawnedAt: Date.now(), state: 'starting' };
+    sandboxes.add(sandbox);
+    const pipe = child.stdio[4];
+    if (pipe) onKillPipe(sandbox, pipe as Socket);
+
+    const initFailed = (message: string) => {
+      counters.initFailures += 1;
+      lastInitOk = false;
+      log(`sandbox ${sandbox.pid} init failed: ${message}`);
+      reportFirstInit({ ok: false, message });
+      // As with a failed Lambda init, the request that waited for it fails; the next one retries.
+      queue.shift()?.resolve({ kind: 'failed', reason: `init failed: ${message.split('\n')[0]}` });
+    };
+
+    child.on('message', (message: SandboxMessage) => {
+      switch (message.type) {
+        case 'ready': {
+          const coldStartMs = Date.now() - sandbox.spawnedAt;
+          coldStartsMs.push(coldStartMs);
+          if (coldStartsMs.length > KEPT_COLD_STARTS) coldStartsMs.shift();
+          log(
+            `sandbox ${sandbox.pid} ready: cold start ${coldStartMs} ms (handler init ${message.initMs} ms)`,
+          );
+          reportFirstInit({ ok: true, coldStartMs });
+          lastInitOk = true;
+          sandbox.state = 'idle';
+          break;
+        }
+        case 'init-error':
+          sandbox.state = 'gone';
+          initFailed(message.message);
+          break;
+        case 'result':
+        case 'error':
+          if (sandbox.current?.id !== message.id) return;
+          if (message.type === 'error') log(`sandbox ${sandbox.pid} function error: ${message.message}`);
+          finish(
+            sandbox,
+            message.type === 'result'
+              ? { kind: 'result', result: message.result }
+              : { kind: 'failed', reason: message.message },
+          );
+          sandbox.state = 'idle';
+          break;
+      }
+      pump();
+    });
+    child.on('error', (error) => log(`sandbox ${sandbox.pid}: ${error.message}`));
+    child.on('exit', (code, signal) => {
+      const wasStarting = sandbox.state === 'starting';
+      sandbox.state = 'gone';
+      sandboxes.delete(sandbox);
+      if (closed) return;
+      if (sandbox.killedAt) {
+        counters.killed += 1;
+        log(`sandbox ${sandbox.pid} killed at ${sandbox.killedAt}`);
+      } else if (!sandbox.timedOut && !wasStarting) {
+        counters.crashed += 1;
+        log(`sandbox ${sandbox.pid} exited (code ${code}, signal ${signal})`);
+      }
+      if (wasStarting) initFailed(`sandbox exited during init (code ${code}, signal ${signal})`);
+      if (sandbox.current) {
+        finish(sandbox, {
+          kind: 'failed',
+          reason: sandbox.killedAt
+            ? `killed at ${sandbox.killedAt}`
+            : `sandbox exited (code ${code}, signal ${signal})`,
+        });
+      }
+      pump();
+    });
+  };
+
+  options.kills?.onChange((kills) => {
+    for (const sandbox of sandboxes)
+      if (sandbox.state !== 'starting') send(sandbox, { type: 'kills', kills });
+  });
+
+  pump();
+
+  return {
+    invoke(event) {
+      return new Promise((resolve) => {
+        if (closed) return resolve({ kind: 'failed', reason: 'the edge is closing' });
+        queue.push({ id: nextId++, event, resolve });
+        pump();
+        maxQueued = Math.max(maxQueued, queue.length);
+      });
+    },
+    firstInit: () => firstInit,
+    stats: () => ({ running: sandboxes.size, ...counters, maxQueued, coldStartsMs: [...coldStartsMs] }),
+    async close() {
+      closed = true;
+      for (const pending of queue.splice(0))
+        pending.resolve({ kind: 'failed', reason: 'the edge is closing' });
+      const exits = [...sandboxes].map(
+        (sandbox) =>
+          new Promise<void>((resolve) => {
+            if (sandbox.child.exitCode !== null || sandbox.child.signalCode !== null) return resolve();
+            sandbox.child.once('exit', () => resolve());
+            finish(sandbox, { kind: 'failed', reason: 'the edge is closing' });
+            sandbox.child.kill('SIGKILL');
+          }),
+      );
+      await Promise.all(exits);
+      sandboxes.clear();
+    },
+  };
+}
