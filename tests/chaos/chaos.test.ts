@@ -23,5 +23,9 @@ it('provisions every device exactly once, whatever fails, and leaves nothing beh
   });
   expect(report.reconcile.failures).toEqual([]);
   // No 5xx answer was ours to give up on: every device ended on 200 (or 409 after its re-issues).
-  expect(Object.keys(report.answers).filter((status) => !['0', '200', '409', '429', '500', '503'].includes(status))).toEqual([]);
+  expect(
+    Object.keys(report.answers).filter(
+      (status) => !['0', '200', '409', '429', '500', '503'].includes(status),
+    ),
+  ).toEqual([]);
 }, 900_000);

@@ -12,7 +12,15 @@ import type { ReconcileReport } from '../../functions/reconciler/reconcile';
 import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
 import { addDevice, readStack } from '../local/stack';
 import { auditDevice, certificatesOfOurCa, CertificateOfOurs } from '../integration/audit';
-import { Answer, localReconcile, makeCsr, post, registryRecord, v1Body, v2Body } from '../integration/requests';
+import {
+  Answer,
+  localReconcile,
+  makeCsr,
+  post,
+  registryRecord,
+  v1Body,
+  v2Body,
+} from '../integration/requests';
 
 export interface ChaosOptions {
   readonly devices: number;
@@ -132,9 +140,11 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
           ? v1Body(device.thingName, csr ? { CSR: csr.pem } : {})
           : v2Body(device.thingName, { csrPem: csr?.pem });
       requests += 1;
-      const answer = await post(body, headers).catch(
-        (): Answer => ({ status: 0, headers: new Headers(), body: {} }),
-      );
+      const answer = await post(body, headers).catch((): Answer => ({
+        status: 0,
+        headers: new Headers(),
+        body: {},
+      }));
       answers[answer.status] = (answers[answer.status] ?? 0) + 1;
       if (answer.status === 200) {
         if (Math.random() >= options.lostAnswerProbability) return;
@@ -184,8 +194,14 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     const record = await registryRecord(device.thingName);
     const region = record?.aws_region?.S ?? '';
     if (record?.certificate_id?.S) referenced.add(record.certificate_id.S);
-    const audit = await auditDevice(device.thingName, region || stack.defaultRegion, undefined, ours.get(region));
-    if (audit.provisioned && audit.problems.length === 0 && audit.liveCertificates === 1) provisionedExactlyOnce += 1;
+    const audit = await auditDevice(
+      device.thingName,
+      region || stack.defaultRegion,
+      undefined,
+      ours.get(region),
+    );
+    if (audit.provisioned && audit.problems.length === 0 && audit.liveCertificates === 1)
+      provisionedExactlyOnce += 1;
     if (!audit.provisioned) notProvisioned += 1;
     if (audit.liveCertificates > 1 || audit.principals > 1) thingsWithTwoLiveCertificates += 1;
     if (audit.problems.some((problem) => problem.includes('not a live certificate'))) {
@@ -198,7 +214,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     .flat()
     .filter((certificate) => certificate.commonName.startsWith(`${prefix}-`))
     .filter((certificate) => !referenced.has(certificate.certificateId));
-  problems.push(...unreferenced.map((certificate) => `unreferenced certificate ${certificate.certificateId}`));
+  problems.push(
+    ...unreferenced.map((certificate) => `unreferenced certificate ${certificate.certificateId}`),
+  );
 
   return {
     devices: devices.length,

@@ -19,7 +19,9 @@ function probability(value: string): number {
 
 async function main(): Promise<void> {
   const program = new Command('chaos')
-    .description('Provision a fleet through the local stack under random AWS faults and kills, reconcile, audit')
+    .description(
+      'Provision a fleet through the local stack under random AWS faults and kills, reconcile, audit',
+    )
     .option('-n, --devices <count>', 'devices', positive, 300)
     .option('-c, --concurrency <count>', 'devices provisioning at once', positive, 16)
     .option('--faults <p>', 'chance per AWS call of each kind of fault', probability, 0.015)
@@ -27,7 +29,13 @@ async function main(): Promise<void> {
     .option('--lost <p>', 'chance that a device loses a 200 answer', probability, 0.1)
     .addHelpText('after', '\nExample:\n  make chaos ARGS="--devices 500 --kills 0.02"')
     .parse();
-  const options = program.opts<{ devices: number; concurrency: number; faults: number; kills: number; lost: number }>();
+  const options = program.opts<{
+    devices: number;
+    concurrency: number;
+    faults: number;
+    kills: number;
+    lost: number;
+  }>();
   const { started } = await startStack({ log: (line) => console.log(line), stopWithOwner: true });
   try {
     // Imported once the stack runs: the request helpers read .local/stack.json when they load.
@@ -48,7 +56,10 @@ async function main(): Promise<void> {
       ['faults injected', JSON.stringify(report.faults)],
       ['answers lost by devices', String(report.answersLostByDevices)],
       ['devices stopped at 409 (re-issue limit)', String(report.devicesStoppedAt409)],
-      ['reconciler: stale claims / orphans / records reset', `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesRetired} / ${report.reconcile.recordsReset}`],
+      [
+        'reconciler: stale claims / orphans / records reset',
+        `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesRetired} / ${report.reconcile.recordsReset}`,
+      ],
       ['provisioned exactly once', `${audit.provisionedExactlyOnce} of ${report.devices}`],
       ['certificates of our CA unreferenced', String(audit.unreferencedCertificatesOfOurCa)],
       ['things with two live certificates', String(audit.thingsWithTwoLiveCertificates)],

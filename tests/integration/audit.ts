@@ -67,7 +67,11 @@ export async function auditDevice(
   const record =
     (
       await dynamodb.send(
-        new GetItemCommand({ TableName: stack.tableName, Key: { thing_name: { S: thingName } }, ConsistentRead: true }),
+        new GetItemCommand({
+          TableName: stack.tableName,
+          Key: { thing_name: { S: thingName } },
+          ConsistentRead: true,
+        }),
       )
     ).Item ?? {};
   const provisioned = record.prov_status?.S === 'provisioned';
@@ -77,8 +81,7 @@ export async function auditDevice(
   );
   let principals: string[] = [];
   try {
-    principals =
-      (await iot(region).send(new ListThingPrincipalsCommand({ thingName }))).principals ?? [];
+    principals = (await iot(region).send(new ListThingPrincipalsCommand({ thingName }))).principals ?? [];
   } catch (error) {
     if ((error as Error).name !== 'ResourceNotFoundException') throw error;
   }
@@ -89,11 +92,14 @@ export async function auditDevice(
       problems.push(`record points at ${recorded}, which is not a live certificate of ours`);
     }
     if (principals.length !== 1 || !principals[0]?.endsWith(`/${recorded}`)) {
-      problems.push(`thing principals ${JSON.stringify(principals)} are not exactly the recorded certificate`);
+      problems.push(
+        `thing principals ${JSON.stringify(principals)} are not exactly the recorded certificate`,
+      );
     }
     if (answeredCertificatePem) {
       const answered = sha256Hex(new X509Certificate(answeredCertificatePem).raw);
-      if (answered !== recorded) problems.push(`the device was answered ${answered}, the record holds ${recorded}`);
+      if (answered !== recorded)
+        problems.push(`the device was answered ${answered}, the record holds ${recorded}`);
     }
   }
   if (live.length > (provisioned ? 1 : 0)) {

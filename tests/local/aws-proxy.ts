@@ -28,6 +28,11 @@ export interface FaultMatch {
   readonly path?: string;
   /** X-Amz-Target, e.g. DynamoDB_20120810.UpdateItem. */
   readonly target?: string;
+  /**
+   * Regular expression tested against the request body as text: DynamoDB and KMS calls carry no
+   * thing name in their path, but a registry call has the key (`"thing_name":{"S":"wm101"}`) in it.
+   */
+  readonly body?: string;
 }
 
 /**
@@ -108,6 +113,7 @@ interface AwsCall {
   readonly method: string;
   readonly path: string;
   readonly target: string;
+  readonly body: string;
 }
 
 interface ErrorAnswer {
@@ -129,6 +135,7 @@ function matches(rule: FaultRule, call: AwsCall): boolean {
   if (match.method !== undefined && match.method.toUpperCase() !== call.method) return false;
   if (match.target !== undefined && match.target !== call.target) return false;
   if (match.path !== undefined && !new RegExp(match.path).test(call.path)) return false;
+  if (match.body !== undefined && !new RegExp(match.body).test(call.body)) return false;
   return true;
 }
 
@@ -242,11 +249,15 @@ function parseRule(rule: unknown, index: number): FaultRule {
   }
   const match = (candidate.match ?? {}) as Record<string, unknown>;
   for (const [field, value] of Object.entries(match)) {
-    if (!['service', 'region', 'method', 'path', 'target'].includes(field) || typeof value !== 'string') {
+    if (
+      !['service', 'region', 'method', 'path', 'target', 'body'].includes(field) ||
+      typeof value !== 'string'
+    ) {
       throw new Error(`rules[${index}].match.${field} is not a known string field`);
     }
   }
   if (typeof match.path === 'string') new RegExp(match.path);
+  if (typeof match.body === 'string') new RegExp(match.body);
   return candidate as FaultRule;
 }
 
@@ -430,6 +441,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
       method: request.method ?? 'GET',
       path: request.url ?? '/',
       target: typeof targetHeader === 'string' ? targetHeader : '',
+      body: body.toString('utf8'),
     };
     if (delayMs > 0) await sleep(delayMs);
 
