@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { LOCAL_DIR, LOGS_DIR, REPO_ROOT } from './stack-state';
+import { LOCAL_DIR, LocalStackError, LOGS_DIR, REPO_ROOT } from './stack-state';
 
 export const MOTO_VERSION = '5.2.1';
 export const VENV_DIR = path.join(LOCAL_DIR, 'venv');
@@ -23,7 +23,7 @@ const relative = (file: string) => path.relative(process.cwd(), file) || file;
 export const INSTALL_COMMAND = `python3 -m venv .local/venv && .local/venv/bin/pip install -r tests/local/requirements.txt`;
 
 /** Nothing usable found and nothing could be installed; the message is meant for people. */
-export class MotoUnavailableError extends Error {
+export class MotoUnavailableError extends LocalStackError {
   override readonly name = 'MotoUnavailableError';
 }
 

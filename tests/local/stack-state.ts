@@ -151,6 +151,11 @@ export interface PidsFile {
   readonly processGroup: number;
 }
 
+/** A failure to start or reach the local stack whose message says everything (no stack trace needed). */
+export class LocalStackError extends Error {
+  override readonly name: string = 'LocalStackError';
+}
+
 export function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
   return JSON.parse(readFileSync(file, 'utf8')) as T;
@@ -165,6 +170,7 @@ export function writeJsonAtomic(file: string, value: unknown, mode = 0o644): voi
 /** The running stack's description; throws when the stack is not up. */
 export function readStack(): LocalStack {
   const stack = readJson<LocalStack>(STACK_FILE);
-  if (!stack) throw new Error(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
+  if (!stack)
+    throw new LocalStackError(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
   return stack;
 }

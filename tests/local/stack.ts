@@ -43,6 +43,7 @@ import {
   IPSTACK_FIXTURES_FILE,
   LOCAL_DIR,
   LocalStack,
+  LocalStackError,
   LOGS_DIR,
   MQTT_PORT,
   PIDS_FILE,
@@ -259,7 +260,7 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
   const deployment = loadDeploymentConfig();
   const base = options.portBase ?? Number(process.env.LOCAL_PORT_BASE ?? DEFAULT_PORT_BASE);
   if (!Number.isInteger(base) || base < 1024 || base > 65000)
-    throw new Error(`LOCAL_PORT_BASE must be a port number from 1024 to 65000 (got ${base})`);
+    throw new LocalStackError(`LOCAL_PORT_BASE must be a port number from 1024 to 65000 (got ${base})`);
   const perRegionAddresses = await perRegionAddressesWork(base, deployment.iotRegions);
   if (!perRegionAddresses)
     log('this system answers only on 127.0.0.1: MQTT endpoints fall back to 127.0.0.1:<port>');
@@ -280,12 +281,13 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
   for (const [name, host, port] of wanted)
     if ((await listenable(port, host)) !== 'free') taken.push(`${name} ${host}:${port}`);
   if (taken.length > 0) {
-    throw new Error(
+    throw new LocalStackError(
       `addresses in use: ${taken.join(', ')}; set LOCAL_PORT_BASE to another base (now ${base})`,
     );
   }
 
-  const pythonCommand = motoPython(log);
+  // Installing moto is rare and slow: say so even when the caller keeps the stack quiet (jest).
+  const pythonCommand = motoPython((line) => process.stderr.write(`${line}\n`));
   const created: string[] = [];
   if (!existsSync(path.join(CA_DIR, 'ca.pem'))) created.push('local CA');
   const ca = await createLocalCa(CA_DIR);
@@ -331,7 +333,7 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   const failure = (reason: string) =>
-    new Error(
+    new LocalStackError(
       `local stack failed to start: ${reason}\n  see ${STACK_LOG}, ${FUNCTION_LOG} and ${path.join(LOGS_DIR, 'moto.log')}`,
     );
   for (;;) {
