@@ -39,19 +39,19 @@ test-integration: install build ## Only the tests that use the local stack (inte
 	@$(TSX) tests/support/run-jest.ts tests/integration tests/local tests/device
 
 local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
-	$(TSX) tests/local/stack.ts up
+	@$(TSX) tests/local/stack.ts up
 
 local-down: ## Stop everything local-up started
-	$(TSX) tests/local/stack.ts down
+	@$(TSX) tests/local/stack.ts down
 
 seed: ## Add mydevice1..mydevice10 to the local registry as unprovisioned
-	$(TSX) tests/local/stack.ts seed
+	@$(TSX) tests/local/stack.ts seed
 
 local-watch: ## Print every MQTT message published in any local region as JSON lines
-	$(TSX) tests/local/watch.ts
+	@$(TSX) tests/local/watch.ts
 
 bench: build ## Latency (plain and with 50 ms per AWS call), bundle size, cold start
-	$(TSX) tests/bench/bench.ts
+	@$(TSX) tests/bench/bench.ts
 
 demo: install build ## Provision six virtual devices around the world and watch them publish (KEEP_RUNNING=1: leave the stack up)
 	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)
