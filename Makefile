@@ -33,7 +33,7 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 	@$(TSX) tests/support/run-jest.ts
 
 test-unit: install ## Only the tests that need no local stack (unit, infra, pure device modules)
-	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts
+	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
 
 test-integration: install build ## Only the tests that use the local stack (integration, local stack, device end to end)
 	@$(TSX) tests/support/run-jest.ts tests/integration tests/local tests/device

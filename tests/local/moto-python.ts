@@ -13,11 +13,16 @@ import { LOCAL_DIR, LocalStackError, LOGS_DIR, REPO_ROOT } from './stack-state';
 
 export const MOTO_VERSION = '5.2.1';
 export const VENV_DIR = path.join(LOCAL_DIR, 'venv');
-export const VENV_PYTHON = path.join(VENV_DIR, 'bin', 'python');
 export const REQUIREMENTS_FILE = path.join(REPO_ROOT, 'tests', 'local', 'requirements.txt');
 export const INSTALL_LOG = path.join(LOGS_DIR, 'moto-install.log');
 
 const relative = (file: string) => path.relative(process.cwd(), file) || file;
+
+/** Where moto is installed when missing; tests point these elsewhere. */
+export interface MotoInstallPaths {
+  readonly venvDir: string;
+  readonly installLog: string;
+}
 
 /** The command a person runs to install what the stack needs (shown in the error). */
 export const INSTALL_COMMAND = `python3 -m venv .local/venv && .local/venv/bin/pip install -r tests/local/requirements.txt`;
@@ -73,31 +78,36 @@ function lastLine(text: string): string {
 }
 
 /** Creates .local/venv from `basePython` and installs the pinned requirements; returns why it failed. */
-function installIntoVenv(basePython: string, log: (line: string) => void): string | undefined {
+function installIntoVenv(
+  basePython: string,
+  where: MotoInstallPaths,
+  log: (line: string) => void,
+): string | undefined {
+  const venvPython = path.join(where.venvDir, 'bin', 'python');
   const transcript: string[] = [];
   const run = (command: string, args: string[], timeoutMs: number) => {
     transcript.push(`$ ${command} ${args.join(' ')}`);
     const result = spawnSync(command, args, { encoding: 'utf8', timeout: timeoutMs });
     transcript.push(result.stdout ?? '', result.stderr ?? '');
-    writeFileSync(INSTALL_LOG, transcript.join('\n'));
+    writeFileSync(where.installLog, transcript.join('\n'));
     return result;
   };
-  if (!existsSync(VENV_PYTHON)) {
-    log(`creating ${relative(VENV_DIR)} with ${basePython} -m venv`);
-    const venv = run(basePython, ['-m', 'venv', VENV_DIR], 120_000);
+  if (!existsSync(venvPython)) {
+    log(`creating ${relative(where.venvDir)} with ${basePython} -m venv`);
+    const venv = run(basePython, ['-m', 'venv', where.venvDir], 120_000);
     if (venv.error || venv.status !== 0) {
       const reason = lastLine(`${venv.stdout ?? ''}\n${venv.stderr ?? ''}`);
       return /ensurepip|venv/i.test(reason)
         ? `${basePython} cannot create virtual environments (Debian/Ubuntu: apt install python3-venv)`
-        : `${basePython} -m venv failed: ${reason || venv.error?.message}`;
+        : `${basePython} -m venv failed: ${reason || venv.error?.message || `exit ${venv.status}`}`;
     }
   }
   log(
     `installing moto[server]==${MOTO_VERSION} and its pinned dependencies into ${relative(VENV_DIR)} ` +
-      `(a minute or two; log: ${relative(INSTALL_LOG)})`,
+      `(a minute or two; log: ${relative(where.installLog)})`,
   );
   const pip = run(
-    VENV_PYTHON,
+    venvPython,
     [
       '-m',
       'pip',
@@ -130,24 +140,29 @@ function installIntoVenv(basePython: string, log: (line: string) => void): strin
  * The Python to run tests/local/moto_launcher.py with; installs moto into .local/venv when no
  * candidate has it. Throws MotoUnavailableError with the whole story when that fails.
  */
-export function motoPython(log: (line: string) => void): string {
+export function motoPython(
+  log: (line: string) => void,
+  where: MotoInstallPaths = { venvDir: VENV_DIR, installLog: INSTALL_LOG },
+): string {
+  const venvPython = path.join(where.venvDir, 'bin', 'python');
   const chosen = process.env.LOCAL_STACK_PYTHON;
   const basePython = chosen || 'python3';
-  const candidates = chosen ? [chosen, VENV_PYTHON] : [VENV_PYTHON, basePython];
+  const candidates = chosen ? [chosen, venvPython] : [venvPython, basePython];
   const findings: string[] = [];
   for (const python of candidates) {
-    if (python === VENV_PYTHON && !existsSync(VENV_PYTHON)) continue;
+    if (python === venvPython && !existsSync(venvPython)) continue;
     const found = probe(python);
     if (found.kind === 'ready') return python;
-    findings.push(describe(python === VENV_PYTHON ? relative(VENV_PYTHON) : python, found));
+    findings.push(describe(python === venvPython ? relative(venvPython) : python, found));
   }
   log(`moto ${MOTO_VERSION} not found (${findings.join('; ')})`);
-  const failure = installIntoVenv(basePython, log);
-  if (!failure && probe(VENV_PYTHON).kind === 'ready') return VENV_PYTHON;
+  const failure = installIntoVenv(basePython, where, log);
+  if (!failure && probe(venvPython).kind === 'ready') return venvPython;
   throw new MotoUnavailableError(
     [
       `The local stack needs moto ${MOTO_VERSION} (Python), found none, and installing it into ` +
-        `${relative(VENV_DIR)} failed: ${failure ?? 'moto is still missing there'} (${relative(INSTALL_LOG)}).`,
+        `${relative(where.venvDir)} failed: ${failure ?? 'moto is still missing there'} ` +
+        `(${relative(where.installLog)}).`,
       `Install it with:  ${INSTALL_COMMAND}`,
       `or point LOCAL_STACK_PYTHON at a Python that has moto[server]==${MOTO_VERSION}, e.g. ` +
         `LOCAL_STACK_PYTHON=/opt/moto/bin/python3 make demo`,
