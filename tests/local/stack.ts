@@ -490,7 +490,13 @@ async function cli(argv: string[]): Promise<void> {
       console.log(`  AWS endpoint      ${stack.awsEndpoint} (faults: ${stack.faultsUrl})`);
       console.log(`  regions           ${stack.regions.join(', ')} (home ${stack.homeRegion})`);
       console.log(
-        `  MQTT              ${stack.mqttRunning ? Object.values(stack.mqttEndpoints).join(' ') : 'not running'}`,
+        `  MQTT endpoints    ${
+          stack.mqttRunning
+            ? Object.entries(stack.mqttEndpoints)
+                .map(([region, endpoint]) => `${region} ${endpoint}`)
+                .join(', ')
+            : 'not running'
+        }`,
       );
       console.log(`  details           ${STACK_FILE}`);
     });
