@@ -30,25 +30,25 @@ synth: build ## Synthesize the Terraform JSON offline (cdktf.out/)
 	$(TSX) infra/main.ts
 
 test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, integration and end-to-end tests
-	mkdir -p coverage; status=0; node_modules/.bin/jest --ci --json --outputFile=coverage/jest-results.json || status=$$?; \
-	node -e "const r=require('./coverage/jest-results.json'); \
-	  console.log(r.numPassedTests + ' passed, ' + r.numFailedTests + ' failed' + (r.numPendingTests ? ', ' + r.numPendingTests + ' skipped' : ''))"; \
-	exit $$status
+	@$(TSX) tests/support/run-jest.ts
 
-test-unit: install ## Only the tests that need no local stack
-	NO_LOCAL_STACK=1 node_modules/.bin/jest --ci tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts
+test-unit: install ## Only the tests that need no local stack (unit, infra, pure device modules)
+	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
+
+test-integration: install build ## Only the tests that use the local stack (integration, local stack, device end to end)
+	@$(TSX) tests/support/run-jest.ts tests/integration tests/local tests/device
 
 local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
-	$(TSX) tests/local/stack.ts up
+	@$(TSX) tests/local/stack.ts up
 
 local-down: ## Stop everything local-up started
-	$(TSX) tests/local/stack.ts down
+	@$(TSX) tests/local/stack.ts down
 
 seed: ## Add mydevice1..mydevice10 to the local registry as unprovisioned
-	$(TSX) tests/local/stack.ts seed
+	@$(TSX) tests/local/stack.ts seed
 
 local-watch: ## Print every MQTT message published in any local region as JSON lines
-	$(TSX) tests/local/watch.ts
+	@$(TSX) tests/local/watch.ts
 
 reconcile: install ## Run the reconciler once: the local stack's if one runs, else AWS (see README)
 	$(TSX) functions/reconciler/cli.ts $(ARGS)
@@ -57,21 +57,22 @@ chaos: install ## A fleet provisions under random AWS faults and kills; reconcil
 	$(TSX) tests/chaos/cli.ts $(ARGS)
 
 bench: build ## Latency (plain and with 50 ms per AWS call), bundle size, cold start
-	$(TSX) tests/bench/bench.ts
+	@$(TSX) tests/bench/bench.ts
 
-demo: install build ## Provision four virtual devices around the world and watch them publish
-	$(TSX) device/demo.ts
+demo: install build ## Provision six virtual devices around the world and watch them publish (KEEP_RUNNING=1: leave the stack up)
+	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)
 
-plan: synth ## terraform plan of the synthesized stack (needs AWS credentials and terraform)
+# plan, deploy and destroy check terraform and AWS credentials first, then build and synth (infra/ops.ts).
+plan: install ## terraform plan of the synthesized stack (needs AWS credentials and terraform)
 	$(TSX) infra/ops.ts plan
 
-deploy: synth ## Deploy to AWS (needs AWS credentials and terraform)
+deploy: install ## Deploy to AWS (needs AWS credentials and terraform)
 	$(TSX) infra/ops.ts deploy
 
-destroy: synth ## Destroy the deployment
+destroy: install ## Destroy the deployment
 	$(TSX) infra/ops.ts destroy
 
-outputs: ## Print the deployment's outputs (provisioning URL, table, key alias)
+outputs: install ## Print the deployment's outputs (provisioning URL, table, key alias)
 	$(TSX) infra/ops.ts outputs
 
 rotate-ipstack-key: install ## Store a new ipstack key, KMS-encrypted; reads it from stdin or the terminal

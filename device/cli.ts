@@ -1,6 +1,6 @@
 #!/usr/bin/env -S npx tsx
 /**
- * The virtual device: `npm run device -- -t <thing> -a <url> [-k] [-f] [-c] ...`.
+ * The virtual device, `gdp-device`: `npm run device -- -t <thing> -a <url> [-k] [-f] [-c] ...`.
  * Flags -t/-a/-k/-f/-c are the 2018 sample device's; the rest are documented in docs/device.md.
  *
  * Exit status: 0 provisioned (or already) and every message published; 1 unexpected error;
@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { version } from '../package.json';
 import { AMAZON_ROOT_CAS } from './amazon-root-ca';
 import type { DeviceKeyType } from './keys';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
@@ -21,7 +22,13 @@ import {
   ProvisioningUnavailableError,
   type ProtocolVersion,
 } from './provision';
-import { defaultDataDir, loadCredentials, saveCredentials, type DeviceCredentials } from './store';
+import {
+  defaultDataDir,
+  forgetCredentials,
+  loadCredentials,
+  saveCredentials,
+  type DeviceCredentials,
+} from './store';
 
 export const EXIT = {
   ok: 0,
@@ -47,6 +54,10 @@ export interface DeviceSettings {
   readonly count: number;
   readonly intervalSeconds: number;
   readonly headers: Readonly<Record<string, string>>;
+  /** Forget stored credentials and provision again (`--reset`). */
+  readonly reset?: boolean;
+  /** The local stack whose defaults were used (from .local/stack.json), for better advice. */
+  readonly localStack?: LocalStackDefaults;
 }
 
 export interface DeviceOutput {
@@ -73,7 +84,10 @@ export async function runDevice(
   output: DeviceOutput = consoleOutput,
 ): Promise<number> {
   const { thingName } = settings;
-  let credentials = await loadCredentials(settings.dataDir);
+  if (settings.reset && (await forgetCredentials(settings.dataDir))) {
+    output.line(`--reset: forgot the credentials stored in ${settings.dataDir}`);
+  }
+  const credentials = await loadCredentials(settings.dataDir);
   if (credentials && credentials.identity.thingName !== thingName) {
     output.error(
       `${settings.dataDir} holds the credentials of ${credentials.identity.thingName}, not ${thingName}`,
@@ -88,9 +102,9 @@ export async function runDevice(
   } else {
     const provisioned = await provision(settings, output);
     if (typeof provisioned === 'number') return provisioned;
-    credentials = provisioned;
+    return connectAndPublish(settings, provisioned, output, false);
   }
-  return connectAndPublish(settings, credentials, output);
+  return connectAndPublish(settings, credentials, output, true);
 }
 
 async function provision(
@@ -134,6 +148,7 @@ async function provision(
       protocol: settings.protocol,
       fakeSignature: settings.fakeDevice,
       headers: settings.headers,
+      giveUpWhenRefused: isLoopbackUrl(settings.apiUrl),
       onRetry: (retry) =>
         output.line(
           `attempt ${retry.attempt}/${retry.maxAttempts} failed (${retry.reason}); ` +
@@ -141,9 +156,15 @@ async function provision(
         ),
     });
     const { identity } = result.credentials;
+    // The service answers 0 both for a device at the region's site and for one it placed
+    // without coordinates (country rule or default region): don't claim "0 km away".
+    const distance =
+      identity.distance > 0
+        ? `${identity.distance} km away`
+        : '0 km: at its site, or placed without coordinates';
     output.line(
-      `provisioned ${thingName}: region ${identity.region}, ${identity.distance} km away, ` +
-        `endpoint ${identity.endpointAddress} (${result.attempts} attempt(s), ${result.latencyMs} ms)`,
+      `provisioned ${thingName} in ${identity.region} (${distance}); ` +
+        `endpoint ${identity.endpointAddress}; ${result.attempts} attempt(s), ${result.latencyMs} ms`,
     );
     await saveCredentials(settings.dataDir, result.credentials);
     output.line(`credentials stored in ${settings.dataDir} (private key mode 0600)`);
@@ -155,6 +176,12 @@ async function provision(
     }
     if (error instanceof ProvisioningUnavailableError) {
       output.error(`provisioning failed: ${error.message}`);
+      if (error.connectionRefused && isLoopbackUrl(settings.apiUrl)) {
+        output.error(
+          `nothing listens at ${settings.apiUrl}: is the local stack running? Start it with ` +
+            '`make local-up && make seed`, or pass -a with the provisioning URL.',
+        );
+      }
       return EXIT.unavailable;
     }
     throw error;
@@ -165,6 +192,7 @@ async function connectAndPublish(
   settings: DeviceSettings,
   credentials: DeviceCredentials,
   output: DeviceOutput,
+  fromEarlierRun: boolean,
 ): Promise<number> {
   const { identity } = credentials;
   await step(
@@ -185,6 +213,7 @@ async function connectAndPublish(
     });
   } catch (error) {
     output.error(`cannot connect to ${identity.endpointAddress}: ${messageOf(error)}`);
+    if (fromEarlierRun) output.error(staleCredentialsAdvice(settings, credentials, error));
     return EXIT.connectFailed;
   }
   output.line(`connected to ${identity.endpointAddress}`);
@@ -210,24 +239,89 @@ async function connectAndPublish(
   return EXIT.ok;
 }
 
+/**
+ * Credentials from an earlier run that the endpoint no longer accepts: say why that happens and
+ * what to do, rather than leave a bare "Not authorized".
+ */
+function staleCredentialsAdvice(
+  settings: DeviceSettings,
+  credentials: DeviceCredentials,
+  error: unknown,
+): string {
+  const { identity } = credentials;
+  const refused = (error as { code?: unknown }).code === 5 || /not authori[sz]ed/i.test(messageOf(error));
+  const stackStarted = settings.localStack?.startedAt;
+  const reason =
+    stackStarted && stackStarted > identity.provisionedAt
+      ? `the local stack was restarted at ${stackStarted}, after ${identity.thingName} was provisioned ` +
+        `(${identity.provisionedAt}), and a new local stack forgets every device`
+      : refused
+        ? `the endpoint does not accept the certificate stored in ${settings.dataDir} ` +
+          `(provisioned ${identity.provisionedAt}): it was revoked or deleted, or the local stack was restarted`
+        : `the endpoint stored in ${settings.dataDir} (provisioned ${identity.provisionedAt}) does not answer`;
+  const seed = settings.localStack ? '`make seed` (if the registry forgot it too), then ' : '';
+  return `${reason}. To provision again: ${seed}the same command with --reset.`;
+}
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-interface LocalStackDefaults {
+/** The local stack's URL: a refused connection there means the stack is down, not busy. */
+function isLoopbackUrl(url: string | undefined): boolean {
+  if (!url) return false;
+  try {
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    return host === 'localhost' || host === '::1' || /^127\./.test(host);
+  } catch {
+    return false;
+  }
+}
+
+export interface LocalStackDefaults {
+  readonly file: string;
   readonly provisioningUrl?: string;
   readonly fleetSigningKey?: string;
   readonly caCertificate?: string;
+  readonly startedAt?: string;
+  readonly pids?: { readonly stackServer?: number };
 }
 
 /**
  * With a local stack running in this directory (make local-up), its URL, fleet key and CA are
  * the defaults, so `npm run device -- -t mydevice1` works out of the box. Flags always win.
  */
-function localStackDefaults(): LocalStackDefaults {
+function localStackDefaults(): LocalStackDefaults | undefined {
   const file = resolve('.local', 'stack.json');
-  if (!existsSync(file)) return {};
-  return JSON.parse(readFileSync(file, 'utf8')) as LocalStackDefaults;
+  if (!existsSync(file)) return undefined;
+  return { ...(JSON.parse(readFileSync(file, 'utf8')) as Omit<LocalStackDefaults, 'file'>), file };
+}
+
+/** stack.json outlives a stack that was killed or a machine that rebooted. */
+function localStackRunning(stack: LocalStackDefaults): boolean {
+  const pid = stack.pids?.stackServer;
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A bad flag value found after commander parsed the command line; printed as `error: …`, exit 2. */
+class UsageError extends Error {}
+
+function httpUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('not a URL (expected http:// or https://…)');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new InvalidArgumentError(`expected an http:// or https:// URL, got ${url.protocol}`);
+  return value;
 }
 
 function positiveInteger(value: string): number {
@@ -243,17 +337,17 @@ function nonNegativeNumber(value: string): number {
   return parsed;
 }
 
-function header(value: string, previous: Record<string, string>): Record<string, string> {
+function header(value: string, previous: Record<string, string> | undefined): Record<string, string> {
   const colon = value.indexOf(':');
   if (colon <= 0) throw new InvalidArgumentError(`expected 'Name: value', got '${value}'`);
   return { ...previous, [value.slice(0, colon).trim()]: value.slice(colon + 1).trim() };
 }
 
-function readPem(path: string, what: string): string {
+function readPem(path: string, what: string, flag: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
-    throw new InvalidArgumentError(`cannot read ${what} ${path}: ${messageOf(error)}`);
+    throw new UsageError(`${flag}: cannot read ${what} ${path}: ${messageOf(error)}`);
   }
 }
 
@@ -270,17 +364,24 @@ interface ParsedFlags {
   ca?: string;
   count: number;
   interval: number;
-  header: Record<string, string>;
+  header?: Record<string, string>;
+  reset: boolean;
 }
 
 export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
+  const local = localStackDefaults();
   const program = new Command()
-    .name('device')
+    .name('gdp-device')
+    .version(version, '-V, --version')
     .description(
       'Virtual IoT device: provisions itself through the global URL, then publishes to its region.',
     )
     .requiredOption('-t, --thing-name <name>', 'thing name (must be on the allowlist)')
-    .option('-a, --api-url <url>', 'provisioning URL (default: the local stack’s, when one runs here)')
+    .option(
+      '-a, --api-url <url>',
+      'provisioning URL (default: the local stack’s, when .local/stack.json is here)',
+      httpUrl,
+    )
     .option('-k, --own-key', 'generate the key on the device and send a CSR (CN = thing name)', false)
     .option('-f, --fake-device', 'sign with an unregistered key, to see the service refuse the device', false)
     .option('-c, --continue', 'run without pausing between steps', false)
@@ -297,11 +398,15 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     .option('--data-dir <dir>', 'where credentials are kept (default: ./device-data/<thing name>)')
     .option(
       '--ca <pem>',
-      'CA certificate(s) the MQTT endpoint must chain to (default: Amazon Root CA 1 and 3)',
+      'CA certificate(s) the MQTT endpoint must chain to (default: ' +
+        (local?.caCertificate
+          ? 'the local stack’s CA, unless -a is given; then Amazon Root CA 1 and 3)'
+          : 'Amazon Root CA 1 and 3)'),
     )
     .option('--count <n>', 'messages to publish', positiveInteger, 3)
     .option('--interval <seconds>', 'seconds between messages', nonNegativeNumber, 1)
-    .option('--header <header>', "extra request header 'Name: value' (repeatable)", header, {})
+    .option('--header <header>', "extra request header 'Name: value' (repeatable)", header)
+    .option('--reset', 'forget the credentials stored for this device and provision it again', false)
     .addHelpText(
       'after',
       '\nExit status: 0 ok, 1 unexpected error, 2 bad usage, 3 refused by the service (4xx),\n' +
@@ -310,10 +415,10 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     .exitOverride()
     .parse([...argv]);
   const flags = program.opts<ParsedFlags>();
-  const local = localStackDefaults();
-  const apiUrl = flags.apiUrl ?? local.provisioningUrl;
-  const signingKeyPath = flags.signingKey ?? local.fleetSigningKey;
-  const caPath = flags.ca ?? (flags.apiUrl === undefined ? local.caCertificate : undefined);
+  const apiUrl = flags.apiUrl ?? local?.provisioningUrl;
+  const signingKeyPath = flags.signingKey ?? local?.fleetSigningKey;
+  const caPath = flags.ca ?? (flags.apiUrl === undefined ? local?.caCertificate : undefined);
+  const usesLocalStack = local !== undefined && flags.apiUrl === undefined;
   return {
     thingName: flags.thingName,
     apiUrl,
@@ -321,13 +426,15 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     fakeDevice: flags.fakeDevice,
     continueWithoutPauses: flags.continue,
     keyType: flags.keyType,
-    signingKeyPem: signingKeyPath ? readPem(signingKeyPath, 'signing key') : undefined,
+    signingKeyPem: signingKeyPath ? readPem(signingKeyPath, 'signing key', '--signing-key') : undefined,
     protocol: flags.protocol,
     dataDir: flags.dataDir ? resolve(flags.dataDir) : defaultDataDir(flags.thingName),
-    caPems: caPath ? [readPem(caPath, 'CA certificate')] : AMAZON_ROOT_CAS,
+    caPems: caPath ? [readPem(caPath, 'CA certificate', '--ca')] : AMAZON_ROOT_CAS,
     count: flags.count,
     intervalSeconds: flags.interval,
-    headers: flags.header,
+    headers: flags.header ?? {},
+    reset: flags.reset,
+    localStack: usesLocalStack ? local : undefined,
   };
 }
 
@@ -336,16 +443,24 @@ async function main(): Promise<number> {
   try {
     settings = parseDeviceArguments(process.argv);
   } catch (error) {
+    // Commander has already printed its own errors (and --help / --version).
     if (error instanceof CommanderError) {
       return error.code === 'commander.helpDisplayed' || error.code === 'commander.version'
         ? EXIT.ok
         : EXIT.usage;
     }
-    if (error instanceof InvalidArgumentError) {
+    if (error instanceof UsageError) {
       process.stderr.write(`error: ${error.message}\n`);
       return EXIT.usage;
     }
     throw error;
+  }
+  if (settings.localStack && !localStackRunning(settings.localStack)) {
+    process.stderr.write(
+      `${settings.localStack.file} is stale: the local stack that wrote it is not running. ` +
+        'Start it with `make local-up && make seed`, or pass -a with the provisioning URL.\n',
+    );
+    return EXIT.unavailable;
   }
   return runDevice(settings);
 }

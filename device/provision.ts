@@ -39,6 +39,11 @@ export interface ProvisionOptions {
   readonly backoff?: BackoffPolicy;
   readonly requestTimeoutMs?: number;
   readonly onRetry?: (retry: RetryNotice) => void;
+  /**
+   * Stop at the first refused connection instead of retrying it (a local stack that is down does
+   * not come up within the backoff; a device in the field keeps retrying).
+   */
+  readonly giveUpWhenRefused?: boolean;
   /** Waits between attempts; tests replace it to avoid sleeping. */
   readonly sleep?: (ms: number) => Promise<void>;
 }
@@ -74,6 +79,8 @@ export class ProvisioningUnavailableError extends Error {
   constructor(
     message: string,
     readonly attempts: number,
+    /** Nothing accepted the TCP connection (ECONNREFUSED) on the last attempt. */
+    readonly connectionRefused = false,
   ) {
     super(message);
     this.name = 'ProvisioningUnavailableError';
@@ -128,10 +135,15 @@ export async function provisionDevice(options: ProvisionOptions): Promise<Provis
       };
     }
     if (outcome.kind === 'rejected') throw new ProvisioningRejectedError(outcome.status, outcome.message);
+    const refused = outcome.connectionRefused === true;
+    if (refused && options.giveUpWhenRefused) {
+      throw new ProvisioningUnavailableError(`nothing accepts connections: ${outcome.reason}`, attempt, true);
+    }
     if (attempt >= policy.maxAttempts) {
       throw new ProvisioningUnavailableError(
         `gave up after ${attempt} attempts; last: ${outcome.reason}`,
         attempt,
+        refused,
       );
     }
     const delayMs = retryDelayMs(attempt, policy, outcome.retryAfterMs);
@@ -152,7 +164,7 @@ function signRequest(
 type Outcome =
   | { kind: 'success'; answer: SuccessAnswer }
   | { kind: 'rejected'; status: number; message: string }
-  | { kind: 'retry'; reason: string; retryAfterMs?: number };
+  | { kind: 'retry'; reason: string; retryAfterMs?: number; connectionRefused?: boolean };
 
 async function postOnce(options: ProvisionOptions, body: V1Request | V2Request): Promise<Outcome> {
   let response: Response;
@@ -166,7 +178,12 @@ async function postOnce(options: ProvisionOptions, body: V1Request | V2Request):
     });
     text = await response.text();
   } catch (error) {
-    return { kind: 'retry', reason: describeNetworkError(error) };
+    const cause = (error as Error & { cause?: { code?: unknown } }).cause;
+    return {
+      kind: 'retry',
+      reason: describeNetworkError(error),
+      connectionRefused: cause?.code === 'ECONNREFUSED',
+    };
   }
   const message = serverMessage(text);
   if (response.ok) {

@@ -5,7 +5,8 @@
  *   device.json      thing name, region, endpoint address, distance, when and how provisioned
  * A device whose directory holds all three goes straight to publishing.
  */
-import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 export interface DeviceIdentity {
@@ -61,6 +62,17 @@ export async function saveCredentials(dataDir: string, credentials: DeviceCreden
     JSON.stringify(credentials.identity, null, 2) + '\n',
     0o644,
   );
+}
+
+/** Removes what loadCredentials reads (`--reset`); the directory itself stays. */
+export async function forgetCredentials(dataDir: string): Promise<boolean> {
+  const existed = existsSync(join(dataDir, IDENTITY_FILE));
+  await Promise.all(
+    [IDENTITY_FILE, PRIVATE_KEY_FILE, CERTIFICATE_FILE].map((file) =>
+      rm(join(dataDir, file), { force: true }),
+    ),
+  );
+  return existed;
 }
 
 async function writeAtomically(path: string, content: string, mode: number): Promise<void> {

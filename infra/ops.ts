@@ -1,15 +1,16 @@
 /**
  * `make plan | deploy | destroy | outputs`: runs terraform in cdktf.out/stacks/<stack> after
- * checking what it needs (a synthesized stack, terraform on PATH, AWS credentials), so a missing
- * prerequisite fails in one clear line instead of halfway through an apply.
+ * checking what it needs (terraform on PATH, AWS credentials) and only then building and
+ * synthesizing, so a missing prerequisite fails in one clear line within a second or two.
+ * `outputs` of local state reads the state file and needs neither credentials nor terraform init.
  */
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts';
 import { GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { awsCaller, MissingCredentialsError } from './aws-credentials';
 import {
   BOOTSTRAP_OUTPUT,
   DeploymentConfig,
@@ -51,17 +52,12 @@ function requireTerraform(): void {
 }
 
 async function requireAwsCredentials(config: DeploymentConfig): Promise<void> {
-  const sts = new STSClient({ region: config.homeRegion });
   try {
-    const identity = await sts.send(new GetCallerIdentityCommand({}));
-    progress(`AWS account ${identity.Account} as ${identity.Arn}`);
+    const caller = await awsCaller(config.homeRegion);
+    progress(`AWS account ${caller.account} as ${caller.arn}`);
   } catch (error) {
-    throw new PrerequisiteError(
-      `no usable AWS credentials (${(error as Error).name}: ${(error as Error).message}); ` +
-        'set AWS_PROFILE or run `aws sso login`, then retry',
-    );
-  } finally {
-    sts.destroy();
+    if (error instanceof MissingCredentialsError) throw new PrerequisiteError(error.message);
+    throw error;
   }
 }
 
@@ -122,6 +118,30 @@ async function requireMatchingCaCertificate(config: DeploymentConfig): Promise<v
   }
 }
 
+/** Build and synth after the checks, so a missing credential costs a second, not a synth. */
+function synthesize(): void {
+  progress('make synth');
+  const run = spawnSync('make', ['--no-print-directory', 'synth'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  if (run.status !== 0) throw new Error(`make synth failed (exit ${run.status ?? run.signal})`);
+}
+
+/** Local state's outputs, read from the file: no terraform init, so no provider registry needed. */
+function printLocalOutputs(stateFile: string, json: boolean): void {
+  if (!existsSync(stateFile)) {
+    throw new PrerequisiteError(
+      `nothing deployed from here yet: no Terraform state at ${stateFile} (make deploy)`,
+    );
+  }
+  const state = JSON.parse(readFileSync(stateFile, 'utf8')) as {
+    outputs?: Record<string, { value: unknown; sensitive?: boolean }>;
+  };
+  const outputs = Object.entries(state.outputs ?? {});
+  if (json) return console.log(JSON.stringify(Object.fromEntries(outputs), null, 2));
+  if (outputs.length === 0) return console.log(`no outputs in ${stateFile}`);
+  for (const [name, output] of outputs)
+    console.log(`${name} = ${output.sensitive ? '<sensitive>' : JSON.stringify(output.value)}`);
+}
+
 function terraform(dir: string, args: string[]): void {
   progress(`${TERRAFORM} ${args.join(' ')}`);
   const run = spawnSync(TERRAFORM, args, {
@@ -132,11 +152,12 @@ function terraform(dir: string, args: string[]): void {
   if (run.status !== 0) throw new Error(`${TERRAFORM} ${args[0]} failed (exit ${run.status ?? run.signal})`);
 }
 
-async function prepare(needsCredentials: boolean): Promise<{ config: DeploymentConfig; dir: string }> {
+async function prepare(): Promise<{ config: DeploymentConfig; dir: string }> {
   const config = loadDeploymentConfig();
-  const dir = requireSynthesizedStack(config);
   requireTerraform();
-  if (needsCredentials) await requireAwsCredentials(config);
+  await requireAwsCredentials(config);
+  synthesize();
+  const dir = requireSynthesizedStack(config);
   terraform(dir, ['init', '-input=false']);
   return { config, dir };
 }
@@ -151,7 +172,7 @@ program
   .command('plan')
   .description('show what deploy would change')
   .action(async () => {
-    const { dir } = await prepare(true);
+    const { dir } = await prepare();
     terraform(dir, ['plan', '-input=false', ...bootstrapTargets(dir)]);
   });
 
@@ -160,7 +181,7 @@ program
   .description('create or update everything in AWS (asks for confirmation unless --auto-approve)')
   .option('--auto-approve', 'apply without the interactive confirmation (CI)')
   .action(async (options: { autoApprove?: boolean }) => {
-    const { config, dir } = await prepare(true);
+    const { config, dir } = await prepare();
     const targets = bootstrapTargets(dir);
     if (targets.length === 0) await requireMatchingCaCertificate(config);
     terraform(dir, ['apply', '-input=false', ...targets, ...(options.autoApprove ? ['-auto-approve'] : [])]);
@@ -177,7 +198,7 @@ program
   .description('delete the deployment (the table needs tableDeletionProtection=false deployed first)')
   .option('--auto-approve', 'destroy without the interactive confirmation')
   .action(async (options: { autoApprove?: boolean }) => {
-    const { config, dir } = await prepare(true);
+    const { config, dir } = await prepare();
     if (config.tableDeletionProtection) {
       progress('tableDeletionProtection is true: the registry table will refuse deletion (docs/deploy.md)');
     }
@@ -189,7 +210,12 @@ program
   .description('print the provisioning URL, table name, key alias and other outputs')
   .option('--json', 'machine-readable')
   .action(async (options: { json?: boolean }) => {
-    const { dir } = await prepare(false);
+    const config = loadDeploymentConfig();
+    if (!config.terraformState) {
+      printLocalOutputs(join(REPO_ROOT, `terraform.${stackName(config)}.tfstate`), options.json === true);
+      return;
+    }
+    const { dir } = await prepare();
     terraform(dir, ['output', ...(options.json ? ['-json'] : [])]);
   });
 

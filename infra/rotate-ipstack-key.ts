@@ -6,9 +6,10 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { Command } from 'commander';
-import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
+import { DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../functions/provisioning/config';
+import { awsCaller } from './aws-credentials';
 import { loadDeploymentConfig } from './config';
 
 /** ipstack access keys are 32 hex characters; accept any plausible token so a format change does not block rotation. */
@@ -72,6 +73,26 @@ async function readNewKey(): Promise<Buffer> {
   return Buffer.from(text, 'utf8');
 }
 
+async function requireKey(kms: KMSClient, keyId: string, region: string): Promise<void> {
+  try {
+    await kms.send(new DescribeKeyCommand({ KeyId: keyId }));
+  } catch (error) {
+    const name = (error as Error).name;
+    if (name === 'NotFoundException')
+      throw new Error(
+        `KMS key ${keyId} does not exist in ${region}: deploy first (make deploy) or pass --key-id`,
+        { cause: error },
+      );
+    if (name === 'AccessDeniedException')
+      throw new Error(
+        `not allowed to use KMS key ${keyId} (${(error as Error).message}); ` +
+          'use a role with the ipstack_key_rotator_policy_arn policy (make outputs)',
+        { cause: error },
+      );
+    throw new Error(`cannot reach KMS in ${region} (${name}: ${(error as Error).message})`, { cause: error });
+  }
+}
+
 async function rotate(options: RotateOptions): Promise<void> {
   const config = loadDeploymentConfig();
   const region = options.region ?? config.homeRegion;
@@ -82,6 +103,10 @@ async function rotate(options: RotateOptions): Promise<void> {
   const kms = new KMSClient(clientConfig);
   const ssm = new SSMClient(clientConfig);
 
+  // Everything that can fail without the key is checked before the key is asked for.
+  const caller = await awsCaller(region, endpoint);
+  console.error(`▸ AWS account ${caller.account} as ${caller.arn}`);
+  await requireKey(kms, keyId, region);
   const newKey = await readNewKey();
   try {
     console.error(`▸ encrypting with ${keyId} in ${region}`);

@@ -4,7 +4,7 @@
  * subset is handed to the function (IOT_REGIONS) and to the local stack, so the function can
  * never choose a region that was not deployed.
  *
- * Coordinates are the approximate city of each region (DESIGN.md); the 2018 sample put
+ * Coordinates are the approximate city of each region (docs/facts.md); the 2018 sample put
  * us-east-1 in Texas, which sent Atlantic-coast devices the wrong way.
  */
 export interface RegionSite {
@@ -46,7 +46,7 @@ export interface GeoPoint {
   readonly longitude: number;
 }
 
-/** Great-circle distance in km (haversine; within 0.5% of an ellipsoid model, see DESIGN.md). */
+/** Great-circle distance in km (haversine; within 0.5% of an ellipsoid model, see docs/facts.md). */
 export function distanceKm(a: GeoPoint, b: GeoPoint): number {
   const rad = Math.PI / 180;
   const dLat = (b.latitude - a.latitude) * rad;

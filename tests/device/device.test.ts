@@ -233,6 +233,20 @@ describe('virtual device against the local stack', () => {
     const output = capture();
     expect(await runDevice(settings, output)).toBe(EXIT.connectFailed);
     expect(output.errors.join('\n')).toMatch(/Not authorized/);
+    expect(output.errors.join('\n')).toMatch(/does not accept the certificate stored in .*--reset/s);
+  });
+
+  it('with --reset forgets its stored credentials and provisions again', async () => {
+    const settings = await newDevice();
+    expect(await runDevice(settings, capture())).toBe(EXIT.ok);
+    const first = await stored(settings);
+    await addDevice(stack, settings.thingName, {}, true);
+
+    const output = capture();
+    expect(await runDevice({ ...settings, reset: true }, output)).toBe(EXIT.ok);
+
+    expect(output.lines[0]).toMatch(/--reset: forgot the credentials/);
+    expect((await stored(settings)).certificatePem).not.toBe(first.certificatePem);
   });
 
   it('is refused by a region its certificate is not registered in', async () => {

@@ -128,6 +128,15 @@ describeWithMoto('make rotate-ipstack-key (against moto)', () => {
     ).rejects.toThrow();
   });
 
+  it('checks the KMS key before it asks for the ipstack key, and says what is missing', async () => {
+    const args = toolArgs();
+    args[args.indexOf(ALIAS)] = 'alias/not-deployed';
+    const run = await runRotate(args, 'not a key\n');
+    expect(run.status).toBe(1);
+    expect(run.output).toMatch(/KMS key alias\/not-deployed does not exist in us-east-2: deploy first/);
+    expect(run.output).not.toMatch(/does not look like an ipstack access key|Exception/);
+  });
+
   it('refuses input that is not an ipstack key, without echoing it, and leaves the parameter alone', async () => {
     const before = (await ssm.send(new GetParameterCommand({ Name: PARAMETER }))).Parameter!;
     const run = await runRotate(toolArgs(), 'not a key; rm -rf /\n');

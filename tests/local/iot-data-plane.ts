@@ -33,12 +33,16 @@ import {
 } from './iot-policy';
 import type { PolicyDocument } from './iot-policy';
 import { issueServerCertificate } from './pki';
+import { endpointAddress } from './stack-state';
 
 export interface RegionalBrokersOptions {
   readonly regions: readonly string[];
-  readonly host: '127.0.0.1';
+  /** Where the observer listens, and each broker unless `hosts` names another address. */
+  readonly host: string;
   /** Port per region; 0 picks a free one (the answer's `endpoints` says which). */
   readonly ports: Readonly<Record<string, number>>;
+  /** Address per region (the local stack gives each region a loopback address of its own). */
+  readonly hosts?: Readonly<Record<string, string>>;
   /** Where the SDK reaches moto (the same endpoint the provisioning function uses locally). */
   readonly awsEndpoint: string;
   readonly caCertPem: string;
@@ -49,7 +53,7 @@ export interface RegionalBrokersOptions {
 }
 
 export interface RegionalBrokers {
-  /** Region → "127.0.0.1:PORT", what the local DescribeEndpoint answers. */
+  /** Region → bare host (port 8883) or "host:PORT", what the local DescribeEndpoint answers. */
   readonly endpoints: Record<string, string>;
   /** GET it for NDJSON lines {"region","topic","payload"}, one per published message. */
   readonly watchUrl: string;
@@ -86,9 +90,12 @@ class ConnectionRefused extends Error {
 
 export async function startRegionalBrokers(options: RegionalBrokersOptions): Promise<RegionalBrokers> {
   const log = options.logger ?? (() => undefined);
+  const hostOf = (region: string) => options.hosts?.[region] ?? options.host;
+  // One certificate for every regional address: a device checks the IP it was given, as it checks
+  // <prefix>-ats.iot.<region>.amazonaws.com against Amazon's roots.
   const serverCertificate = await issueServerCertificate(
     { certPem: options.caCertPem, keyPem: options.caKeyPem },
-    { dns: ['localhost'], ips: [options.host] },
+    { dns: ['localhost'], ips: [...new Set([options.host, ...options.regions.map(hostOf)])] },
   );
   const watch = await startWatchServer(options.host, options.watchPort);
   const started: RegionalBroker[] = [];
@@ -97,7 +104,7 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
       started.push(
         await startRegionalBroker({
           region,
-          host: options.host,
+          host: hostOf(region),
           port: options.ports[region] ?? 0,
           awsEndpoint: options.awsEndpoint,
           serverCertificate,
@@ -113,7 +120,8 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
     throw error;
   }
   const endpoints: Record<string, string> = {};
-  for (const broker of started) endpoints[broker.region] = `${options.host}:${broker.port}`;
+  for (const broker of started)
+    endpoints[broker.region] = endpointAddress(hostOf(broker.region), broker.port);
   log(`[mqtt] endpoints ${JSON.stringify(endpoints)}; observer ${watch.url}`);
   return {
     endpoints,

@@ -36,6 +36,11 @@ describeWithStack('ipstack fake', () => {
     }
   });
 
+  it("accepts the 2018 sample's doubled slash before the address, as ipstack does", async () => {
+    const response = await fetch(`${stack.ipstackUrl}//203.0.113.10?access_key=${stack.ipstackAccessKey}`);
+    expect(await response.json()).toMatchObject({ ip: '203.0.113.10', country_code: 'JP' });
+  });
+
   it('returns only the requested fields', async () => {
     const { body } = await lookup('203.0.113.20', {
       access_key: stack.ipstackAccessKey,

@@ -148,8 +148,11 @@ function place(
 }
 
 /** Writes the sample fixtures unless the file exists (tests may have added entries). */
-export function ensureFixtureFile(fixturesPath: string): void {
-  if (!existsSync(fixturesPath)) writeFileSync(fixturesPath, JSON.stringify(SAMPLE_FIXTURES, null, 2) + '\n');
+/** Writes the sample fixtures unless the file exists; true when it wrote them. */
+export function ensureFixtureFile(fixturesPath: string): boolean {
+  if (existsSync(fixturesPath)) return false;
+  writeFileSync(fixturesPath, JSON.stringify(SAMPLE_FIXTURES, null, 2) + '\n');
+  return true;
 }
 
 /** Adds or replaces one entry in the fixture file; the fake sees it on the next request. */
@@ -234,7 +237,9 @@ export async function startIpstackFake(options: IpstackFakeOptions): Promise<Ips
   const log = options.logger ?? (() => undefined);
   const server = http.createServer((request, response) => {
     const started = Date.now();
-    const url = new URL(request.url ?? '/', 'http://ipstack.local');
+    // The 2018 sample asks for `{base}/` + `/{ip}`: a path starting with "//" is still a path to
+    // ipstack, not a protocol-relative URL naming another host.
+    const url = new URL((request.url ?? '/').replace(/^\/+/, '/'), 'http://ipstack.local');
     const answer = (body: unknown) => {
       response.writeHead(200, { 'content-type': 'application/json; charset=utf-8' });
       response.end(JSON.stringify(body));
@@ -246,7 +251,7 @@ export async function startIpstackFake(options: IpstackFakeOptions): Promise<Ips
     if (accessKey !== options.accessKey)
       return answer({ success: false, error: IPSTACK_ERRORS.invalidAccessKey });
 
-    const requested = decodeURIComponent(url.pathname.slice(1));
+    const requested = decodeURIComponent(url.pathname.replace(/^\/+|\/+$/g, ''));
     const ip = requested === 'check' ? (request.socket.remoteAddress ?? '') : requested;
     if (isIP(ip) === 0) return answer({ success: false, error: IPSTACK_ERRORS.invalidIpAddress });
     let body: IpstackSuccess | IpstackError;

@@ -10,7 +10,8 @@ ignores the iot settings, so this cannot be done from outside):
 - A malformed CSR raises InvalidRequestException (moto: HTTP 500 with a non-JSON body).
 - setAsActive=false is honoured (moto reads the query string "false" as true).
 - DescribeEndpoint is stable per region (moto: a new random address on every call); regions in
-  the --endpoints mapping answer with the local MQTT broker's host:port.
+  the --endpoints mapping answer with the local MQTT broker's address: a bare host (port 8883,
+  as AWS answers), or host:port.
 - CreateThing on an existing name fails with ResourceAlreadyExistsException unless the request
   is identical (AWS behaviour; moto silently overwrites the thing).
 - RegisterCertificate finds the CA by the certificate, not by its PEM text (moto compares text,
@@ -20,7 +21,7 @@ ignores the iot settings, so this cannot be done from outside):
   allows (writes are atomic per item). Concurrency tests must test our code, not moto.
 
 Usage: python3 moto_launcher.py --port 17402 --ca-cert ca.pem --ca-key ca-key.pem
-       [--endpoints '{"eu-central-1": "127.0.0.1:17411"}'] [--no-stdin-watch]
+       [--endpoints '{"eu-central-1": "127.67.248.1"}'] [--no-stdin-watch]
 Prints "MOTO_READY http://127.0.0.1:PORT" once it answers; exits on SIGTERM/SIGINT or when
 stdin closes (so it dies with the process that started it).
 """
@@ -32,7 +33,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -42,18 +42,19 @@ MOTO_VERSION = "5.2.1"
 
 
 def import_moto() -> None:
+    # tests/local/moto-python.ts picks (or installs into .local/venv) a Python with moto; this
+    # only guards against being started by hand with another one.
     try:
         import moto  # noqa: F401
         from moto.moto_server.threaded_moto_server import ThreadedMotoServer  # noqa: F401
-    except ImportError:
+    except ImportError as error:
         print(
-            f"moto is not installed for {sys.executable}; installing moto[server]=={MOTO_VERSION} with pip",
+            f"moto[server]=={MOTO_VERSION} is not installed for {sys.executable} ({error}); install it with "
+            "python3 -m venv .local/venv && .local/venv/bin/pip install -r tests/local/requirements.txt",
             file=sys.stderr,
             flush=True,
         )
-        subprocess.check_call(
-            [sys.executable, "-m", "pip", "install", "--quiet", f"moto[server]=={MOTO_VERSION}"]
-        )
+        raise SystemExit(3)
     import moto
 
     if moto.__version__ != MOTO_VERSION:
@@ -73,7 +74,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--endpoints",
         default="{}",
-        help='JSON mapping region -> "host:port" answered by DescribeEndpoint(iot:Data-ATS)',
+        help='JSON mapping region -> "host" or "host:port" answered by DescribeEndpoint(iot:Data-ATS)',
     )
     parser.add_argument("--no-stdin-watch", action="store_true", help="do not exit when stdin closes")
     # For measuring the race the DynamoDB lock prevents; the stack never sets these.

@@ -26,6 +26,7 @@ import {
   CA_DIR,
   LocalStack,
   LOGS_DIR,
+  mqttEndpointsOf,
   REPO_ROOT,
   STACK_FILE,
   STACK_LOG,
@@ -47,6 +48,7 @@ type StartRegionalBrokers = (options: {
   regions: string[];
   host: '127.0.0.1';
   ports: Record<string, number>;
+  hosts: Record<string, string>;
   awsEndpoint: string;
   caCertPem: string;
   caKeyPem: string;
@@ -177,9 +179,7 @@ async function main(): Promise<void> {
   const options = JSON.parse(readFileSync(optionsFile, 'utf8')) as StackServerOptions;
   const deployment = loadDeploymentConfig();
   const regions = [...deployment.iotRegions];
-  const mqttEndpoints = Object.fromEntries(
-    regions.map((region) => [region, `${HOST}:${options.ports.mqtt[region]}`]),
-  );
+  const mqttEndpoints = mqttEndpointsOf(options.ports);
   const closers: { name: string; close: () => Promise<void> }[] = [];
   let stopping = false;
 
@@ -272,6 +272,7 @@ async function main(): Promise<void> {
         regions,
         host: HOST,
         ports: options.ports.mqtt,
+        hosts: options.ports.mqttHosts,
         awsEndpoint: proxy.url,
         caCertPem: readFileSync(options.caCertPath, 'utf8'),
         caKeyPem: readFileSync(options.caKeyPath, 'utf8'),
@@ -370,6 +371,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
-  progress(`FAILED: ${(error as Error).stack ?? String(error)}`);
+  // One line for `up` to show; the stack trace goes to function.log (our stderr).
+  progress(`FAILED: ${(error instanceof Error ? error.message : String(error)).split('\n')[0]}`);
+  process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
   process.exit(1);
 });

@@ -22,6 +22,8 @@ export const STACK_LOG = path.join(LOGS_DIR, 'stack.log');
 export const FUNCTION_LOG = path.join(LOGS_DIR, 'function.log');
 
 export const DEFAULT_PORT_BASE = 17400;
+/** AWS IoT's MQTT-over-TLS port; DescribeEndpoint answers a bare host and devices assume it. */
+export const MQTT_PORT = 8883;
 
 export interface LocalPorts {
   readonly edge: number;
@@ -29,20 +31,60 @@ export interface LocalPorts {
   readonly moto: number;
   readonly ipstack: number;
   readonly watch: number;
-  /** region → MQTT broker port */
+  /** region → MQTT broker port: 8883, or base + 10 + i where per-region addresses are unavailable */
   readonly mqtt: Record<string, number>;
+  /** region → the loopback address its MQTT broker listens on */
+  readonly mqttHosts: Record<string, string>;
 }
 
-/** Ports from a base: edge +0, AWS proxy +1, moto +2, ipstack +3, watch +4, MQTT +10+i. */
-export function portsFrom(base: number, regions: readonly string[]): LocalPorts {
+/**
+ * The loopback address of a region's MQTT endpoint, 127.<high byte>.<low byte>.<region index + 1>
+ * of the port base: every region of every stack (one per LOCAL_PORT_BASE) gets its own address,
+ * so they can all listen on 8883 at once (Linux answers for all of 127.0.0.0/8 on `lo`).
+ */
+export function mqttLoopbackAddress(base: number, regionIndex: number): string {
+  if (!Number.isInteger(base) || base < 1 || base > 0xffff) throw new Error(`bad port base ${base}`);
+  if (regionIndex < 0 || regionIndex > 253) throw new Error(`too many regions (${regionIndex + 1})`);
+  return `127.${base >> 8}.${base & 0xff}.${regionIndex + 1}`;
+}
+
+/**
+ * Ports from a base: edge +0, AWS proxy +1, moto +2, ipstack +3, watch +4 on 127.0.0.1; MQTT on
+ * 8883 at one loopback address per region, or (`perRegionAddresses: false`, for systems that only
+ * answer on 127.0.0.1) at 127.0.0.1, base + 10 + i.
+ */
+export function portsFrom(base: number, regions: readonly string[], perRegionAddresses = true): LocalPorts {
   return {
     edge: base,
     awsProxy: base + 1,
     moto: base + 2,
     ipstack: base + 3,
     watch: base + 4,
-    mqtt: Object.fromEntries(regions.map((region, index) => [region, base + 10 + index])),
+    mqtt: Object.fromEntries(
+      regions.map((region, index) => [region, perRegionAddresses ? MQTT_PORT : base + 10 + index]),
+    ),
+    mqttHosts: Object.fromEntries(
+      regions.map((region, index) => [
+        region,
+        perRegionAddresses ? mqttLoopbackAddress(base, index) : '127.0.0.1',
+      ]),
+    ),
   };
+}
+
+/** What DescribeEndpoint answers for a host and port: the bare host on 8883, as AWS answers. */
+export function endpointAddress(host: string, port: number): string {
+  return port === MQTT_PORT ? host : `${host}:${port}`;
+}
+
+/** region → endpoint address (bare host, or host:port in the 127.0.0.1 fallback). */
+export function mqttEndpointsOf(ports: LocalPorts): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(ports.mqtt).map(([region, port]) => [
+      region,
+      endpointAddress(ports.mqttHosts[region] ?? '127.0.0.1', port),
+    ]),
+  );
 }
 
 /** What `up` hands the stack server. */
@@ -95,7 +137,7 @@ export interface LocalStack {
   readonly deviceCaKmsKeyId: string;
   /** SHA-256 of the device CA certificate's DER: its caCertificateId in every region. */
   readonly deviceCaCertificateId: string;
-  /** region → "127.0.0.1:PORT", what DescribeEndpoint(iot:Data-ATS) answers. */
+  /** region → its MQTT endpoint, what DescribeEndpoint(iot:Data-ATS) answers: a bare host (port 8883). */
   readonly mqttEndpoints: Record<string, string>;
   /** false when tests/local/iot-data-plane.ts is missing or its brokers failed to start. */
   readonly mqttRunning: boolean;
@@ -115,6 +157,11 @@ export interface PidsFile {
   readonly processGroup: number;
 }
 
+/** A failure to start or reach the local stack whose message says everything (no stack trace needed). */
+export class LocalStackError extends Error {
+  override readonly name: string = 'LocalStackError';
+}
+
 export function readJson<T>(file: string): T | undefined {
   if (!existsSync(file)) return undefined;
   return JSON.parse(readFileSync(file, 'utf8')) as T;
@@ -129,6 +176,7 @@ export function writeJsonAtomic(file: string, value: unknown, mode = 0o644): voi
 /** The running stack's description; throws when the stack is not up. */
 export function readStack(): LocalStack {
   const stack = readJson<LocalStack>(STACK_FILE);
-  if (!stack) throw new Error(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
+  if (!stack)
+    throw new LocalStackError(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
   return stack;
 }

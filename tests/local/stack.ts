@@ -6,7 +6,7 @@
  * fixtures), then starts one detached process group — stack-server.ts with moto as its child —
  * and returns when .local/stack.json is written and everything answers.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import {
   closeSync,
@@ -32,6 +32,8 @@ import { loadDeploymentConfig } from '../../infra/config';
 import { DEFAULT_HANDLER_MODULE } from './edge';
 import { ensureFixtureFile } from './ipstack-fake';
 import { createLocalCa } from './pki';
+import { motoPython } from './moto-python';
+import { parseEndpointAddress } from '../../device/mqtt';
 import {
   CA_DIR,
   DEFAULT_PORT_BASE,
@@ -41,7 +43,9 @@ import {
   IPSTACK_FIXTURES_FILE,
   LOCAL_DIR,
   LocalStack,
+  LocalStackError,
   LOGS_DIR,
+  MQTT_PORT,
   PIDS_FILE,
   PidsFile,
   portsFrom,
@@ -129,8 +133,8 @@ export async function unhealthyParts(stack: LocalStack): Promise<string[]> {
   ];
   if (stack.mqttRunning) {
     for (const [region, endpoint] of Object.entries(stack.mqttEndpoints)) {
-      const [host, port] = endpoint.split(':');
-      checks.push([`MQTT ${region}`, tcpAnswers(host ?? '127.0.0.1', Number(port))]);
+      const { host, port } = parseEndpointAddress(endpoint);
+      checks.push([`MQTT ${region}`, tcpAnswers(host, port)]);
     }
   }
   const results = await Promise.all(checks.map(([, check]) => check));
@@ -144,17 +148,29 @@ export async function healthyStack(): Promise<LocalStack | undefined> {
   return (await unhealthyParts(stack)).length === 0 ? stack : undefined;
 }
 
-function portFree(port: number): Promise<boolean> {
+/** 'free', or why the address can't be listened on ('EADDRINUSE', 'EADDRNOTAVAIL', ...). */
+function listenable(port: number, host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+    server.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+    server.listen(port, host, () => server.close(() => resolve('free')));
   });
 }
 
-function ensureSecrets(): { originVerifySecret: string; ipstackAccessKey: string } {
+/**
+ * The MQTT endpoints listen on 8883 at one loopback address per region. Systems that answer only
+ * on 127.0.0.1 (macOS without `ifconfig lo0 alias`) get 127.0.0.1:<base + 10 + i> instead.
+ */
+async function perRegionAddressesWork(base: number, regions: readonly string[]): Promise<boolean> {
+  const probe = portsFrom(base, regions).mqttHosts;
+  const first = Object.values(probe)[0];
+  return first === undefined || (await listenable(MQTT_PORT, first)) !== 'EADDRNOTAVAIL';
+}
+
+function ensureSecrets(created: string[]): { originVerifySecret: string; ipstackAccessKey: string } {
   const existing = readJson<{ originVerifySecret: string; ipstackAccessKey: string }>(SECRETS_FILE);
   if (existing) return existing;
+  created.push('secrets');
   const secrets = {
     originVerifySecret: randomBytes(24).toString('base64url'),
     ipstackAccessKey: randomBytes(16).toString('hex'),
@@ -163,8 +179,9 @@ function ensureSecrets(): { originVerifySecret: string; ipstackAccessKey: string
   return secrets;
 }
 
-function ensureFleetKeys(): void {
+function ensureFleetKeys(created: string[]): void {
   if (existsSync(FLEET_SIGNING_KEY_FILE) && existsSync(FLEET_PUBLIC_KEY_FILE)) return;
+  created.push('fleet signing key');
   const { privateKey, publicKey } = generateKeyPairSync('rsa', {
     modulusLength: 2048,
     publicKeyEncoding: { type: 'spki', format: 'pem' },
@@ -172,19 +189,6 @@ function ensureFleetKeys(): void {
   });
   writeFileSync(FLEET_SIGNING_KEY_FILE, privateKey, { mode: 0o600 });
   writeFileSync(FLEET_PUBLIC_KEY_FILE, publicKey);
-}
-
-function pythonCommand(): string {
-  const python = process.env.LOCAL_STACK_PYTHON ?? 'python3';
-  const probe = spawnSync(python, ['-c', 'import moto'], { encoding: 'utf8' });
-  if (probe.error)
-    throw new Error(`${python} not found: the local stack needs Python 3 with moto (set LOCAL_STACK_PYTHON)`);
-  if (probe.status !== 0) {
-    process.stderr.write(
-      `moto is not installed for ${python}; the launcher will run pip install 'moto[server]==5.2.1'\n`,
-    );
-  }
-  return python;
 }
 
 /** Echoes new lines of the stack server's progress log while it starts. */
@@ -250,31 +254,47 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
     await stopStack({ log: () => undefined });
   }
 
+  // A fresh set of logs per run: the previous run's are gone once a new one starts.
+  rmSync(LOGS_DIR, { recursive: true, force: true });
   mkdirSync(LOGS_DIR, { recursive: true });
   const deployment = loadDeploymentConfig();
   const base = options.portBase ?? Number(process.env.LOCAL_PORT_BASE ?? DEFAULT_PORT_BASE);
-  const ports = portsFrom(base, deployment.iotRegions);
-  const wanted: [string, number][] = [
-    ['edge', ports.edge],
-    ['AWS proxy', ports.awsProxy],
-    ['moto', ports.moto],
-    ['ipstack fake', ports.ipstack],
-    ['watch', ports.watch],
-    ...Object.entries(ports.mqtt).map(([region, port]): [string, number] => [`MQTT ${region}`, port]),
+  if (!Number.isInteger(base) || base < 1024 || base > 65000)
+    throw new LocalStackError(`LOCAL_PORT_BASE must be a port number from 1024 to 65000 (got ${base})`);
+  const perRegionAddresses = await perRegionAddressesWork(base, deployment.iotRegions);
+  if (!perRegionAddresses)
+    log('this system answers only on 127.0.0.1: MQTT endpoints fall back to 127.0.0.1:<port>');
+  const ports = portsFrom(base, deployment.iotRegions, perRegionAddresses);
+  const wanted: [string, string, number][] = [
+    ['edge', '127.0.0.1', ports.edge],
+    ['AWS proxy', '127.0.0.1', ports.awsProxy],
+    ['moto', '127.0.0.1', ports.moto],
+    ['ipstack fake', '127.0.0.1', ports.ipstack],
+    ['watch', '127.0.0.1', ports.watch],
+    ...Object.entries(ports.mqtt).map(([region, port]): [string, string, number] => [
+      `MQTT ${region}`,
+      ports.mqttHosts[region] ?? '127.0.0.1',
+      port,
+    ]),
   ];
   const taken = [];
-  for (const [name, port] of wanted) if (!(await portFree(port))) taken.push(`${name} ${port}`);
+  for (const [name, host, port] of wanted)
+    if ((await listenable(port, host)) !== 'free') taken.push(`${name} ${host}:${port}`);
   if (taken.length > 0) {
-    throw new Error(
-      `ports in use on 127.0.0.1: ${taken.join(', ')}; set LOCAL_PORT_BASE to another base (now ${base})`,
+    throw new LocalStackError(
+      `addresses in use: ${taken.join(', ')}; set LOCAL_PORT_BASE to another base (now ${base})`,
     );
   }
 
-  log('preparing .local/ (local CA, fleet signing key, secrets, ipstack fixtures)');
+  // Installing moto is rare and slow: say so even when the caller keeps the stack quiet (jest).
+  const pythonCommand = motoPython((line) => process.stderr.write(`${line}\n`));
+  const created: string[] = [];
+  if (!existsSync(path.join(CA_DIR, 'ca.pem'))) created.push('local CA');
   const ca = await createLocalCa(CA_DIR);
-  ensureFleetKeys();
-  const secrets = ensureSecrets();
-  ensureFixtureFile(IPSTACK_FIXTURES_FILE);
+  ensureFleetKeys(created);
+  const secrets = ensureSecrets(created);
+  if (ensureFixtureFile(IPSTACK_FIXTURES_FILE)) created.push('ipstack fixtures');
+  if (created.length > 0) log(`prepared .local/: ${created.join(', ')}`);
   const serverOptions: StackServerOptions = {
     ports,
     handlerModule: options.handlerModule ?? process.env.LOCAL_HANDLER_MODULE ?? DEFAULT_HANDLER_MODULE,
@@ -285,7 +305,7 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
     caKeyPath: ca.keyPath,
     fleetSigningKeyPath: FLEET_SIGNING_KEY_FILE,
     fleetPublicKeyPath: FLEET_PUBLIC_KEY_FILE,
-    pythonCommand: pythonCommand(),
+    pythonCommand,
     ownerPid: options.stopWithOwner ? process.pid : undefined,
   };
   writeJsonAtomic(SERVER_OPTIONS_FILE, serverOptions, 0o600);
@@ -313,7 +333,7 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
 
   const deadline = Date.now() + START_TIMEOUT_MS;
   const failure = (reason: string) =>
-    new Error(
+    new LocalStackError(
       `local stack failed to start: ${reason}\n  see ${STACK_LOG}, ${FUNCTION_LOG} and ${path.join(LOGS_DIR, 'moto.log')}`,
     );
   for (;;) {
@@ -470,7 +490,13 @@ async function cli(argv: string[]): Promise<void> {
       console.log(`  AWS endpoint      ${stack.awsEndpoint} (faults: ${stack.faultsUrl})`);
       console.log(`  regions           ${stack.regions.join(', ')} (home ${stack.homeRegion})`);
       console.log(
-        `  MQTT              ${stack.mqttRunning ? Object.values(stack.mqttEndpoints).join(' ') : 'not running'}`,
+        `  MQTT endpoints    ${
+          stack.mqttRunning
+            ? Object.entries(stack.mqttEndpoints)
+                .map(([region, endpoint]) => `${region} ${endpoint}`)
+                .join(', ')
+            : 'not running'
+        }`,
       );
       console.log(`  details           ${STACK_FILE}`);
     });
