@@ -96,9 +96,7 @@ async function prepareCertificate(
   deps: ProvisioningDependencies,
   signal: AbortSignal,
 ): Promise<PreparedCertificate> {
-  const key = csr
-    ? { publicKeySpki: csr.publicKeySpki, privateKeyPem: undefined }
-    : await deps.deviceKeys();
+  const key = csr ? { publicKeySpki: csr.publicKeySpki, privateKeyPem: undefined } : await deps.deviceKeys();
   const { config } = deps;
   const certificate = await issueDeviceCertificate(
     config.caCertificate,
