@@ -7,7 +7,7 @@
  * Skipped when moto_server is not installed.
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,6 +56,7 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
   let terraformLog: string;
   let terraformScript: string;
   let deploymentFile: string;
+  let bootstrapDeploymentFile: string;
 
   beforeAll(async () => {
     const port = await freePort();
@@ -83,6 +84,17 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
         caCertificateFile: join(REPO_ROOT, 'tests', 'infra', 'fixtures', 'device-ca.pem'),
       }),
     );
+    // No CA certificate yet: the bootstrap stack.
+    bootstrapDeploymentFile = join(work, 'deployment-bootstrap.json');
+    writeFileSync(
+      bootstrapDeploymentFile,
+      JSON.stringify({
+        ...deployment,
+        appName: APP_NAME,
+        caKmsKeyAlias: 'alias/ops-ca-test',
+        caCertificateFile: join(work, 'no-ca-yet.pem'),
+      }),
+    );
     // A CA key that did not make the fixture certificate.
     const kms = new KMSClient({ region: String(deployment.homeRegion), endpoint, credentials });
     const key = await kms.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY' }));
@@ -98,19 +110,18 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
+  /** ops synthesizes the stack itself (after its checks), from the deployment file it is given. */
   function runOps(
     args: string[],
-    synthesized: string,
+    deployment: string = deploymentFile,
   ): Promise<{ status: number | null; output: string; calls: string[] }> {
-    mkdirSync(STACK_DIR, { recursive: true });
-    writeFileSync(join(STACK_DIR, 'cdk.tf.json'), synthesized);
     writeFileSync(terraformLog, '');
     return new Promise((resolveRun) => {
       const child = spawn(TSX, [join(REPO_ROOT, 'infra', 'ops.ts'), ...args], {
         cwd: REPO_ROOT,
         env: {
           ...process.env,
-          DEPLOYMENT_CONFIG: deploymentFile,
+          DEPLOYMENT_CONFIG: deployment,
           TERRAFORM: terraformScript,
           AWS_ENDPOINT_URL: endpoint,
           AWS_ACCESS_KEY_ID: credentials.accessKeyId,
@@ -134,26 +145,24 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
     );
     expect(targets).toHaveLength(3);
 
-    const plan = await runOps(['plan'], bootstrap.text);
+    const plan = await runOps(['plan'], bootstrapDeploymentFile);
     expect(plan.status).toBe(0);
     expect(plan.calls).toContain(`plan -input=false ${targets.join(' ')}`);
 
-    const deploy = await runOps(['deploy', '--auto-approve'], bootstrap.text);
+    const deploy = await runOps(['deploy', '--auto-approve'], bootstrapDeploymentFile);
     expect(deploy.status).toBe(0);
     expect(deploy.calls).toContain(`apply -input=false ${targets.join(' ')} -auto-approve`);
     expect(deploy.output).toMatch(/next: `make init-ca`/);
   });
 
   it('plans the full stack without targets', async () => {
-    const full = synthesize({ appName: APP_NAME });
-    const plan = await runOps(['plan'], full.text);
+    const plan = await runOps(['plan']);
     expect(plan.status).toBe(0);
     expect(plan.calls).toContain('plan -input=false');
   });
 
   it('refuses to deploy a CA certificate the CA key did not make, before terraform apply', async () => {
-    const full = synthesize({ appName: APP_NAME });
-    const deploy = await runOps(['deploy', '--auto-approve'], full.text);
+    const deploy = await runOps(['deploy', '--auto-approve']);
     expect(deploy.status).toBe(1);
     expect(deploy.output).toMatch(/was not made by alias\/ops-ca-test: run `make init-ca`/);
     expect(deploy.calls.some((call) => call.startsWith('apply'))).toBe(false);
