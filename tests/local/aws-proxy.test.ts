@@ -84,6 +84,20 @@ describeWithStack('fault-injecting AWS proxy', () => {
     dynamodb.destroy();
   });
 
+  it("matches the request body: only the named item's DynamoDB calls fail", async () => {
+    await setFaults(proxy.faultsUrl, {
+      rules: [{ match: { service: 'dynamodb', body: '"wanted-item"' }, error: 'ThrottlingException' }],
+    });
+    const dynamodb = new DynamoDBClient({ ...config(stack.homeRegion), maxAttempts: 1 });
+    const get = (thingName: string) =>
+      dynamodb.send(
+        new GetItemCommand({ TableName: stack.tableName, Key: { thing_name: { S: thingName } } }),
+      );
+    await expect(get('other-item')).resolves.toBeDefined();
+    await expect(get('wanted-item')).rejects.toMatchObject({ name: 'ThrottlingException' });
+    dynamodb.destroy();
+  });
+
   it('injects KMS and SSM failures in their JSON protocol', async () => {
     await setFaults(proxy.faultsUrl, {
       rules: [
