@@ -114,6 +114,17 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
   const key = (thingName: string) => ({ thing_name: { S: thingName } });
   const TableName = settings.tableName;
 
+  /** A conditional update: true when written, false when the record no longer matched. */
+  async function updateIfStill(command: UpdateItemCommand, signal?: AbortSignal): Promise<boolean> {
+    try {
+      await dynamodb.send(command, { abortSignal: signal });
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return false;
+      throw error;
+    }
+  }
+
   return {
     async read(thingName, signal) {
       try {
@@ -270,22 +281,16 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         unchanged(record, 'claim_id', values),
         unchanged(record, 'pending_certificate_id', values),
       ].join(' AND ');
-      try {
-        await dynamodb.send(
-          new UpdateItemCommand({
-            TableName,
-            Key: key(record.thingName),
-            ConditionExpression: condition,
-            UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
-            ExpressionAttributeValues: values,
-          }),
-          { abortSignal: signal },
-        );
-        return true;
-      } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) return false;
-        throw error;
-      }
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: condition,
+          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      );
     },
 
     async resetMissingCertificate(record, signal) {
@@ -299,25 +304,19 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         unchanged(record, 'certificate_id', values),
         'attribute_not_exists(claim_id)',
       ].join(' AND ');
-      try {
-        await dynamodb.send(
-          new UpdateItemCommand({
-            TableName,
-            Key: key(record.thingName),
-            ConditionExpression: condition,
-            UpdateExpression:
-              'SET prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one' +
-              ' REMOVE certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode,' +
-              ' first_prov_epoch, reissue_count',
-            ExpressionAttributeValues: values,
-          }),
-          { abortSignal: signal },
-        );
-        return true;
-      } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) return false;
-        throw error;
-      }
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: condition,
+          UpdateExpression:
+            'SET prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one' +
+            ' REMOVE certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode,' +
+            ' first_prov_epoch, reissue_count',
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      );
     },
   };
 }

@@ -3,15 +3,15 @@
  * KMS key, verifies with the key's public key, is a CA, is accepted by the stack, and the command
  * never writes a private key. Skipped when moto_server is not installed.
  */
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { parseCaCertificate } from '../../functions/provisioning/certificate-authority';
 import { all, synthesize, TEST_CA_CERTIFICATE } from './synth';
+import { describeIfMoto, startPrivateMoto } from './support/private-moto';
 
 const REPO_ROOT = join(__dirname, '..', '..');
 const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -20,34 +20,7 @@ const ALIAS = 'alias/init-ca-test';
 const OTHER_ALIAS = 'alias/init-ca-test-other';
 const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 
-const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
-if (!motoInstalled) console.warn('init-ca integration test skipped: moto_server is not on PATH');
-const describeWithMoto = motoInstalled ? describe : describe.skip;
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-async function waitForMoto(endpoint: string, moto: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (moto.exitCode !== null) throw new Error(`moto_server exited with ${moto.exitCode}`);
-    try {
-      if ((await fetch(`${endpoint}/moto-api/`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
-  }
-  throw new Error('moto_server did not start within 20 s');
-}
+const describeWithMoto = describeIfMoto('init-ca integration test');
 
 function runInitCa(args: string[]): Promise<{ status: number | null; output: string }> {
   return new Promise((resolveRun) => {
@@ -75,10 +48,7 @@ describeWithMoto('make init-ca (against moto)', () => {
   let outFile: string;
 
   beforeAll(async () => {
-    const port = await freePort();
-    endpoint = `http://127.0.0.1:${port}`;
-    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-    await waitForMoto(endpoint, moto);
+    ({ endpoint, process: moto } = await startPrivateMoto());
     kms = new KMSClient({ region: REGION, endpoint, credentials });
     for (const alias of [ALIAS, OTHER_ALIAS]) {
       const key = await kms.send(

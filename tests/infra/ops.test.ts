@@ -6,13 +6,13 @@
  *   - the full stack is refused before apply when the CA certificate was not made by the CA key.
  * Skipped when moto_server is not installed.
  */
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { synthesize } from './synth';
+import { describeIfMoto, startPrivateMoto } from './support/private-moto';
 
 const REPO_ROOT = join(__dirname, '..', '..');
 const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -20,34 +20,7 @@ const APP_NAME = `ops-ca-test-${process.pid}`;
 const STACK_DIR = join(REPO_ROOT, 'cdktf.out', 'stacks', APP_NAME);
 const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 
-const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
-if (!motoInstalled) console.warn('ops CA test skipped: moto_server is not on PATH');
-const describeWithMoto = motoInstalled ? describe : describe.skip;
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-async function waitForMoto(endpoint: string, moto: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (moto.exitCode !== null) throw new Error(`moto_server exited with ${moto.exitCode}`);
-    try {
-      if ((await fetch(`${endpoint}/moto-api/`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
-  }
-  throw new Error('moto_server did not start within 20 s');
-}
+const describeWithMoto = describeIfMoto('ops CA test');
 
 describeWithMoto('make plan / deploy with the device CA (stand-in terraform, moto)', () => {
   let moto: ChildProcess;
@@ -59,10 +32,7 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
   let bootstrapDeploymentFile: string;
 
   beforeAll(async () => {
-    const port = await freePort();
-    endpoint = `http://127.0.0.1:${port}`;
-    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-    await waitForMoto(endpoint, moto);
+    ({ endpoint, process: moto } = await startPrivateMoto());
     work = mkdtempSync(join(tmpdir(), 'ops-ca-'));
     terraformLog = join(work, 'terraform.log');
     terraformScript = join(work, 'terraform');

@@ -3,12 +3,12 @@
  * stdin, comes out only as ciphertext that KMS decrypts with the function's encryption context,
  * and never appears in the tool's output. Skipped when moto_server is not installed.
  */
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
+import { ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from '../../functions/provisioning/config';
+import { describeIfMoto, startPrivateMoto } from './support/private-moto';
 
 const REPO_ROOT = join(__dirname, '..', '..');
 const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
@@ -18,35 +18,7 @@ const ALIAS = 'alias/rotate-test';
 const NEW_KEY = '0123456789abcdef0123456789abcdef';
 const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 
-const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
-if (!motoInstalled) console.warn('rotate-ipstack-key integration test skipped: moto_server is not on PATH');
-const describeWithMoto = motoInstalled ? describe : describe.skip;
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolvePort(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-async function waitForMoto(endpoint: string, moto: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (moto.exitCode !== null) throw new Error(`moto_server exited with ${moto.exitCode}`);
-    try {
-      const response = await fetch(`${endpoint}/moto-api/`);
-      if (response.ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
-  }
-  throw new Error('moto_server did not start within 20 s');
-}
+const describeWithMoto = describeIfMoto('rotate-ipstack-key integration test');
 
 function runRotate(args: string[], stdin: string): Promise<{ status: number | null; output: string }> {
   return new Promise((resolveRun) => {
@@ -75,10 +47,7 @@ describeWithMoto('make rotate-ipstack-key (against moto)', () => {
   let ssm: SSMClient;
 
   beforeAll(async () => {
-    const port = await freePort();
-    endpoint = `http://127.0.0.1:${port}`;
-    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-    await waitForMoto(endpoint, moto);
+    ({ endpoint, process: moto } = await startPrivateMoto());
     kms = new KMSClient({ region: REGION, endpoint, credentials });
     ssm = new SSMClient({ region: REGION, endpoint, credentials });
     const key = await kms.send(new CreateKeyCommand({ Description: 'rotate test' }));
