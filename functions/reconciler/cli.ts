@@ -55,7 +55,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     throw new ConfigError(
       'no local stack is running and the reconciler environment is not set: run `make local-up` for the local' +
         ' stack, or set TABLE_NAME, REGISTRY_REGION, IOT_REGIONS, IOT_POLICY_NAME and CA_CERTIFICATE_PEM as the' +
-        ' scheduled function has them (`make outputs` shows them) with your AWS credentials',
+        ' scheduled function has them (`aws lambda get-function-configuration --function-name' +
+        ' <appName>-reconciler` prints them) with your AWS credentials',
     );
   }
   if (options.grace !== undefined) process.env.RECONCILE_GRACE_SECONDS = String(options.grace);
