@@ -30,7 +30,7 @@ import {
   nextRecentNonces,
   PendingCertificate,
 } from './device-record';
-import { unauthenticated } from './errors';
+import { ProvisioningError, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
@@ -236,8 +236,11 @@ export async function provision(
       ),
     );
   } catch (error) {
-    // If the claim was written with its answer lost, let it go now rather than after the lease.
-    await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
+    // A claim that failed without an answer may have been written: let it go now rather than
+    // after the lease. A refused one (429: the record moved on) was not, and costs no more writes.
+    if (!(error instanceof ProvisioningError && error.kind === 'throttled')) {
+      await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
+    }
     throw error;
   }
   checkpoint('claimed', thingName);
