@@ -229,6 +229,9 @@ function scanQuery(filter: RecordFilter | undefined) {
   };
 }
 
+/** Items per scan page (1 MB would be about 4,500 records). */
+const SCAN_PAGE_ITEMS = 1000;
+
 /** How often one batch is sent again (UnprocessedItems or throttling) before the import fails. */
 const MAX_BATCH_ATTEMPTS = 12;
 
@@ -257,8 +260,10 @@ export async function writeBatches(
     readonly concurrency?: number;
     readonly onWritten?: (count: number) => void;
     readonly signal?: AbortSignal;
+    readonly maxAttempts?: number;
   },
 ): Promise<BatchWriteReport> {
+  const maxAttempts = options.maxAttempts ?? MAX_BATCH_ATTEMPTS;
   let written = 0;
   let calls = 0;
   let unprocessedRetried = 0;
@@ -268,7 +273,7 @@ export async function writeBatches(
     while (next < batches.length) {
       let batch = batches[next++] as WriteRequest[];
       for (let attempt = 0; batch.length > 0; attempt += 1) {
-        if (attempt >= MAX_BATCH_ATTEMPTS) {
+        if (attempt >= maxAttempts) {
           throw new Error(`BatchWriteItem still refused ${batch.length} items after ${attempt} attempts`);
         }
         if (attempt > 0) await backoff(attempt, options.signal);
@@ -442,7 +447,14 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
       let startKey: Record<string, AttributeValue> | undefined;
       do {
         const page = await dynamodb.send(
-          new ScanCommand({ TableName, ExclusiveStartKey: startKey, ConsistentRead: true, ...query }),
+          new ScanCommand({
+            TableName,
+            ExclusiveStartKey: startKey,
+            ConsistentRead: true,
+            // Short pages: a full 1 MB page takes moto ~4 s, past AWS_CALL_TIMEOUT_MS.
+            Limit: SCAN_PAGE_ITEMS,
+            ...query,
+          }),
           { abortSignal: signal },
         );
         for (const item of page.Items ?? []) yield toDeviceRecord(item);
