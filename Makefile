@@ -35,8 +35,8 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 test-unit: install ## Only the tests that need no local stack (unit, infra, pure device modules)
 	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
 
-test-integration: install build ## Only the tests that use the local stack (integration, local stack, device end to end)
-	@$(TSX) tests/support/run-jest.ts tests/integration tests/local tests/device
+test-integration: install build ## Only the tests that use the local stack (integration, gdp-admin, local stack, device end to end)
+	@$(TSX) tests/support/run-jest.ts tests/integration tests/admin tests/local tests/device
 
 local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
 	@$(TSX) tests/local/stack.ts up
