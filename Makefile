@@ -7,7 +7,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 TSX := node_modules/.bin/tsx
 
 .PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
-        rotate-ipstack-key init-ca local-up local-down seed local-watch bench demo reconcile chaos clean
+        rotate-ipstack-key init-ca local-up local-down seed local-watch bench demo reconcile admin chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
@@ -35,8 +35,8 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 test-unit: install ## Only the tests that need no local stack (unit, infra, pure device modules)
 	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
 
-test-integration: install build ## Only the tests that use the local stack (integration, local stack, device end to end)
-	@$(TSX) tests/support/run-jest.ts tests/integration tests/local tests/device
+test-integration: install build ## Only the tests that use the local stack (integration, gdp-admin, local stack, device end to end)
+	@$(TSX) tests/support/run-jest.ts tests/integration tests/admin tests/local tests/device
 
 local-up: install ## Start the local stack (moto as AWS, local edge, ipstack fake, regional MQTT); writes .local/stack.json
 	@$(TSX) tests/local/stack.ts up
@@ -52,6 +52,9 @@ local-watch: ## Print every MQTT message published in any local region as JSON l
 
 reconcile: install ## Run the reconciler once: the local stack's if one runs, else AWS (see README)
 	$(TSX) functions/reconciler/cli.ts $(ARGS)
+
+admin: install ## The operator tool, gdp-admin: make admin ARGS="--local list --count" (README, "Operating the fleet")
+	@$(TSX) functions/admin/cli.ts $(ARGS)
 
 chaos: install ## A fleet provisions under random AWS faults and kills; reconcile; audit; print the figures
 	$(TSX) tests/chaos/cli.ts $(ARGS)

@@ -4,7 +4,7 @@
  *   registry table (home region, replicas in the other IoT regions), KMS key + SSM parameter
  *   for the ipstack key, the device CA (KMS signing key; its certificate registered in every
  *   enabled region), the device IoT policy in every enabled region, the scheduled reconciler,
- *   alarms, outputs.
+ *   alarms, the operators' dashboard, outputs.
  *
  * Without a CA certificate (first deploy, or the first step of a CA rotation) it is the
  * bootstrap stack: the CA key and what `make init-ca` needs, nothing else (docs/deploy.md).
@@ -27,6 +27,7 @@ import { RegistryTable } from './registry';
 import { IpstackKeyStore } from './secrets';
 import { Edge } from './edge';
 import { Alarms } from './alarms';
+import { Dashboard } from './dashboard';
 import { escapeTerraformTemplate } from './terraform-strings';
 import { CaCertificateToRegister, caOperatorPolicy, DeviceCaKey, DeviceCaRegistrations } from './device-ca';
 import { Reconciler } from './reconciler';
@@ -166,6 +167,12 @@ export class ProvisioningStack extends TerraformStack {
       stageName: edge.stage.name,
       functionName: fn.function.functionName,
       reconcilerFunctionName: reconciler.function.functionName,
+      reconcilerServiceName: reconcilerServiceName(config),
+    });
+    new Dashboard(this, 'dashboard', {
+      config,
+      provider: home,
+      functionName: fn.function.functionName,
       reconcilerServiceName: reconcilerServiceName(config),
     });
 

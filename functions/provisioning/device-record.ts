@@ -10,7 +10,10 @@
  *   pending_certificate_pem, pending_region, pending_key_sha256, pending_key_mode, pending_since;
  * - the live certificate: certificate_id, certificate_arn, certificate_pem, certificate_key_sha256,
  *   key_mode, thing_arn, geo_source, prov_epoch, first_prov_epoch, reissue_count;
- * - record_version (every write of ours adds one), recent_nonces (v2), device_public_key (v2).
+ * - record_version (every write of ours adds one), recent_nonces (v2), device_public_key (v2);
+ * - set by the operator tool (functions/admin/): region_pin, the move (move_to_region + move_started while
+ *   a move is under way; moved_from_region + moved_at while both regions accept the device), and
+ *   history, the bounded audit list.
  *
  * Any shape an operator or an older version may have left is read without throwing: a field of
  * the wrong type counts as missing.
@@ -57,6 +60,14 @@ export interface DeviceRecord {
   readonly claimId?: string;
   readonly claimExpires?: number;
   readonly pending?: PendingCertificate;
+  /** The region an operator pinned the device to (import); wins over its location. */
+  readonly regionPin?: string;
+  /** A move under way: the live certificate is being registered in this region too. */
+  readonly moveTo?: { readonly region: string; readonly since: number };
+  /** A finished move whose old copy is still live: both regions accept the device. */
+  readonly movedFrom?: { readonly region: string; readonly at: number };
+  /** The operator's audit trail, oldest first, at most MAX_HISTORY entries. */
+  readonly history: readonly AuditEntry[];
   /** `timestamp.nonce` of recent v2 requests. */
   readonly recentNonces: readonly string[];
   readonly version: number;
@@ -74,6 +85,75 @@ function number(item: Record<string, AttributeValue>, name: string): number | un
   if (value === undefined) return undefined;
   const parsed = Number(value);
   return Number.isFinite(parsed) ? parsed : undefined;
+}
+
+/** One operator action on a record: when, who (STS caller ARN), what, and the fields it changed. */
+export interface AuditEntry {
+  readonly at: string;
+  readonly by: string;
+  readonly what: string;
+  readonly before: Readonly<Record<string, string>>;
+  readonly after: Readonly<Record<string, string>>;
+}
+
+/** The audit trail keeps the newest this many entries: a record stays far below 400 KB. */
+export const MAX_HISTORY = 20;
+
+function stringMap(value: AttributeValue | undefined): Record<string, string> {
+  const entries = Object.entries(value?.M ?? {}).filter(([, field]) => typeof field.S === 'string');
+  return Object.fromEntries(entries.map(([name, field]) => [name, field.S as string]));
+}
+
+function auditEntries(value: AttributeValue | undefined): AuditEntry[] {
+  if (!Array.isArray(value?.L)) return [];
+  return value.L.flatMap((entry) => {
+    const fields = entry.M;
+    if (!fields || typeof fields.at?.S !== 'string' || typeof fields.what?.S !== 'string') return [];
+    return [
+      {
+        at: fields.at.S,
+        by: fields.by?.S ?? '',
+        what: fields.what.S,
+        before: stringMap(fields.before),
+        after: stringMap(fields.after),
+      },
+    ];
+  });
+}
+
+/** The history list after adding `entry`: the newest MAX_HISTORY entries, as DynamoDB stores them. */
+export function historyWith(record: DeviceRecord | undefined, entry: AuditEntry): AttributeValue {
+  const toMap = (fields: Readonly<Record<string, string>>): AttributeValue => ({
+    M: Object.fromEntries(Object.entries(fields).map(([name, value]) => [name, { S: value }])),
+  });
+  const kept = [...(record?.history ?? []), entry].slice(-MAX_HISTORY);
+  return {
+    L: kept.map((kept) => ({
+      M: {
+        at: { S: kept.at },
+        by: { S: kept.by },
+        what: { S: kept.what },
+        before: toMap(kept.before),
+        after: toMap(kept.after),
+      },
+    })),
+  };
+}
+
+/**
+ * Every certificate copy the record keeps alive: the live one, a pending intent, and during and
+ * after a move the copy in the other region. The reconciler retires every certificate of our CA
+ * that no record references, so anything live must be listed here.
+ */
+export function referencedCertificates(record: DeviceRecord): CertificateRef[] {
+  const refs: CertificateRef[] = [];
+  const { certificateId } = record;
+  if (certificateId && record.region) refs.push({ certificateId, region: record.region });
+  if (certificateId && record.movedFrom) refs.push({ certificateId, region: record.movedFrom.region });
+  if (certificateId && record.moveTo) refs.push({ certificateId, region: record.moveTo.region });
+  if (record.pending)
+    refs.push({ certificateId: record.pending.certificateId, region: record.pending.region });
+  return refs;
 }
 
 export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceRecord {
@@ -113,6 +193,14 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
             since: number(item, 'pending_since') ?? 0,
           }
         : undefined,
+    regionPin: text(item, 'region_pin'),
+    moveTo: text(item, 'move_to_region')
+      ? { region: text(item, 'move_to_region') as string, since: number(item, 'move_started') ?? 0 }
+      : undefined,
+    movedFrom: text(item, 'moved_from_region')
+      ? { region: text(item, 'moved_from_region') as string, at: number(item, 'moved_at') ?? 0 }
+      : undefined,
+    history: auditEntries(item.history),
     recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
     version: number(item, 'record_version') ?? 0,
     raw: item,
@@ -181,10 +269,14 @@ export function decide(
   const { thingName } = request;
   if (!record) return refuse(forbidden(`thing ${thingName} is not on the allowlist`));
   const status = record.provStatus;
-  if (status === PROV_STATUS.disabled) return refuse(forbidden(`thing ${thingName} is disabled`));
+  if (status === PROV_STATUS.disabled) {
+    return refuse(
+      forbidden(`thing ${thingName} is disabled; \`gdp-admin enable ${thingName}\` allows it again`),
+    );
+  }
   if (status === PROV_STATUS.revoked) {
     return refuse(
-      forbidden(`thing ${thingName} is revoked; an operator must reset it before it can provision`),
+      forbidden(`thing ${thingName} is revoked; use \`gdp-admin reset ${thingName}\` to allow it again`),
     );
   }
   if (status !== PROV_STATUS.unprovisioned && status !== PROV_STATUS.provisioned) {
@@ -227,9 +319,9 @@ export function decide(
     return { kind: 'same-certificate', region: record.region, certificatePem: record.certificatePem };
   }
   if (inWindow && record.reissueCount < rules.reissueLimit) {
-    const retire: CertificateRef[] = [];
-    if (record.certificateId && record.region)
-      retire.push({ certificateId: record.certificateId, region: record.region });
+    // The live certificate in every region it is registered in (a move's copies too), and a dead
+    // request's intent.
+    const retire = referencedCertificates({ ...record, pending: undefined });
     if (stale && stale.certificateId !== record.certificateId) retire.push(stale);
     return { kind: 'issue', reissue: true, retire };
   }
@@ -238,7 +330,7 @@ export function decide(
     new ProvisioningError(
       'already-provisioned',
       `thing ${thingName} is already provisioned${record.region ? ` in ${record.region}` : ''}` +
-        `${since ? ` since ${since}Z` : ''}; an operator can reset it to provision again`,
+        `${since ? ` since ${since}Z` : ''}; use \`gdp-admin reset ${thingName}\` to allow it again`,
     ),
   );
 }

@@ -26,12 +26,14 @@ import {
   DetachThingPrincipalCommand,
   GetPolicyCommand,
   IoTClient,
+  ListAttachedPoliciesCommand,
   ListCertificatesByCACommand,
   ListPrincipalThingsCommand,
   ListThingPrincipalsCommand,
   RegisterCertificateCommand,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
+import { KeyObject, X509Certificate } from 'node:crypto';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { awsClientSettings } from './aws-client-settings';
 import { hasName, isThrottling, isTransient } from './aws-errors';
@@ -57,6 +59,28 @@ export interface CertificateState {
   readonly certificateArn: string;
   readonly status: string;
   readonly caCertificateId?: string;
+}
+
+/** A certificate attached to a thing, as `gdp-admin show` reports it. */
+export interface PrincipalReport {
+  readonly certificateId: string;
+  readonly certificateArn: string;
+  /** undefined when the certificate no longer exists. */
+  readonly status?: string;
+  readonly notBefore?: Date;
+  readonly notAfter?: Date;
+  /** True when our CA issued it. */
+  readonly ours: boolean;
+  readonly caCertificateId?: string;
+  readonly policies: readonly string[];
+}
+
+/** What AWS IoT in one region says about a device. */
+export interface ThingReport {
+  readonly region: string;
+  /** undefined when there is no thing of that name in the region. */
+  readonly thing?: { readonly thingArn: string; readonly ours: boolean };
+  readonly principals: readonly PrincipalReport[];
 }
 
 export interface DeviceIot {
@@ -90,6 +114,18 @@ export interface DeviceIot {
   ): Promise<CertificateState | undefined>;
   /** Principal ARNs attached to the thing ([] when the thing does not exist). */
   thingPrincipals(region: string, thingName: string, signal?: AbortSignal): Promise<string[]>;
+  /**
+   * Activates or deactivates a certificate (operators: disable --revoke, revoke); false when it
+   * does not exist. Deactivating is what stops a device from connecting.
+   */
+  setCertificateStatus(
+    region: string,
+    certificateId: string,
+    status: 'ACTIVE' | 'INACTIVE',
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** The thing, its certificates with status, validity, issuer and policies (gdp-admin show). */
+  inspectThing(region: string, thingName: string, signal?: AbortSignal): Promise<ThingReport>;
 }
 
 export interface DeviceIotSettings {
@@ -115,6 +151,17 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
   const { policyName } = settings;
+  let caPublicKey: KeyObject | undefined;
+  /** DescribeCertificate omits caCertificateId for some registrations (moto always): check the signature. */
+  const signedByOurCa = (pem: string | undefined): boolean => {
+    if (!pem) return false;
+    try {
+      caPublicKey ??= new X509Certificate(settings.caCertificatePem).publicKey;
+      return new X509Certificate(pem).verify(caPublicKey);
+    } catch {
+      return false;
+    }
+  };
   const clients = new Map<string, IoTClient>();
   const endpoints = new Map<string, Promise<string>>();
   const policies = new Map<string, Promise<void>>();
@@ -396,5 +443,69 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
 
     describeCertificate,
     thingPrincipals,
+
+    async setCertificateStatus(region, certificateId, status, signal) {
+      return call('UpdateCertificate', async () => {
+        try {
+          await client(region).send(new UpdateCertificateCommand({ certificateId, newStatus: status }), {
+            abortSignal: signal,
+          });
+          return true;
+        } catch (error) {
+          if (hasName(error, 'ResourceNotFoundException')) return false;
+          throw error;
+        }
+      });
+    },
+
+    async inspectThing(region, thingName, signal) {
+      const iot = client(region);
+      let thing: ThingReport['thing'];
+      try {
+        const described = await iot.send(new DescribeThingCommand({ thingName }), { abortSignal: signal });
+        thing = {
+          thingArn: described.thingArn ?? '',
+          ours: described.attributes?.[THING_MARKER.name] === THING_MARKER.value,
+        };
+      } catch (error) {
+        if (!hasName(error, 'ResourceNotFoundException')) throw error;
+        return { region, principals: [] };
+      }
+      const principals = await Promise.all(
+        (await thingPrincipals(region, thingName, signal)).map(async (certificateArn) => {
+          const certificateId = certificateIdOf(certificateArn);
+          let description;
+          try {
+            description = (
+              await iot.send(new DescribeCertificateCommand({ certificateId }), { abortSignal: signal })
+            ).certificateDescription;
+          } catch (error) {
+            if (!hasName(error, 'ResourceNotFoundException')) throw error;
+          }
+          const policies = description
+            ? (
+                (
+                  await iot.send(new ListAttachedPoliciesCommand({ target: certificateArn }), {
+                    abortSignal: signal,
+                  })
+                ).policies ?? []
+              ).map((policy) => policy.policyName ?? '')
+            : [];
+          return {
+            certificateId,
+            certificateArn,
+            status: description?.status,
+            notBefore: description?.validity?.notBefore,
+            notAfter: description?.validity?.notAfter,
+            ours:
+              description?.caCertificateId === settings.caCertificateId ||
+              signedByOurCa(description?.certificatePem),
+            caCertificateId: description?.caCertificateId,
+            policies,
+          };
+        }),
+      );
+      return { region, thing, principals };
+    },
   };
 }

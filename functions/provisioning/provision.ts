@@ -200,14 +200,17 @@ export async function provision(
     };
   }
 
-  // A re-issued device stays in the region its thing lives in; a resumed one where its intent was.
+  // A re-issued device stays in the region its thing lives in; a resumed one where its intent was;
+  // a pinned one (region_pin, from `gdp-admin import`) goes to its pin while that region is enabled.
   const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
   const region =
     decision.kind === 'resume'
       ? decision.pending.region
       : decision.reissue && enabled(existing.region)
         ? (existing.region as string)
-        : placement.region;
+        : enabled(existing.regionPin)
+          ? (existing.regionPin as string)
+          : placement.region;
   const prepared: PreparedCertificate =
     decision.kind === 'resume'
       ? { pending: decision.pending }

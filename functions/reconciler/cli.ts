@@ -6,34 +6,18 @@
  * Exit codes: 0 done (whatever it fixed), 1 some fixes failed (see the lines marked FAILED),
  * 2 bad usage or configuration.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
+import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { ConfigError } from '../provisioning/config';
 import { loadReconcilerConfig } from './config';
+import { localStackEnvironment, STACK_FILE } from './environments';
 import { reconcile } from './reconcile';
 import { reconcilerDependencies } from './wiring';
 
-const STACK_FILE = path.resolve(__dirname, '..', '..', '.local', 'stack.json');
-
-function wholeSeconds(value: string): number {
+export function wholeSeconds(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected whole seconds ≥ 0');
   return parsed;
-}
-
-/** The local stack's function environment (endpoint, credentials, table, regions, CA). */
-function localEnvironment(): Record<string, string> {
-  if (!existsSync(STACK_FILE)) {
-    throw new ConfigError(
-      `the local stack is not running (${STACK_FILE} missing): run \`make local-up\` first`,
-    );
-  }
-  const stack = JSON.parse(readFileSync(STACK_FILE, 'utf8')) as {
-    functionEnvironment?: Record<string, string>;
-  };
-  if (!stack.functionEnvironment) throw new ConfigError(`${STACK_FILE} has no functionEnvironment`);
-  return stack.functionEnvironment;
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -50,7 +34,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   program.parse([...argv]);
   const options = program.opts<{ local?: boolean; aws?: boolean; grace?: number; json?: boolean }>();
   const useLocal = options.local === true || (options.aws !== true && existsSync(STACK_FILE));
-  if (useLocal) Object.assign(process.env, localEnvironment());
+  if (useLocal) Object.assign(process.env, localStackEnvironment());
   else if (!process.env.TABLE_NAME) {
     throw new ConfigError(
       'no local stack is running and the reconciler environment is not set: run `make local-up` for the local' +

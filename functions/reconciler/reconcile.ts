@@ -7,7 +7,7 @@
  *    first, with a compare-and-set on exactly that claim, then the intent's certificate is
  *    retired. In that order a request resuming the intent at the same moment can't end up with a
  *    retired certificate: one of the two writes fails.
- * 2. Certificates of our CA that no record references (live or pending) and that were registered
+ * 2. Certificates of our CA that no record references (live, pending, or a move's other copy) and that were registered
  *    before the scan began, minus a grace period: orphans of killed requests, previous
  *    certificates whose retirement failed, extra live certificates on a thing. Provably ours
  *    (ListCertificatesByCA), so nothing another issuer made is ever touched.
@@ -15,7 +15,7 @@
  *    device can provision again instead of being stranded.
  */
 import type { DeviceRecord } from '../provisioning/device-record';
-import { PROV_STATUS } from '../provisioning/device-record';
+import { PROV_STATUS, referencedCertificates } from '../provisioning/device-record';
 import type { DeviceIot } from '../provisioning/iot';
 import type { Registry } from '../provisioning/registry';
 
@@ -70,8 +70,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   for await (const record of registry.scan(signal)) {
     recordsScanned += 1;
     const inScope = record.thingName.startsWith(deps.thingNamePrefix ?? '');
-    if (record.certificateId && record.region) referenced.add(refKey(record.region, record.certificateId));
-    if (record.pending) referenced.add(refKey(record.pending.region, record.pending.certificateId));
+    // The live copy, a pending intent, and a move's copy in the other region.
+    for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
     if (!inScope) continue;
     if (record.claimId && (record.claimExpires ?? 0) <= Math.floor(startedAt / 1000)) stale.push(record);
     if (record.provStatus === PROV_STATUS.provisioned && record.certificateId && record.region) {

@@ -196,7 +196,7 @@ describe('requests that are refused', () => {
       status: 409,
       body: {
         status: 'error',
-        message: `thing ${thingName} is already provisioned in eu-central-1 since 2018-06-01T10:00:00Z; an operator can reset it to provision again`,
+        message: `thing ${thingName} is already provisioned in eu-central-1 since 2018-06-01T10:00:00Z; use \`gdp-admin reset ${thingName}\` to allow it again`,
       },
     });
   });

@@ -2,9 +2,12 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import {
   decide,
   DecisionRules,
+  historyWith,
+  MAX_HISTORY,
   MAX_RECENT_NONCES,
   nextRecentNonces,
   provDatetime,
+  referencedCertificates,
   toDeviceRecord,
 } from '../../../functions/provisioning/device-record';
 
@@ -162,5 +165,63 @@ describe('remembered nonces', () => {
     expect(kept).toHaveLength(MAX_RECENT_NONCES);
     expect(kept).toContain(`${NOW}.the-new-nonce-0000`);
     expect(kept).not.toContain(`${NOW - 301}.expired-nonce-00000`);
+  });
+});
+
+describe('operator attributes (gdp-admin)', () => {
+  const moved = () =>
+    provisioned({ moved_from_region: { S: 'ap-south-1' }, moved_at: { N: String(NOW - 50) } });
+
+  it('counts both copies of a moved certificate as referenced, so the reconciler keeps them', () => {
+    expect(referencedCertificates(moved())).toEqual([
+      { certificateId: 'a'.repeat(64), region: 'eu-central-1' },
+      { certificateId: 'a'.repeat(64), region: 'ap-south-1' },
+    ]);
+    const moving = provisioned({ move_to_region: { S: 'sa-east-1' }, move_started: { N: String(NOW) } });
+    expect(referencedCertificates(moving).map((ref) => ref.region)).toEqual(['eu-central-1', 'sa-east-1']);
+  });
+
+  it('retires every copy of a moved certificate when the device is re-issued', () => {
+    expect(decide(moved(), { thingName: 'wm101' }, rules)).toMatchObject({
+      kind: 'issue',
+      retire: [
+        { certificateId: 'a'.repeat(64), region: 'eu-central-1' },
+        { certificateId: 'a'.repeat(64), region: 'ap-south-1' },
+      ],
+    });
+  });
+
+  it('keeps the newest MAX_HISTORY audit entries', () => {
+    let current = record({ prov_status: { S: 'unprovisioned' } });
+    for (let index = 0; index < MAX_HISTORY + 5; index += 1) {
+      const history = historyWith(current, {
+        at: `2026-01-01T00:00:${String(index).padStart(2, '0')}Z`,
+        by: 'arn:aws:iam::1:user/op',
+        what: `step ${index}`,
+        before: { prov_status: 'a' },
+        after: { prov_status: 'b' },
+      });
+      current = record({ prov_status: { S: 'unprovisioned' }, history });
+    }
+    expect(current.history).toHaveLength(MAX_HISTORY);
+    expect(current.history[0]?.what).toBe('step 5');
+    expect(current.history[MAX_HISTORY - 1]).toMatchObject({
+      what: `step ${MAX_HISTORY + 4}`,
+      after: { prov_status: 'b' },
+    });
+  });
+
+  it('points refusals at the operator tool', () => {
+    expect(decide(record({ prov_status: { S: 'disabled' } }), { thingName: 'wm101' }, rules)).toMatchObject({
+      error: { status: 403, message: expect.stringContaining('`gdp-admin enable wm101`') },
+    });
+    expect(
+      decide(provisioned({ first_prov_epoch: { N: String(NOW - 1000) } }), { thingName: 'wm101' }, rules),
+    ).toMatchObject({
+      error: {
+        status: 409,
+        message: expect.stringContaining('use `gdp-admin reset wm101` to allow it again'),
+      },
+    });
   });
 });

@@ -1,0 +1,194 @@
+/**
+ * Reading and checking an import file: CSV (header row) or NDJSON, with `thing_name`, optional
+ * `device_public_key` (PEM SubjectPublicKeyInfo, v2 per-device keys) and optional `region` (a
+ * pin). Pure: text in, rows and rejections with line numbers out.
+ */
+import { createPublicKey } from 'node:crypto';
+import { THING_NAME_PATTERN } from '../provisioning/request';
+import { describeSigningKey } from '../provisioning/signature';
+import type { NewDevice } from '../provisioning/registry';
+
+export interface ImportRow extends NewDevice {
+  /** Line of the file where the row starts (1-based). */
+  readonly line: number;
+}
+
+export interface Rejection {
+  readonly line: number;
+  readonly reason: string;
+}
+
+export interface CheckedFile {
+  readonly rows: readonly ImportRow[];
+  readonly rejected: readonly Rejection[];
+}
+
+export type ImportFormat = 'csv' | 'ndjson';
+
+const COLUMNS = ['thing_name', 'device_public_key', 'region'] as const;
+
+/** RFC 4180 records (quoted fields may hold commas, quotes and line breaks), with start lines. */
+function csvRecords(text: string): { line: number; fields: string[] }[] {
+  const records: { line: number; fields: string[] }[] = [];
+  let fields: string[] = [];
+  let field = '';
+  let quoted = false;
+  let line = 1;
+  let recordLine = 1;
+  let touched = false;
+  for (let index = 0; index < text.length; index += 1) {
+    const char = text[index] as string;
+    if (quoted) {
+      if (char === '"' && text[index + 1] === '"') {
+        field += '"';
+        index += 1;
+      } else if (char === '"') quoted = false;
+      else {
+        if (char === '\n') line += 1;
+        field += char;
+      }
+      continue;
+    }
+    if (char === '"') {
+      quoted = true;
+      touched = true;
+    } else if (char === ',') {
+      fields.push(field);
+      field = '';
+      touched = true;
+    } else if (char === '\n' || char === '\r') {
+      if (char === '\r' && text[index + 1] === '\n') index += 1;
+      if (touched || field.length > 0) records.push({ line: recordLine, fields: [...fields, field] });
+      fields = [];
+      field = '';
+      touched = false;
+      line += 1;
+      recordLine = line;
+    } else {
+      field += char;
+      touched = true;
+    }
+  }
+  if (touched || field.length > 0) records.push({ line: recordLine, fields: [...fields, field] });
+  return records;
+}
+
+/** Raw rows as objects keyed by column, each with its line; format errors become rejections. */
+function rawRows(
+  text: string,
+  format: ImportFormat,
+): { rows: { line: number; values: Record<string, unknown> }[]; rejected: Rejection[] } {
+  const rejected: Rejection[] = [];
+  const rows: { line: number; values: Record<string, unknown> }[] = [];
+  if (format === 'ndjson') {
+    text.split(/\r?\n/).forEach((content, index) => {
+      if (content.trim() === '') return;
+      try {
+        const value: unknown = JSON.parse(content);
+        if (typeof value !== 'object' || value === null || Array.isArray(value))
+          throw new Error('not a JSON object');
+        rows.push({ line: index + 1, values: value as Record<string, unknown> });
+      } catch (error) {
+        rejected.push({ line: index + 1, reason: `not a JSON object: ${(error as Error).message}` });
+      }
+    });
+    return { rows, rejected };
+  }
+  const [header, ...records] = csvRecords(text);
+  if (!header) return { rows, rejected };
+  const columns = header.fields.map((name) => name.trim());
+  const unknown = columns.filter((name) => !(COLUMNS as readonly string[]).includes(name));
+  if (!columns.includes('thing_name') || unknown.length > 0) {
+    rejected.push({
+      line: header.line,
+      reason: `the header must name thing_name and may name device_public_key and region${unknown.length > 0 ? ` (unknown: ${unknown.join(', ')})` : ''}`,
+    });
+    return { rows, rejected };
+  }
+  for (const record of records) {
+    if (record.fields.length !== columns.length) {
+      rejected.push({
+        line: record.line,
+        reason: `expected ${columns.length} fields, found ${record.fields.length}`,
+      });
+      continue;
+    }
+    rows.push({
+      line: record.line,
+      values: Object.fromEntries(columns.map((name, index) => [name, record.fields[index]])),
+    });
+  }
+  return { rows, rejected };
+}
+
+/** Why a PEM public key can't be a device key, or undefined when it can. */
+export function devicePublicKeyProblem(pem: string): string | undefined {
+  let key;
+  try {
+    key = createPublicKey(pem);
+  } catch {
+    return 'device_public_key is not a PEM public key';
+  }
+  if (describeSigningKey(key)) return undefined;
+  const details = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'secp384r1') {
+    // The function's v2 check (signature.ts) takes RSA and P-256 only: a P-384 key would be
+    // imported and then every request refused with 401.
+    return 'device_public_key is EC P-384, which the provisioning function does not accept yet (RSA ≥ 2048 or EC P-256)';
+  }
+  return `device_public_key is ${key.asymmetricKeyType}${details?.modulusLength ? ` ${details.modulusLength}-bit` : ''}${details?.namedCurve ? ` ${details.namedCurve}` : ''}; expected RSA ≥ 2048 or EC P-256`;
+}
+
+export function formatOf(fileName: string, explicit?: string): ImportFormat {
+  if (explicit === 'csv' || explicit === 'ndjson') return explicit;
+  return /\.(nd)?jsonl?$/i.test(fileName) || /\.ndjson$/i.test(fileName) ? 'ndjson' : 'csv';
+}
+
+export function checkImportFile(
+  text: string,
+  format: ImportFormat,
+  enabledRegions: readonly string[],
+): CheckedFile {
+  const { rows: raw, rejected } = rawRows(text, format);
+  const rows: ImportRow[] = [];
+  const seen = new Map<string, number>();
+  for (const { line, values } of raw) {
+    const reject = (reason: string) => rejected.push({ line, reason });
+    const thingName = values.thing_name;
+    const keyText = values.device_public_key ?? '';
+    const region = values.region ?? '';
+    if (typeof thingName !== 'string' || !THING_NAME_PATTERN.test(thingName)) {
+      reject("thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'");
+      continue;
+    }
+    if (typeof keyText !== 'string' || typeof region !== 'string') {
+      reject('device_public_key and region must be strings');
+      continue;
+    }
+    const first = seen.get(thingName);
+    if (first !== undefined) {
+      reject(`${thingName} is already on line ${first}`);
+      continue;
+    }
+    // A PEM in one CSV cell or JSON string may carry its line breaks as \n.
+    const pem = keyText.trim().replace(/\\n/g, '\n');
+    const keyProblem = pem ? devicePublicKeyProblem(pem) : undefined;
+    if (keyProblem) {
+      reject(keyProblem);
+      continue;
+    }
+    if (region && !enabledRegions.includes(region)) {
+      reject(`region ${region} is not enabled in this deployment (${enabledRegions.join(', ')})`);
+      continue;
+    }
+    seen.set(thingName, line);
+    rows.push({
+      line,
+      thingName,
+      ...(pem ? { devicePublicKeyPem: `${pem}\n` } : {}),
+      ...(region ? { regionPin: region } : {}),
+    });
+  }
+  rejected.sort((a, b) => a.line - b.line);
+  return { rows, rejected };
+}

@@ -1,0 +1,377 @@
+/**
+ * The operator's changes to one device: disable, enable, revoke, reset, move. Each is a
+ * conditional write of the record first (compare-and-set on version, status and claim, so it can
+ * never overwrite a provisioning request's claim or mark), then the AWS IoT steps, each of which
+ * can be repeated. Running a command again after an interruption finishes it; what a crash leaves
+ * unreferenced in AWS IoT the reconciler retires.
+ */
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import {
+  AuditEntry,
+  CertificateRef,
+  DeviceRecord,
+  PROV_STATUS,
+  referencedCertificates,
+} from '../provisioning/device-record';
+import type { DeviceIot } from '../provisioning/iot';
+import type { Registry } from '../provisioning/registry';
+import { auditEntry } from './audit';
+import { AdminError, EXIT } from './exit-codes';
+
+export interface OperatorDependencies {
+  readonly registry: Registry;
+  readonly iot: DeviceIot;
+  readonly regions: readonly string[];
+  /** The caller's ARN (STS GetCallerIdentity): the audit's "who". */
+  readonly caller: () => Promise<string>;
+  /** How long to wait for a provisioning request in flight before refusing. */
+  readonly waitSeconds: number;
+  readonly log: (line: string) => void;
+  readonly clock?: () => number;
+}
+
+export interface ChangeResult {
+  readonly thingName: string;
+  /** False when the record already was as asked: nothing written. */
+  readonly changed: boolean;
+  readonly audit?: AuditEntry;
+  readonly notes: readonly string[];
+}
+
+const CERTIFICATE_ATTRIBUTES = [
+  'certificate_id',
+  'certificate_arn',
+  'certificate_pem',
+  'certificate_key_sha256',
+  'key_mode',
+  'thing_arn',
+];
+const MOVE_ATTRIBUTES = ['move_to_region', 'move_started', 'moved_from_region', 'moved_at'];
+const PENDING_ATTRIBUTES = [
+  'claim_id',
+  'claim_expires',
+  'pending_certificate_id',
+  'pending_certificate_pem',
+  'pending_region',
+  'pending_key_sha256',
+  'pending_key_mode',
+  'pending_since',
+];
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The record, once no provisioning request holds a live claim on it (waits up to waitSeconds). */
+async function settledRecord(deps: OperatorDependencies, thingName: string): Promise<DeviceRecord> {
+  const now = () => (deps.clock ?? Date.now)();
+  const giveUpAt = now() + deps.waitSeconds * 1000;
+  let told = false;
+  for (;;) {
+    const record = await deps.registry.read(thingName);
+    if (!record) throw new AdminError(`${thingName} is not in the registry`, EXIT.notFound);
+    const expires = record.claimExpires ?? 0;
+    if (!record.claimId || expires * 1000 <= now()) return record;
+    if (now() >= giveUpAt) {
+      throw new AdminError(
+        `a provisioning request for ${thingName} is in flight (its lease ends ${new Date(expires * 1000).toISOString()}); ` +
+          'nothing was changed: retry after that, or give --wait more seconds',
+        EXIT.refused,
+      );
+    }
+    if (!told) deps.log(`${thingName}: a provisioning request is in flight; waiting for it to finish`);
+    told = true;
+    await sleep(500);
+  }
+}
+
+interface Plan {
+  readonly what: string;
+  readonly set?: Record<string, AttributeValue>;
+  readonly remove?: readonly string[];
+}
+
+/**
+ * Reads, plans and writes until the write lands on the record it was planned from. A plan of
+ * undefined means the record already is as asked. A refusal is thrown by the planner.
+ */
+async function changeRecord(
+  deps: OperatorDependencies,
+  thingName: string,
+  plan: (record: DeviceRecord) => Plan | undefined,
+): Promise<{ record: DeviceRecord; audit?: AuditEntry }> {
+  const by = await deps.caller();
+  for (let attempt = 1; attempt <= 5; attempt += 1) {
+    const record = await settledRecord(deps, thingName);
+    const planned = plan(record);
+    if (!planned) return { record };
+    const audit = auditEntry(record, planned.what, by, planned);
+    if (await deps.registry.change(record, { set: planned.set, remove: planned.remove, audit })) {
+      deps.log(`audit ${JSON.stringify({ thingName, ...audit })}`);
+      return { record, audit };
+    }
+    // A provisioning request (or another operator) wrote in between: decide again.
+  }
+  throw new AdminError(
+    `${thingName} kept changing while we tried to write it; nothing was changed`,
+    EXIT.refused,
+  );
+}
+
+const S = (value: string): AttributeValue => ({ S: value });
+const N = (value: number): AttributeValue => ({ N: String(value) });
+
+/** Every region where the record's live certificate (or a move's copy) is registered. */
+function liveCopies(record: DeviceRecord): CertificateRef[] {
+  return referencedCertificates({ ...record, pending: undefined });
+}
+
+export async function disable(
+  deps: OperatorDependencies,
+  thingName: string,
+  options: { readonly revoke?: boolean } = {},
+): Promise<ChangeResult> {
+  const { record, audit } = await changeRecord(deps, thingName, (current) => {
+    if (current.provStatus === PROV_STATUS.disabled) return undefined;
+    if (current.provStatus === PROV_STATUS.revoked) {
+      throw new AdminError(`${thingName} is revoked, which already refuses it`, EXIT.refused);
+    }
+    return {
+      what: options.revoke ? 'disable --revoke' : 'disable',
+      set: { prov_status: S(PROV_STATUS.disabled) },
+    };
+  });
+  const notes: string[] = [];
+  if (options.revoke) notes.push(...(await deactivate(deps, record)));
+  return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+export async function enable(deps: OperatorDependencies, thingName: string): Promise<ChangeResult> {
+  const { record, audit } = await changeRecord(deps, thingName, (current) => {
+    if (current.provStatus !== PROV_STATUS.disabled) {
+      if (current.provStatus === PROV_STATUS.revoked) {
+        throw new AdminError(
+          `${thingName} is revoked: \`gdp-admin reset ${thingName}\` lets it provision again`,
+          EXIT.refused,
+        );
+      }
+      return undefined;
+    }
+    // Back to what it was: provisioned while it has a certificate, else waiting to provision.
+    const status = current.certificateId ? PROV_STATUS.provisioned : PROV_STATUS.unprovisioned;
+    return { what: 'enable', set: { prov_status: S(status) } };
+  });
+  const notes: string[] = [];
+  if (record.certificateId && record.region) {
+    const state = await deps.iot.describeCertificate(record.region, record.certificateId);
+    if (state && state.status !== 'ACTIVE') {
+      notes.push(
+        `certificate ${record.certificateId} in ${record.region} is ${state.status} (disable --revoke), so the device cannot connect; ` +
+          `\`gdp-admin reset ${thingName}\` lets it provision a new one`,
+      );
+    }
+  }
+  return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+async function deactivate(deps: OperatorDependencies, record: DeviceRecord): Promise<string[]> {
+  const notes: string[] = [];
+  for (const copy of liveCopies(record)) {
+    if (await deps.iot.setCertificateStatus(copy.region, copy.certificateId, 'INACTIVE')) {
+      notes.push(`deactivated certificate ${copy.certificateId} in ${copy.region}`);
+    }
+  }
+  return notes;
+}
+
+/** Retires certificates (deactivate, detach, delete) and then our things where they held them. */
+async function retire(deps: OperatorDependencies, thingName: string, refs: readonly CertificateRef[]) {
+  const notes: string[] = [];
+  for (const ref of refs) {
+    await deps.iot.retireCertificate(ref.region, ref.certificateId);
+    notes.push(`retired certificate ${ref.certificateId} in ${ref.region}`);
+  }
+  for (const region of new Set(refs.map((ref) => ref.region))) {
+    if (await deps.iot.deleteThingIfOursAndEmpty(region, thingName))
+      notes.push(`deleted thing ${thingName} in ${region}`);
+    else
+      notes.push(
+        `left thing ${thingName} in ${region}: not created by this service, or it holds other certificates`,
+      );
+  }
+  return notes;
+}
+
+export async function revoke(
+  deps: OperatorDependencies,
+  thingName: string,
+  options: { readonly delete?: boolean } = {},
+): Promise<ChangeResult> {
+  const { record, audit } = await changeRecord(deps, thingName, (current) => {
+    const hasCertificate = current.certificateId !== undefined;
+    if (current.provStatus === PROV_STATUS.revoked && !(options.delete && hasCertificate)) return undefined;
+    return {
+      what: options.delete ? 'revoke --delete' : 'revoke',
+      set: { prov_status: S(PROV_STATUS.revoked) },
+      // With --delete the record lets go of the certificate first: if we stop before AWS IoT is
+      // done, nothing references it any more and the reconciler retires it.
+      remove: options.delete ? [...CERTIFICATE_ATTRIBUTES, ...MOVE_ATTRIBUTES] : [],
+    };
+  });
+  const notes = options.delete
+    ? await retire(deps, thingName, liveCopies(record))
+    : await deactivate(deps, record);
+  return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+export async function reset(deps: OperatorDependencies, thingName: string): Promise<ChangeResult> {
+  const { record, audit } = await changeRecord(deps, thingName, (current) => {
+    const clean =
+      current.provStatus === PROV_STATUS.unprovisioned &&
+      !current.certificateId &&
+      !current.claimId &&
+      !current.moveTo &&
+      !current.movedFrom;
+    if (clean) return undefined;
+    return {
+      what: 'reset',
+      set: { prov_status: S(PROV_STATUS.unprovisioned) },
+      remove: [
+        ...CERTIFICATE_ATTRIBUTES,
+        ...MOVE_ATTRIBUTES,
+        // A dead request's claim and intent (a live one was waited for above).
+        ...(current.claimId ? PENDING_ATTRIBUTES : []),
+        'first_prov_epoch',
+        'reissue_count',
+        'geo_source',
+        'prov_epoch',
+        'prov_datetime',
+        'aws_region',
+      ],
+    };
+  });
+  const notes = audit ? await retire(deps, thingName, referencedCertificates(record)) : [];
+  return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+/**
+ * Re-homes a device without re-keying: the same certificate registered in the target region too.
+ *
+ * 1. intent: `move_to_region` on the record (the reconciler then keeps the target copy);
+ * 2. AWS IoT in the target: policy, RegisterCertificate (again: "already exists"), CreateThing with
+ *    our marker (again: no-op), attach (idempotent);
+ * 3. switch: `aws_region` = target, `moved_from_region` = the old one; both regions accept the
+ *    device until it learns its new endpoint;
+ * 4. finish (`--finish`, or the same move again): retire the old region's copy and thing, then drop
+ *    `moved_from_region`. Nothing stays live twice.
+ * Interrupted anywhere, the same command continues from the record.
+ */
+export async function move(
+  deps: OperatorDependencies,
+  thingName: string,
+  options: { readonly to?: string; readonly finish?: boolean },
+): Promise<ChangeResult> {
+  const notes: string[] = [];
+  let audit: AuditEntry | undefined;
+  const to = options.to;
+  if (to !== undefined && !deps.regions.includes(to)) {
+    throw new AdminError(
+      `${to} is not one of the deployment's regions (${deps.regions.join(', ')})`,
+      EXIT.usage,
+    );
+  }
+
+  if (to !== undefined) {
+    const now = Math.floor((deps.clock ?? Date.now)() / 1000);
+    const intent = await changeRecord(deps, thingName, (current) => {
+      if (
+        current.provStatus !== PROV_STATUS.provisioned ||
+        !current.certificateId ||
+        !current.certificatePem ||
+        !current.region
+      ) {
+        throw new AdminError(
+          `${thingName} is ${current.provStatus || 'without status'}${current.certificateId ? '' : ' without a certificate'}: only a provisioned device can move`,
+          EXIT.refused,
+        );
+      }
+      if (current.moveTo?.region === to) return undefined; // resuming this move
+      if (current.moveTo) {
+        throw new AdminError(
+          `${thingName} is being moved to ${current.moveTo.region}: run \`gdp-admin move ${thingName} --to ${current.moveTo.region}\` to finish that first`,
+          EXIT.refused,
+        );
+      }
+      if (current.region === to) return undefined; // done already (maybe only the finish is left)
+      if (current.movedFrom) {
+        throw new AdminError(
+          `${thingName} still has its old copy in ${current.movedFrom.region}: \`gdp-admin move ${thingName} --finish\` first`,
+          EXIT.refused,
+        );
+      }
+      return { what: `move --to ${to} (started)`, set: { move_to_region: S(to), move_started: N(now) } };
+    });
+    audit = intent.audit;
+    const record = await deps.registry.read(thingName);
+    if (record?.moveTo?.region === to && record.certificateId && record.certificatePem) {
+      await deps.iot.ensurePolicy(to);
+      const { certificateArn } = await deps.iot.registerCertificate(to, {
+        id: record.certificateId,
+        pem: record.certificatePem,
+      });
+      const thing = await deps.iot.createThing(to, thingName);
+      await deps.iot.attach(to, thingName, certificateArn);
+      notes.push(`registered certificate ${record.certificateId} in ${to}, attached to thing ${thingName}`);
+      const switched = await changeRecord(deps, thingName, (current) => {
+        if (
+          current.moveTo?.region !== to ||
+          current.certificateId !== record.certificateId ||
+          !current.region
+        ) {
+          throw new AdminError(
+            `${thingName} changed during the move (re-provisioned?): run the move again`,
+            EXIT.refused,
+          );
+        }
+        return {
+          what: `move --to ${to}`,
+          set: {
+            aws_region: S(to),
+            moved_from_region: S(current.region),
+            moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
+            certificate_arn: S(certificateArn),
+            thing_arn: S(thing.thingArn),
+            // A pinned device would go back to its pin when it next provisions: the pin moves too.
+            ...(current.regionPin ? { region_pin: S(to) } : {}),
+          },
+          remove: ['move_to_region', 'move_started'],
+        };
+      });
+      audit = switched.audit ?? audit;
+    }
+  }
+
+  const current = await settledRecord(deps, thingName);
+  if (current.movedFrom && current.certificateId) {
+    if (options.finish || (to !== undefined && current.region === to && audit === undefined)) {
+      const old = { certificateId: current.certificateId, region: current.movedFrom.region };
+      // Retire first, then forget: a second run after a crash finds the copy gone and still works.
+      notes.push(...(await retire(deps, thingName, [old])));
+      const finished = await changeRecord(deps, thingName, (latest) =>
+        latest.movedFrom
+          ? {
+              what: `move --finish (retired the copy in ${old.region})`,
+              remove: ['moved_from_region', 'moved_at'],
+            }
+          : undefined,
+      );
+      audit = finished.audit ?? audit;
+    } else {
+      notes.push(
+        `both ${current.region} and ${current.movedFrom.region} accept ${thingName} until it uses its new endpoint; ` +
+          `then \`gdp-admin move ${thingName} --finish\` retires the copy in ${current.movedFrom.region}`,
+      );
+    }
+  } else if (options.finish && to === undefined) {
+    notes.push(`${thingName} has no old copy to retire`);
+  }
+  return { thingName, changed: audit !== undefined, audit, notes };
+}

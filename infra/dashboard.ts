@@ -1,0 +1,125 @@
+/**
+ * The operators' CloudWatch dashboard: what the provisioning function and the reconciler report
+ * as EMF metrics (README, "Logs and metrics"), beside API Gateway's request counts. One screen to
+ * watch a factory batch provision (`gdp-admin stats` is the same from the registry's side).
+ */
+import { Construct } from 'constructs';
+import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
+import { CloudwatchDashboard } from '@cdktf/provider-aws/lib/cloudwatch-dashboard';
+import type { DeploymentConfig } from './config';
+import {
+  RECONCILER_FAILED_METRIC,
+  RECONCILER_FIXED_METRIC,
+  ROLLBACK_INCOMPLETE_METRIC,
+  THROTTLED_METRIC,
+} from './alarms';
+
+export interface DashboardProps {
+  readonly config: DeploymentConfig;
+  readonly provider: AwsProvider;
+  readonly functionName: string;
+  readonly reconcilerServiceName: string;
+}
+
+/** The function's refusals and errors worth a line each (Status<code>). */
+const STATUSES = [400, 401, 403, 409, 413, 429, 500, 503];
+/** GeoSource_<source>, as locate.ts names them. */
+const GEO_SOURCES = ['cloudfront', 'ipstack', 'default'];
+
+type MetricLine = (string | Record<string, string>)[];
+
+export class Dashboard extends Construct {
+  readonly dashboard: CloudwatchDashboard;
+
+  constructor(scope: Construct, id: string, props: DashboardProps) {
+    super(scope, id);
+    const { config } = props;
+    const region = config.homeRegion;
+    const namespace = config.metricsNamespace;
+    const service = config.appName;
+    const ours = (metric: string, options: Record<string, string> = {}): MetricLine => [
+      namespace,
+      metric,
+      'service',
+      service,
+      { stat: 'Sum', ...options },
+    ];
+    const reconciler = (metric: string): MetricLine => [
+      namespace,
+      metric,
+      'service',
+      props.reconcilerServiceName,
+      { stat: 'Sum' },
+    ];
+    const widget = (
+      title: string,
+      metrics: MetricLine[],
+      x: number,
+      y: number,
+      extra: Record<string, unknown> = {},
+    ) => ({
+      type: 'metric',
+      x,
+      y,
+      width: 12,
+      height: 6,
+      properties: { title, region, view: 'timeSeries', stacked: false, period: 300, metrics, ...extra },
+    });
+    const body = {
+      widgets: [
+        widget(
+          'Provisioned and re-provisioned',
+          [ours('Provisioned'), ours('Reprovisioned'), ours('Resumed'), ours('SameCertificate')],
+          0,
+          0,
+        ),
+        widget(
+          'Refused, by status',
+          STATUSES.map((status) => ours(`Status${status}`)),
+          12,
+          0,
+        ),
+        widget(
+          'Geo source',
+          GEO_SOURCES.map((source) => ours(`GeoSource_${source}`)),
+          0,
+          6,
+        ),
+        widget(
+          'Latency (ms)',
+          [
+            ours('ProvisioningLatency', { stat: 'p50', label: 'p50' }),
+            ours('ProvisioningLatency', { stat: 'p99', label: 'p99' }),
+          ],
+          12,
+          6,
+        ),
+        widget(
+          'Throttles',
+          [
+            ours(THROTTLED_METRIC),
+            ['AWS/Lambda', 'Throttles', 'FunctionName', props.functionName, { stat: 'Sum' }],
+          ],
+          0,
+          12,
+        ),
+        widget(
+          'Undo and reconciler findings',
+          [
+            ours('RolledBack'),
+            ours(ROLLBACK_INCOMPLETE_METRIC),
+            reconciler(RECONCILER_FIXED_METRIC),
+            reconciler(RECONCILER_FAILED_METRIC),
+          ],
+          12,
+          12,
+        ),
+      ],
+    };
+    this.dashboard = new CloudwatchDashboard(this, 'dashboard', {
+      provider: props.provider,
+      dashboardName: config.appName,
+      dashboardBody: JSON.stringify(body),
+    });
+  }
+}

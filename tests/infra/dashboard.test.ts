@@ -1,0 +1,59 @@
+/** The operators' dashboard, as synthesized: every metric the function and reconciler emit. */
+import { loadDeploymentConfig } from '../../infra/config';
+import { only, synthesize } from './synth';
+
+const config = loadDeploymentConfig();
+const dashboard = only(synthesize().json, 'aws_cloudwatch_dashboard') as {
+  dashboard_name: string;
+  dashboard_body: string;
+};
+const body = JSON.parse(dashboard.dashboard_body) as {
+  widgets: { properties: { title: string; region: string; metrics: unknown[][] } }[];
+};
+const metricsOf = (title: string) =>
+  (body.widgets.find((widget) => widget.properties.title === title)?.properties.metrics ?? []).map(
+    (line) => line[1],
+  );
+
+it('is one dashboard in the home region named after the app', () => {
+  expect(dashboard.dashboard_name).toBe(config.appName);
+  expect(new Set(body.widgets.map((widget) => widget.properties.region))).toEqual(
+    new Set([config.homeRegion]),
+  );
+});
+
+it('charts provisionings, refusals by status, geo source, latency p50/p99, throttles and reconciler findings', () => {
+  expect(metricsOf('Provisioned and re-provisioned')).toEqual([
+    'Provisioned',
+    'Reprovisioned',
+    'Resumed',
+    'SameCertificate',
+  ]);
+  expect(metricsOf('Refused, by status')).toEqual(
+    expect.arrayContaining(['Status403', 'Status409', 'Status429', 'Status503']),
+  );
+  expect(metricsOf('Geo source')).toEqual(['GeoSource_cloudfront', 'GeoSource_ipstack', 'GeoSource_default']);
+  const latency =
+    body.widgets.find((widget) => widget.properties.title === 'Latency (ms)')?.properties.metrics ?? [];
+  expect(latency.map((line) => (line[4] as { stat: string }).stat)).toEqual(['p50', 'p99']);
+  expect(metricsOf('Throttles')).toEqual(['Throttled', 'Throttles']);
+  expect(metricsOf('Undo and reconciler findings')).toEqual([
+    'RolledBack',
+    'RollbackIncomplete',
+    'ReconcilerFixed',
+    'ReconcilerFailed',
+  ]);
+});
+
+it('reads the function metrics under the function service and the reconciler under its own', () => {
+  const findings =
+    body.widgets.find((widget) => widget.properties.title === 'Undo and reconciler findings')?.properties
+      .metrics ?? [];
+  expect(findings.map((line) => line[3])).toEqual([
+    config.appName,
+    config.appName,
+    `${config.appName}-reconciler`,
+    `${config.appName}-reconciler`,
+  ]);
+  expect(findings.every((line) => line[0] === config.metricsNamespace)).toBe(true);
+});
