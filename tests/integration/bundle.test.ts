@@ -5,8 +5,10 @@
  * environment, so requests go through the bundle into moto.
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import {
   BUNDLE_ENTRY_FILE,
   bundleDir,
@@ -15,7 +17,7 @@ import {
   metafilePath,
 } from '../../functions/bundle-layout';
 import { addDevice } from '../local/stack';
-import { Edge, startEdge } from '../local/edge';
+import { buildEvent, Edge, ROUTE_PATH, startEdge } from '../local/edge';
 import { makeCsr, PLACES, registryRecord, stack, uniqueThingName, v1Body, v2Body } from './requests';
 
 const PACKAGE = bundleDir('provisioning');
@@ -117,6 +119,47 @@ describeWithStack('the built bundle behind the local edge', () => {
     expect(answer.body.PrivateKey).toBeUndefined();
     const certificate = new X509Certificate(String(answer.body.certificatePem));
     expect(certificate.publicKey.export({ type: 'spki', format: 'der' })).toEqual(csr.publicKeySpki);
+  });
+
+  it('loads and answers in a plain Node process too (no tsx loader), as Lambda runs it', async () => {
+    const thingName = uniqueThingName('bundle-plain');
+    await addDevice(stack, thingName);
+    const event = buildEvent(
+      {
+        method: 'POST',
+        url: ROUTE_PATH,
+        rawHeaders: [
+          'content-type',
+          'application/json',
+          'x-local-viewer-latitude',
+          '35.68',
+          'x-local-viewer-longitude',
+          '139.69',
+        ],
+        body: Buffer.from(JSON.stringify(v1Body(thingName))),
+      },
+      {
+        accountId: stack.accountId,
+        apiId: 'bundle',
+        region: stack.homeRegion,
+        originVerifySecret: stack.originVerifySecret,
+      },
+    );
+    const script = [
+      `const reconciler = await import(${JSON.stringify(pathToFileURL(join(bundleDir('reconciler'), BUNDLE_ENTRY_FILE)).href)});`,
+      `const { handler } = await import(${JSON.stringify(pathToFileURL(ENTRY).href)});`,
+      `const answer = await handler(${JSON.stringify(event)}, { getRemainingTimeInMillis: () => 10000 });`,
+      `process.stdout.write('\\n' + JSON.stringify({ reconciler: typeof reconciler.handler, status: answer.statusCode }) + '\\n');`,
+    ].join('\n');
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, ...stack.functionEnvironment, NODE_OPTIONS: '' },
+      encoding: 'utf8',
+    });
+    expect(run.stderr).not.toContain('Error');
+    expect(JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}')).toEqual({
+      reconciler: 'function',
+      status: 200,
+    });
   });
 
   it('refuses a CSR whose CN is not the thing name, with the same message as the source', async () => {
