@@ -18,7 +18,7 @@ node_modules/.package-lock.json: package-lock.json
 
 install: node_modules/.package-lock.json ## Install dependencies (npm ci) when the lockfile changed
 
-build: install ## Bundle the provisioning Lambda with esbuild (dist/provisioning)
+build: install ## Bundle the Lambdas with esbuild: ESM chunk folders dist/provisioning, dist/reconciler (index.mjs + chunks/)
 	$(TSX) functions/build.ts
 
 lint: install ## Type-check, ESLint and Prettier
@@ -59,7 +59,7 @@ admin: install ## The operator tool, gdp-admin: make admin ARGS="--local list --
 chaos: install ## A fleet provisions under random AWS faults and kills; reconcile; audit; print the figures
 	$(TSX) tests/chaos/cli.ts $(ARGS)
 
-bench: build ## Latency (plain and with 50 ms per AWS call), bundle size, cold start
+bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS
 	@$(TSX) tests/bench/bench.ts
 
 demo: install build ## Provision six virtual devices around the world and watch them publish (KEEP_RUNNING=1: leave the stack up)

@@ -1,5 +1,5 @@
 /**
- * The provisioning Lambda (esbuild bundle as a TerraformAsset), its log group, its origin secret
+ * The provisioning Lambda (its esbuild chunk folder as a TerraformAsset), its log group, its origin secret
  * and its least-privilege role.
  */
 import { AssetType, ITerraformDependable, TerraformAsset } from 'cdktf';
@@ -14,9 +14,11 @@ import { functionEnvironment } from './function-environment';
 import { RandomPassword } from './random-password';
 import { CA_SIGNING_ALGORITHM } from './device-ca';
 import { encryptionContextCondition } from './secrets';
+import { BUNDLE_HANDLER } from '../functions/bundle-layout';
 
 export const FUNCTION_RUNTIME = 'nodejs22.x';
-export const FUNCTION_HANDLER = 'index.handler';
+/** `index.handler` runs the package's index.mjs (ESM with code splitting, functions/build.ts). */
+export const FUNCTION_HANDLER = BUNDLE_HANDLER;
 
 /** IoT actions scoped to resource ARNs in each enabled region (AWS IoT developer guide, IAM table). */
 export const IOT_THING_ACTIONS = [

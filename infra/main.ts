@@ -10,19 +10,20 @@ import { join } from 'node:path';
 import { App } from 'cdktf';
 import { DeploymentConfig, loadDeploymentConfig, repoPath, REPO_ROOT, stackName } from './config';
 import { DeviceCaFiles, ProvisioningStack } from './stack';
+import { BUNDLE_ENTRY_FILE, bundleDir } from '../functions/bundle-layout';
 
 process.env.CHECKPOINT_DISABLE ??= '1';
 
-export const BUNDLE_DIR = join(REPO_ROOT, 'dist', 'provisioning');
-export const RECONCILER_BUNDLE_DIR = join(REPO_ROOT, 'dist', 'reconciler');
+export const BUNDLE_DIR = bundleDir('provisioning');
+export const RECONCILER_BUNDLE_DIR = bundleDir('reconciler');
 export const OUT_DIR = join(REPO_ROOT, 'cdktf.out');
 
 function main(): void {
   const started = Date.now();
   const config = loadDeploymentConfig();
   for (const dir of [BUNDLE_DIR, RECONCILER_BUNDLE_DIR]) {
-    if (!existsSync(join(dir, 'index.js'))) {
-      throw new Error(`${dir}/index.js is missing: run \`make build\` first (make synth does)`);
+    if (!existsSync(join(dir, BUNDLE_ENTRY_FILE))) {
+      throw new Error(`${dir}/${BUNDLE_ENTRY_FILE} is missing: run \`make build\` first (make synth does)`);
     }
   }
   const fleetKeyFile = repoPath(config.fleetPublicKeyFile);

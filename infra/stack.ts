@@ -49,11 +49,11 @@ export interface DeviceCaFiles {
 
 export interface ProvisioningStackProps {
   readonly config: DeploymentConfig;
-  /** Directory holding the esbuild bundle (index.js exporting `handler`). */
+  /** The provisioning package: index.mjs exporting `handler` and its chunks/ (functions/build.ts). */
   readonly bundleDir: string;
   /** PEM text of the fleet's public key (v1 signatures). */
   readonly fleetPublicKeyPem: string;
-  /** Directory holding the reconciler's bundle. */
+  /** The reconciler's package, laid out the same way. */
   readonly reconcilerBundleDir: string;
   /** The device CA certificate(s); absent: synthesize the bootstrap stack (CA key only). */
   readonly deviceCa?: DeviceCaFiles;

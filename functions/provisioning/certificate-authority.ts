@@ -5,7 +5,9 @@
  * is known before AWS IoT ever sees the certificate.
  *
  * Written on the ASN.1 classes of @peculiar/asn1-x509 rather than @peculiar/x509's generator:
- * the generator wants a WebCrypto CryptoKey to sign with, and ours lives in KMS.
+ * the generator wants a WebCrypto CryptoKey to sign with, and ours lives in KMS. The function
+ * loads this module when it first issues (provision.ts imports it on demand); configuration
+ * reads the CA certificate with node:crypto (ca-certificate.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
@@ -36,7 +38,9 @@ import {
   Validity,
   Version,
 } from '@peculiar/asn1-x509';
-import { singlePemBlock } from './wire';
+import { CaCertificate, sha256Hex, toPem } from './ca-certificate';
+
+export { parseCaCertificate, sha256Hex, toPem, type CaCertificate } from './ca-certificate';
 
 /** Signs with the CA key: a DER ECDSA-Sig-Value over SHA-256 of `message`. */
 export interface CertificateSigner {
@@ -50,16 +54,6 @@ const ORGANIZATION = '2.5.4.10';
 const BACKDATE_MS = 5 * 60 * 1000;
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-export interface CaCertificate {
-  readonly pem: string;
-  readonly der: Buffer;
-  /** SHA-256 of the DER: AWS IoT's caCertificateId once registered. */
-  readonly id: string;
-  readonly subject: Name;
-  readonly keyIdentifier: Buffer;
-  readonly notAfter: Date;
-}
-
 export interface DeviceCertificate {
   readonly pem: string;
   readonly der: Buffer;
@@ -67,18 +61,6 @@ export interface DeviceCertificate {
   readonly id: string;
   readonly serialNumber: string;
   readonly notAfter: Date;
-}
-
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
-export function toPem(der: Uint8Array, label: string): string {
-  const lines =
-    Buffer.from(der)
-      .toString('base64')
-      .match(/.{1,64}/g) ?? [];
-  return `-----BEGIN ${label}-----\n${lines.join('\n')}\n-----END ${label}-----\n`;
 }
 
 function name(commonName: string, organization?: string): Name {
@@ -170,23 +152,28 @@ export async function createCaCertificate(
   return toPem(await signCertificate(tbs, signer), 'CERTIFICATE');
 }
 
-/** Reads the CA certificate the deployment was configured with. Throws naming what is wrong. */
-export function parseCaCertificate(pem: string): CaCertificate {
-  const der = singlePemBlock(pem, 'CERTIFICATE');
-  const certificate = AsnConvert.parse(der, Certificate);
-  const tbs = certificate.tbsCertificate;
-  const skiExtension = tbs.extensions?.find((item) => item.extnID === id_ce_subjectKeyIdentifier);
-  const ski = skiExtension
-    ? Buffer.from(AsnConvert.parse(skiExtension.extnValue.buffer, SubjectKeyIdentifier).buffer)
-    : keyIdentifier(tbs.subjectPublicKeyInfo);
-  return {
-    pem: toPem(der, 'CERTIFICATE'),
-    der,
-    id: sha256Hex(der),
-    subject: tbs.subject,
-    keyIdentifier: ski,
-    notAfter: tbs.validity.notAfter.getTime(),
-  };
+/** What a device certificate takes from its CA: the subject (its issuer) and key identifier. */
+interface CaSigningFacts {
+  readonly subject: Name;
+  readonly keyIdentifier: Buffer;
+}
+
+const caFacts = new Map<string, CaSigningFacts>();
+
+function signingFacts(ca: CaCertificate): CaSigningFacts {
+  let facts = caFacts.get(ca.id);
+  if (!facts) {
+    const tbs = AsnConvert.parse(ca.der, Certificate).tbsCertificate;
+    const skiExtension = tbs.extensions?.find((item) => item.extnID === id_ce_subjectKeyIdentifier);
+    facts = {
+      subject: tbs.subject,
+      keyIdentifier: skiExtension
+        ? Buffer.from(AsnConvert.parse(skiExtension.extnValue.buffer, SubjectKeyIdentifier).buffer)
+        : keyIdentifier(tbs.subjectPublicKeyInfo),
+    };
+    caFacts.set(ca.id, facts);
+  }
+  return facts;
 }
 
 export interface DeviceCertificateRequest {
@@ -205,6 +192,7 @@ export async function issueDeviceCertificate(
   signal?: AbortSignal,
 ): Promise<DeviceCertificate> {
   const now = request.now ?? new Date();
+  const issuer = signingFacts(ca);
   const spki = AsnConvert.parse(request.publicKeySpki, SubjectPublicKeyInfo);
   const serial = randomSerial();
   const wanted = now.getTime() + request.validityDays * DAY_MS;
@@ -215,7 +203,7 @@ export async function issueDeviceCertificate(
     version: Version.v3,
     serialNumber: arrayBuffer(serial),
     signature: new AlgorithmIdentifier({ algorithm: ECDSA_WITH_SHA256 }),
-    issuer: ca.subject,
+    issuer: issuer.subject,
     validity: new Validity({ notBefore: new Date(now.getTime() - BACKDATE_MS), notAfter }),
     subject: name(request.thingName),
     subjectPublicKeyInfo: spki,
@@ -231,7 +219,7 @@ export async function issueDeviceCertificate(
       extension(
         id_ce_authorityKeyIdentifier,
         false,
-        new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(ca.keyIdentifier) }),
+        new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(issuer.keyIdentifier) }),
       ),
     ]),
   });

@@ -8,7 +8,7 @@
 import { createPublicKey, KeyObject } from 'node:crypto';
 import * as z from 'zod/mini';
 import './zod-messages';
-import { CaCertificate, parseCaCertificate } from './certificate-authority';
+import { CaCertificate, parseCaCertificate } from './ca-certificate';
 import { enabledRegionSites, RegionSite } from './regions';
 
 /** Variables the function reads, and whether the deployment must set them. */

@@ -16,7 +16,8 @@
  */
 import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
 import { checkpoint } from './checkpoints';
-import { CertificateSigner, issueDeviceCertificate, sha256Hex } from './certificate-authority';
+import { sha256Hex } from './ca-certificate';
+import type { CertificateSigner } from './certificate-authority';
 import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
@@ -98,6 +99,9 @@ async function prepareCertificate(
 ): Promise<PreparedCertificate> {
   const key = csr ? { publicKeySpki: csr.publicKeySpki, privateKeyPem: undefined } : await deps.deviceKeys();
   const { config } = deps;
+  // The certificate builder (ASN.1) loads with the first certificate a container issues, while
+  // that request's registry read is in flight, not in the init.
+  const { issueDeviceCertificate } = await import('./certificate-authority');
   const certificate = await issueDeviceCertificate(
     config.caCertificate,
     deps.signer,

@@ -5,6 +5,7 @@ import {
   loadConfig,
   ORIGIN_VERIFY_HEADER,
 } from '../../functions/provisioning/config';
+import { BUNDLE_ENTRY_FILE } from '../../functions/bundle-layout';
 import { loadDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
@@ -242,6 +243,10 @@ describe('function', () => {
       reserved_concurrent_executions: config.function.reservedConcurrency ?? -1,
     });
     expect(fn.filename).toMatch(/^assets\/.+\.zip$/);
+  });
+
+  it('names the ES module entry of the package in its handler setting (index.handler → index.mjs)', () => {
+    expect(`${String(fn.handler).split('.')[0]}.mjs`).toBe(BUNDLE_ENTRY_FILE);
   });
 
   it('keeps its logs for the configured retention', () => {

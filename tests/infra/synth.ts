@@ -1,13 +1,14 @@
 /**
  * Synthesizes the stack for infra tests without a Lambda build: the assets point at a temporary
- * directory holding a stub index.js. The CA certificate is a fixture whose key was discarded.
+ * directory holding a stub index.mjs and a chunk, laid out as `make build` lays out a package. The CA certificate is a fixture whose key was discarded.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Testing } from 'cdktf';
 import { DeploymentConfig, loadDeploymentConfig } from '../../infra/config';
 import { DeviceCaFiles, ProvisioningStack } from '../../infra/stack';
+import { BUNDLE_ENTRY_FILE } from '../../functions/bundle-layout';
 
 export const TEST_FLEET_PUBLIC_KEY = readFileSync(
   join(__dirname, 'fixtures', 'fleet-public-key.pem'),
@@ -40,7 +41,12 @@ export interface Synthesized {
 
 export function stubBundleDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'provisioning-bundle-'));
-  writeFileSync(join(dir, 'index.js'), 'exports.handler = async () => ({ statusCode: 503 });\n');
+  mkdirSync(join(dir, 'chunks'));
+  writeFileSync(join(dir, 'chunks', 'answer.mjs'), 'export const answer = { statusCode: 503 };\n');
+  writeFileSync(
+    join(dir, BUNDLE_ENTRY_FILE),
+    "import { answer } from './chunks/answer.mjs';\nexport const handler = async () => answer;\n",
+  );
   return dir;
 }
 

@@ -16,7 +16,15 @@ import { IoTClient, ListThingsCommand, ThrottlingException } from '@aws-sdk/clie
 import { KMSClient, KMSInternalException, ListKeysCommand } from '@aws-sdk/client-kms';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { awsClientSettings } from '../../functions/provisioning/aws-client-settings';
-import { AwsProxy, clearFaults, getFaults, setFaults, startAwsProxy } from './aws-proxy';
+import {
+  AwsProxy,
+  CallRecord,
+  clearFaults,
+  getCalls,
+  getFaults,
+  setFaults,
+  startAwsProxy,
+} from './aws-proxy';
 import { LocalStack, readStack } from './stack-state';
 
 const describeWithStack = process.env.NO_LOCAL_STACK ? describe.skip : describe;
@@ -38,6 +46,31 @@ describeWithStack('fault-injecting AWS proxy', () => {
   });
   afterAll(() => proxy.close());
   afterEach(() => clearFaults(proxy.faultsUrl));
+
+  it('logs every call with when it arrived and when its answer finished: parallel calls overlap, calls in series do not', async () => {
+    const before = (await getCalls(proxy.faultsUrl)).at(-1)?.seq ?? 0;
+    await setFaults(proxy.faultsUrl, { delayMs: 30 });
+    const iot = new IoTClient(config('eu-central-1'));
+    const kms = new KMSClient(config('eu-central-1'));
+    await Promise.all([iot.send(new ListThingsCommand({})), kms.send(new ListKeysCommand({}))]);
+    await iot.send(new ListThingsCommand({}));
+    const calls = await getCalls(proxy.faultsUrl, before);
+    expect(calls.map((call) => call.what)).toEqual([
+      expect.stringMatching(/^(iot|kms) eu-central-1 /),
+      expect.stringMatching(/^(iot|kms) eu-central-1 /),
+      'iot eu-central-1 GET /things',
+    ]);
+    expect(calls.map((call) => call.seq)).toEqual([before + 1, before + 2, before + 3]);
+    const [first, second, third] = calls as [CallRecord, CallRecord, CallRecord];
+    for (const call of calls) {
+      expect(call.status).toBe(200);
+      expect(call.endMs).toBeGreaterThan(call.startMs);
+    }
+    expect(second.startMs).toBeLessThan(first.endMs);
+    expect(third.startMs).toBeGreaterThanOrEqual(Math.max(first.endMs, second.endMs));
+    expect((await getFaults(proxy.faultsUrl)).calls.length).toBeGreaterThanOrEqual(3);
+    expect((await clearFaults(proxy.faultsUrl)).calls).toEqual([]);
+  });
 
   it('injects an IoT ThrottlingException the SDK recognises, only in the matching region and only `times` times', async () => {
     await setFaults(proxy.faultsUrl, {

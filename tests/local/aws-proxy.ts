@@ -85,6 +85,23 @@ export interface FaultEvent {
   readonly thingName?: string;
 }
 
+/**
+ * One AWS call the proxy handled, whatever happened to it: when it arrived and when its answer
+ * was finished (or its connection closed), in milliseconds on the proxy's clock
+ * (performance.timeOrigin + performance.now()). The benchmark rebuilds each request's critical
+ * path from these: calls that overlap in time ran in parallel.
+ */
+export interface CallRecord {
+  /** 1, 2, 3… since the proxy started; `GET {faultsUrl}?callsAfter=<seq>` lists only later calls. */
+  readonly seq: number;
+  /** `service region method target-or-path`, as in `events`. */
+  readonly what: string;
+  readonly startMs: number;
+  readonly endMs: number;
+  /** HTTP status sent; 0 when the connection closed without an answer (drop, reset). */
+  readonly status: number;
+}
+
 export interface FaultState {
   readonly delayMs: number;
   /** Rules still armed, `times` = what they have left. */
@@ -99,9 +116,15 @@ export interface FaultState {
   /** Connections of dropped calls still held open. */
   readonly held: number;
   readonly events: readonly FaultEvent[];
+  /**
+   * GET: the last MAX_CALLS calls, oldest first (with `?callsAfter=<seq>`, only those after it);
+   * POST and DELETE answer none.
+   */
+  readonly calls: readonly CallRecord[];
 }
 
 const MAX_EVENTS = 1000;
+const MAX_CALLS = 1000;
 /** A dropped call's connection is closed after this long if the client has not given up. */
 export const DEFAULT_HOLD_MS = 30_000;
 
@@ -340,6 +363,22 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     events.push({ at: new Date().toISOString(), ...event });
     if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
   };
+  const calls: CallRecord[] = [];
+  let callSeq = 0;
+  const clock = () => performance.timeOrigin + performance.now();
+  const logCall = (what: string, startMs: number, response: http.ServerResponse) => {
+    const seq = (callSeq += 1);
+    response.once('close', () => {
+      calls.push({
+        seq,
+        what,
+        startMs,
+        endMs: clock(),
+        status: response.headersSent ? response.statusCode : 0,
+      });
+      if (calls.length > MAX_CALLS) calls.splice(0, calls.length - MAX_CALLS);
+    });
+  };
   const killSwitch = new KillSwitch((kill) => {
     byAction.kill += 1;
     record({ action: 'kill', what: kill.point, thingName: kill.thingName });
@@ -348,7 +387,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
   /** Sockets of dropped calls, with the timer that closes them. */
   const held = new Map<Socket, NodeJS.Timeout>();
 
-  const state = (): FaultState => ({
+  const state = (callsAfter = 0): FaultState => ({
     delayMs,
     rules: rules.map(({ rule, remaining }) =>
       Number.isFinite(remaining) ? { ...rule, times: remaining } : rule,
@@ -359,6 +398,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     byAction: { ...byAction },
     held: held.size,
     events: [...events],
+    calls: calls.filter((call) => call.seq > callsAfter).sort((a, b) => a.seq - b.seq),
   });
 
   const sendJson = (response: http.ServerResponse, status: number, body: unknown) => {
@@ -367,13 +407,16 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
   };
 
   const control = async (request: http.IncomingMessage, response: http.ServerResponse) => {
-    if (request.method === 'GET') return sendJson(response, 200, state());
+    if (request.method === 'GET') {
+      const after = Number(new URL(request.url ?? '', 'http://proxy').searchParams.get('callsAfter') ?? 0);
+      return sendJson(response, 200, state(Number.isFinite(after) ? after : 0));
+    }
     if (request.method === 'DELETE') {
       delayMs = 0;
       rules = [];
       killSwitch.replace([]);
       log('faults cleared');
-      return sendJson(response, 200, state());
+      return sendJson(response, 200, state(callSeq));
     }
     if (request.method === 'POST') {
       try {
@@ -382,7 +425,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
         rules = spec.rules.map((rule) => ({ rule, remaining: rule.times ?? Number.POSITIVE_INFINITY }));
         killSwitch.replace(spec.kills);
         log(`faults set: delayMs=${delayMs} rules=${rules.length} kills=${spec.kills.length}`);
-        return sendJson(response, 200, state());
+        return sendJson(response, 200, state(callSeq));
       } catch (error) {
         return sendJson(response, 400, { message: (error as Error).message });
       }
@@ -432,6 +475,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
   };
 
   const forward = async (request: http.IncomingMessage, response: http.ServerResponse) => {
+    const arrived = clock();
     const body = await readBody(request);
     const { service, region } = credentialScope(request.headers.authorization);
     const targetHeader = request.headers['x-amz-target'];
@@ -443,6 +487,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
       target: typeof targetHeader === 'string' ? targetHeader : '',
       body: body.toString('utf8'),
     };
+    logCall(`${call.service} ${call.region} ${call.method} ${call.target || call.path}`, arrived, response);
     if (delayMs > 0) await sleep(delayMs);
 
     const hit = rules.find(
@@ -541,3 +586,10 @@ export const clearFaults = (faultsUrl: string): Promise<FaultState> => callFault
 
 /** Current rules and kills (with remaining `times`), counters and recent events. */
 export const getFaults = (faultsUrl: string): Promise<FaultState> => callFaults(faultsUrl, 'GET');
+
+/** The calls the proxy handled after call `after` (0: the last MAX_CALLS), oldest first. */
+export async function getCalls(faultsUrl: string, after = 0): Promise<CallRecord[]> {
+  const response = await fetch(`${faultsUrl}?callsAfter=${after}`);
+  if (!response.ok) throw new Error(`fault API GET: ${response.status}`);
+  return ((await response.json()) as FaultState).calls as CallRecord[];
+}

@@ -62,6 +62,8 @@ export interface EdgeOptions {
   readonly maxSandboxes?: number;
   /** Idle sandboxes started ahead of demand (default 2). */
   readonly warmSpares?: number;
+  /** Where the sandboxes' stdout and stderr go (appended); default: this process's own. */
+  readonly sandboxOutputFile?: string;
   /** Kill rules the sandboxes obey at checkpoints (the AWS proxy's). */
   readonly kills?: KillSwitch;
   readonly logger?: (line: string) => void;
@@ -273,6 +275,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         warmSpares: options.warmSpares,
         kills: options.kills,
         logger: log,
+        outputFile: options.sandboxOutputFile,
       });
 
   const invokeInProcess = async (fn: ProvisioningHandler, event: APIGatewayProxyEventV2) => {

@@ -10,6 +10,7 @@
  * the edge then answers like API Gateway does for a failed function.
  */
 import { ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type {
@@ -72,6 +73,8 @@ export interface SandboxPoolOptions {
   readonly warmSpares?: number;
   readonly kills?: KillSwitch;
   readonly logger?: (line: string) => void;
+  /** Where the sandboxes' stdout and stderr go (appended); default: this process's own. */
+  readonly outputFile?: string;
 }
 
 export interface SandboxPoolStats {
@@ -226,6 +229,8 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
     pipe.on('error', () => undefined);
   };
 
+  const output = options.outputFile ? openSync(options.outputFile, 'a') : undefined;
+
   const spawnSandbox = () => {
     const child = spawn(
       process.execPath,
@@ -235,7 +240,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       {
         cwd: REPO_ROOT,
         env: { ...process.env, ...options.environment, NODE_OPTIONS: '' },
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc', 'pipe'],
+        stdio: ['ignore', output ?? 'inherit', output ?? 'inherit', 'ipc', 'pipe'],
       },
     );
     counters.started += 1;
@@ -345,6 +350,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       );
       await Promise.all(exits);
       sandboxes.clear();
+      if (output !== undefined) closeSync(output);
     },
   };
 }

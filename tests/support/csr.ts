@@ -1,6 +1,6 @@
 /** CSRs as a device makes them (WebCrypto + @peculiar/x509), for tests. */
 import { webcrypto } from 'node:crypto';
-import * as x509 from '../../functions/provisioning/x509';
+import * as x509 from './x509';
 
 export type CsrKeyAlgorithm = webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams;
 

@@ -1,6 +1,6 @@
 import { checkCsr } from '../../../functions/provisioning/csr';
 import { CsrKeyAlgorithm, EC_P256, makeCsr, rsaAlgorithm } from '../../support/csr';
-import * as x509 from '../../../functions/provisioning/x509';
+import * as x509 from '../../support/x509';
 
 const ecAlgorithm = EC_P256;
 
@@ -26,6 +26,29 @@ describe('CSR checks (before anything is created in AWS)', () => {
   it('accepts an RSA-2048 CSR', async () => {
     const checked = await checkCsr(await csrPem('CN=wm101, O=Factory', rsaAlgorithm(2048)), 'wm101');
     expect(checked.keyDescription).toBe('RSA-2048');
+  });
+
+  it('accepts an RSA CSR signed with RSA-PSS', async () => {
+    const pss = {
+      name: 'RSA-PSS',
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([1, 0, 1]),
+      hash: 'SHA-256',
+      saltLength: 32,
+    } as CsrKeyAlgorithm;
+    const checked = await checkCsr(await csrPem('CN=wm101', pss), 'wm101');
+    expect(checked.keyDescription).toBe('RSA-2048');
+  });
+
+  it('hands back the key the CSR carries', async () => {
+    const made = await makeCsr('CN=wm101', ecAlgorithm);
+    expect((await checkCsr(made.pem, 'wm101')).publicKeySpki).toEqual(made.publicKeySpki);
+  });
+
+  it('rejects a CSR with two CNs, even if one is the thing name', async () => {
+    expect(await refusal(await csrPem('CN=wm101, CN=wm102', ecAlgorithm))).toBe(
+      'CSR subject CN must be the thing name "wm101"',
+    );
   });
 
   it('rejects a CSR whose CN is not the thing name', async () => {
