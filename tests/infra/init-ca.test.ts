@@ -3,7 +3,7 @@
  * KMS key, verifies with the key's public key, is a CA, is accepted by the stack, and the command
  * never writes a private key. Skipped when moto_server is not installed.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,10 +11,8 @@ import { join } from 'node:path';
 import { CreateAliasCommand, CreateKeyCommand, GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { parseCaCertificate } from '../../functions/provisioning/certificate-authority';
 import { all, synthesize, TEST_CA_CERTIFICATE } from './synth';
-import { describeIfMoto, startPrivateMoto } from './support/private-moto';
+import { describeIfMoto, runTool, startPrivateMoto } from './support/private-moto';
 
-const REPO_ROOT = join(__dirname, '..', '..');
-const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
 const REGION = 'us-east-2';
 const ALIAS = 'alias/init-ca-test';
 const OTHER_ALIAS = 'alias/init-ca-test-other';
@@ -23,22 +21,12 @@ const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const describeWithMoto = describeIfMoto('init-ca integration test');
 
 function runInitCa(args: string[]): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolveRun) => {
-    const child = spawn(TSX, [join(REPO_ROOT, 'infra', 'init-ca.ts'), ...args], {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        AWS_ACCESS_KEY_ID: credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-        AWS_REGION: REGION,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.on('close', (status) => resolveRun({ status, output }));
-  });
+  const env = {
+    AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+    AWS_REGION: REGION,
+  };
+  return runTool('infra/init-ca.ts', args, env);
 }
 
 describeWithMoto('make init-ca (against moto)', () => {

@@ -3,15 +3,12 @@
  * stdin, comes out only as ciphertext that KMS decrypts with the function's encryption context,
  * and never appears in the tool's output. Skipped when moto_server is not installed.
  */
-import { ChildProcess, spawn } from 'node:child_process';
-import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import { CreateAliasCommand, CreateKeyCommand, DecryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { GetParameterCommand, PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT, IPSTACK_KEY_UNSET } from '../../functions/provisioning/config';
-import { describeIfMoto, startPrivateMoto } from './support/private-moto';
+import { describeIfMoto, runTool, startPrivateMoto } from './support/private-moto';
 
-const REPO_ROOT = join(__dirname, '..', '..');
-const TSX = join(REPO_ROOT, 'node_modules', '.bin', 'tsx');
 const REGION = 'us-east-2';
 const PARAMETER = '/test/ipstack-access-key-ciphertext';
 const ALIAS = 'alias/rotate-test';
@@ -21,23 +18,12 @@ const credentials = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const describeWithMoto = describeIfMoto('rotate-ipstack-key integration test');
 
 function runRotate(args: string[], stdin: string): Promise<{ status: number | null; output: string }> {
-  return new Promise((resolveRun) => {
-    const child = spawn(TSX, [join(REPO_ROOT, 'infra', 'rotate-ipstack-key.ts'), ...args], {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        AWS_ACCESS_KEY_ID: credentials.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
-        AWS_REGION: REGION,
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.on('close', (status) => resolveRun({ status, output }));
-    child.stdin.end(stdin);
-  });
+  const env = {
+    AWS_ACCESS_KEY_ID: credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
+    AWS_REGION: REGION,
+  };
+  return runTool('infra/rotate-ipstack-key.ts', args, env, stdin);
 }
 
 describeWithMoto('make rotate-ipstack-key (against moto)', () => {

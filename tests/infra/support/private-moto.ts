@@ -4,6 +4,7 @@
  */
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 
 const motoInstalled = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' }).status === 0;
 
@@ -45,4 +46,26 @@ export async function startPrivateMoto(): Promise<{ endpoint: string; process: C
   const moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
   await waitForMoto(endpoint, moto);
   return { endpoint, process: moto };
+}
+
+/** Runs an operator tool (infra/<script>) with tsx and collects its exit status and output. */
+export function runTool(
+  script: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  stdin?: string,
+): Promise<{ status: number | null; output: string }> {
+  const repoRoot = join(__dirname, '..', '..', '..');
+  return new Promise((resolveRun) => {
+    const child = spawn(join(repoRoot, 'node_modules', '.bin', 'tsx'), [join(repoRoot, script), ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.on('close', (status) => resolveRun({ status, output }));
+    child.stdin.end(stdin ?? '');
+  });
 }
