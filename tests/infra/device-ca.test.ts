@@ -7,24 +7,16 @@ import { BOOTSTRAP_OUTPUT, loadDeploymentConfig } from '../../infra/config';
 import {
   all,
   byId,
+  list,
+  statements,
+  Statement,
   synthesize,
+  TerraformJson,
   TEST_CA_CERTIFICATE,
   TEST_DEVICE_CA,
   TEST_PREVIOUS_CA_CERTIFICATE,
-  TerraformJson,
 } from './synth';
 
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action: string | string[];
-  Resource: string | string[];
-  Principal?: { AWS?: string };
-  Condition?: Record<string, Record<string, string | string[]>>;
-}
-const statements = (policy: unknown): Statement[] =>
-  (JSON.parse(policy as string) as { Statement: Statement[] }).Statement;
-const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
 const allStatements = (json: TerraformJson): Statement[] =>
   [...all(json, 'aws_iam_role_policy'), ...all(json, 'aws_iam_policy')].flatMap((policy) =>
     statements(policy.policy),

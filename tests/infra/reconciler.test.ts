@@ -6,19 +6,7 @@
 import { RECONCILER_ENVIRONMENT } from '../../functions/reconciler/config';
 import { loadDeploymentConfig } from '../../infra/config';
 import { reconcilerEnvironment, reconcilerServiceName } from '../../infra/reconciler-environment';
-import { all, byId, only, synthesize, TEST_CA_CERTIFICATE } from './synth';
-
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action: string | string[];
-  Resource: string | string[];
-  Principal?: { Service?: string };
-  Condition?: Record<string, Record<string, string | string[]>>;
-}
-const statements = (policy: unknown): Statement[] =>
-  (JSON.parse(policy as string) as { Statement: Statement[] }).Statement;
-const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+import { all, byId, list, only, statements, synthesize, TEST_CA_CERTIFICATE } from './synth';
 
 const config = loadDeploymentConfig();
 const { json } = synthesize();

@@ -12,19 +12,16 @@ import { CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
 import { IOT_UNSCOPABLE_ACTIONS } from '../../infra/function';
 import { functionEnvironment } from '../../infra/function-environment';
 import { unescapeTerraformTemplate } from '../../infra/terraform-strings';
-import { all, byId, only, synthesize, TEST_CA_CERTIFICATE, TEST_FLEET_PUBLIC_KEY } from './synth';
-
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action: string | string[];
-  Resource: string | string[];
-  Principal?: { AWS?: string };
-  Condition?: Record<string, Record<string, string | string[]>>;
-}
-const statements = (policy: unknown): Statement[] =>
-  (JSON.parse(policy as string) as { Statement: Statement[] }).Statement;
-const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+import {
+  all,
+  byId,
+  list,
+  only,
+  statements,
+  synthesize,
+  TEST_CA_CERTIFICATE,
+  TEST_FLEET_PUBLIC_KEY,
+} from './synth';
 
 const config = loadDeploymentConfig();
 const { json } = synthesize();

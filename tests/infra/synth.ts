@@ -88,3 +88,20 @@ export function byId(json: TerraformJson, type: string, prefix: string): Record<
   }
   return matching[0]![1];
 }
+
+/** One statement of an IAM policy document, as the synthesized JSON carries it. */
+export interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: string | string[];
+  Principal?: { AWS?: string; Service?: string };
+  Condition?: Record<string, Record<string, string | string[]>>;
+}
+
+/** The statements of a policy document given as JSON text. */
+export const statements = (policy: unknown): Statement[] =>
+  (JSON.parse(policy as string) as { Statement: Statement[] }).Statement;
+
+/** IAM allows one value or a list: always a list. */
+export const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
