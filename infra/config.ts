@@ -57,6 +57,12 @@ const deploymentSchema = z
         caValidityDays: positiveInt.max(36500),
         generatedKeyType: z.enum(['rsa-2048', 'ec-p256']),
         reissueLimit: z.number().int().min(0).max(100),
+        /** After day one (docs/protocol.md): status says `renew` past this share of the lifetime. */
+        renewAtPercent: z.number().int().min(1).max(99).default(80),
+        /** The previous certificate stays ACTIVE this long after a renewal, unless the new key is proven first. */
+        renewGraceSeconds: z.number().int().min(60).default(7 * 86_400),
+        renewMinIntervalSeconds: z.number().int().min(0).default(86_400),
+        statusMinIntervalSeconds: z.number().int().min(0).default(5),
       })
       .strict(),
     leaseSeconds: positiveInt.max(900),

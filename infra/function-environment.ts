@@ -46,6 +46,10 @@ export function functionEnvironment(
     CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
     GENERATED_KEY_TYPE: config.certificates.generatedKeyType,
     REISSUE_LIMIT: String(config.certificates.reissueLimit),
+    RENEW_AT_PERCENT: String(config.certificates.renewAtPercent),
+    RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),
+    RENEW_MIN_INTERVAL_SECONDS: String(config.certificates.renewMinIntervalSeconds),
+    STATUS_MIN_INTERVAL_SECONDS: String(config.certificates.statusMinIntervalSeconds),
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };

@@ -34,6 +34,10 @@ export const FUNCTION_ENVIRONMENT = {
   CERTIFICATE_VALIDITY_DAYS: 'optional',
   GENERATED_KEY_TYPE: 'optional',
   REISSUE_LIMIT: 'optional',
+  RENEW_AT_PERCENT: 'optional',
+  RENEW_GRACE_SECONDS: 'optional',
+  RENEW_MIN_INTERVAL_SECONDS: 'optional',
+  STATUS_MIN_INTERVAL_SECONDS: 'optional',
   POWERTOOLS_SERVICE_NAME: 'optional',
   POWERTOOLS_METRICS_NAMESPACE: 'optional',
 } as const;
@@ -83,6 +87,19 @@ export interface ProvisioningConfig {
   readonly generatedKeyType: GeneratedKeyType;
   /** Re-issues allowed inside the re-provisioning window (lost answers in key mode). */
   readonly reissueLimit: number;
+  /** After day one: /device-status and /device-renew (docs/protocol.md). */
+  readonly lifecycle: LifecycleSettings;
+}
+
+export interface LifecycleSettings {
+  /** Share of a certificate's lifetime after which status answers `renew` (1–99). */
+  readonly renewAtPercent: number;
+  /** How long a renewed device's previous certificate stays ACTIVE unless the new key is proven first. */
+  readonly renewGraceSeconds: number;
+  /** Least time between renewals signed with the current certificate. */
+  readonly renewMinIntervalSeconds: number;
+  /** Least time between two status calls of one device. */
+  readonly statusMinIntervalSeconds: number;
 }
 
 export type GeneratedKeyType = 'rsa-2048' | 'ec-p256';
@@ -161,6 +178,17 @@ export const environmentSchema = z.object({
   CERTIFICATE_VALIDITY_DAYS: wholeNumber(3650),
   GENERATED_KEY_TYPE: z._default(z.enum(['rsa-2048', 'ec-p256']), 'rsa-2048'),
   REISSUE_LIMIT: wholeNumber(3, 0),
+  RENEW_AT_PERCENT: z._default(
+    z.coerce.number().check(
+      z.refine((value: number) => Number.isInteger(value), { message: 'expected a whole number' }),
+      z.gte(1, 'expected 1–99'),
+      z.lte(99, 'expected 1–99'),
+    ),
+    80,
+  ),
+  RENEW_GRACE_SECONDS: wholeNumber(7 * 86_400, 60),
+  RENEW_MIN_INTERVAL_SECONDS: wholeNumber(86_400, 0),
+  STATUS_MIN_INTERVAL_SECONDS: wholeNumber(5, 0),
 });
 
 /** Parses an environment with `schema`; throws ConfigError naming each bad variable. */
@@ -251,5 +279,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     certificateValidityDays: settings.CERTIFICATE_VALIDITY_DAYS,
     generatedKeyType: settings.GENERATED_KEY_TYPE,
     reissueLimit: settings.REISSUE_LIMIT,
+    lifecycle: {
+      renewAtPercent: settings.RENEW_AT_PERCENT,
+      renewGraceSeconds: settings.RENEW_GRACE_SECONDS,
+      renewMinIntervalSeconds: settings.RENEW_MIN_INTERVAL_SECONDS,
+      statusMinIntervalSeconds: settings.STATUS_MIN_INTERVAL_SECONDS,
+    },
   };
 }

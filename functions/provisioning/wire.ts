@@ -81,3 +81,100 @@ export function singlePemBlock(text: string, label: string): Buffer {
 export function pemToDer(pem: string): Buffer {
   return singlePemBlock(pem, 'CERTIFICATE REQUEST');
 }
+
+/**
+ * After day one (docs/protocol.md, "Status and renewal"): a provisioned device proves who it is
+ * with the key of its current certificate, and sends that certificate along. No fleet secret.
+ */
+export const STATUS_PATH = '/device-status';
+export const RENEW_PATH = '/device-renew';
+
+export type LifecycleOperation = 'status' | 'renew';
+
+/** The first line of each signed message: a status signature can't be replayed as a renewal. */
+export const LIFECYCLE_MESSAGE_TAG: Readonly<Record<LifecycleOperation, string>> = {
+  status: 'GDP-STATUS-V1',
+  renew: 'GDP-RENEW-V1',
+};
+
+/** The body of POST /device-status and POST /device-renew. */
+export interface LifecycleRequestBody {
+  readonly 'thing-name': string;
+  /** Unix time in whole seconds. */
+  readonly timestamp: number;
+  /** 16–64 of A-Z a-z 0-9 _ - ; never reused. */
+  readonly nonce: string;
+  /** PEM of the certificate whose private key made the signature. */
+  readonly certificate: string;
+  /** Base64 signature over canonicalLifecycleMessage(...) with that certificate's key. */
+  readonly signature: string;
+  /** Status only, optional, not signed: the region the device connects to now. */
+  readonly region?: string;
+  /** Renew only, optional: a new key's CSR. Without it the service generates the key. */
+  readonly CSR?: string;
+}
+
+export interface LifecycleMessageParts {
+  readonly operation: LifecycleOperation;
+  readonly thingName: string;
+  readonly timestamp: number;
+  readonly nonce: string;
+  /** DER bytes of the CSR sent with a renewal, if any. */
+  readonly csrDer?: Uint8Array;
+}
+
+/**
+ * The exact bytes a status or renewal signature covers, in the style of v2: five lines joined by
+ * "\n" (no trailing newline): tag, thing name, timestamp in decimal, nonce, lowercase hex
+ * SHA-256 of the CSR's DER or "-".
+ */
+export function canonicalLifecycleMessage(parts: LifecycleMessageParts): Buffer {
+  const csrHash = parts.csrDer ? createHash('sha256').update(parts.csrDer).digest('hex') : '-';
+  const lines = [
+    LIFECYCLE_MESSAGE_TAG[parts.operation],
+    parts.thingName,
+    String(parts.timestamp),
+    parts.nonce,
+    csrHash,
+  ];
+  return Buffer.from(lines.join('\n'), 'utf8');
+}
+
+/** What a device should do next, as /device-status tells it. */
+export type DeviceAction = 'none' | 'renew' | 'move' | 'reprovision';
+
+/** 200 answer of POST /device-status. */
+export interface StatusAnswer {
+  readonly status: 'success';
+  readonly action: DeviceAction;
+  /** The registry's prov_status: provisioned, or unprovisioned when the record was reset. */
+  readonly provStatus: string;
+  /** Where the device lives now, and its endpoint (absent when it must re-provision). */
+  readonly region?: string;
+  readonly endpointAddress?: string;
+  /** The device's current certificate, as the registry holds it. */
+  readonly certificateId?: string;
+  /** ACTIVE for the current certificate; RETIRING for the one a renewal replaced. */
+  readonly certificateStatus?: 'ACTIVE' | 'RETIRING';
+  /** ISO-8601 UTC, of the current certificate. */
+  readonly notAfter?: string;
+  /** ISO-8601 UTC: from then on the action is `renew`. */
+  readonly renewAfter?: string;
+  /** With action `move`: the region the device is leaving. */
+  readonly movedFrom?: string;
+  /** Human-readable: why this action. */
+  readonly message: string;
+}
+
+/** 200 answer of POST /device-renew: the provisioning answer's fields, and the new certificate's facts. */
+export interface RenewAnswer {
+  readonly status: 'success';
+  readonly region: string;
+  readonly endpointAddress: string;
+  readonly certificatePem: string;
+  readonly PrivateKey?: string;
+  readonly certificateId: string;
+  readonly notAfter: string;
+  /** ISO-8601 UTC: the previous certificate is retired then at the latest. */
+  readonly previousRetiredBy?: string;
+}

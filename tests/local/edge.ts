@@ -7,7 +7,8 @@
  * matching CloudFront-Viewer-* headers so tests can place a device anywhere, and
  * CloudFront-Viewer-Address defaults to the socket's ip:port (CloudFront always sends it). The
  * origin secret header is added like the distribution's custom origin header.
- * API Gateway part: the exact payload 2.0 event, one route (POST /device-provisioning),
+ * API Gateway part: the exact payload 2.0 event, three routes (POST /device-provisioning,
+ * /device-status, /device-renew) to the one function,
  * 404 {"message":"Not Found"} elsewhere, 500 {"message":"Internal Server Error"} when the
  * function throws, crashes, is killed or times out.
  * Lambda part: a handler module runs in sandboxes (sandbox-pool.ts), child processes that take
@@ -32,6 +33,10 @@ export type ProvisioningHandler = (
 
 export const ROUTE_PATH = '/device-provisioning';
 export const ROUTE_KEY = `POST ${ROUTE_PATH}`;
+export const STATUS_ROUTE_PATH = '/device-status';
+export const RENEW_ROUTE_PATH = '/device-renew';
+/** The API's routes, as infra/edge.ts declares them (a test pins that they agree). */
+export const ROUTE_PATHS: readonly string[] = [ROUTE_PATH, STATUS_ROUTE_PATH, RENEW_ROUTE_PATH];
 export const DEFAULT_HANDLER_MODULE = 'functions/provisioning/handler.ts';
 /** API Gateway's own limit is 10 MB; the function answers 413 above 64 KiB. */
 export const EDGE_MAX_BODY_BYTES = 1024 * 1024;
@@ -72,6 +77,8 @@ export interface EdgeOptions {
 export interface Edge {
   readonly url: string;
   readonly provisioningUrl: string;
+  readonly statusUrl: string;
+  readonly renewUrl: string;
   /** The sandboxes, unless the edge calls a handler function in-process. */
   readonly sandboxes?: SandboxPool;
   close(): Promise<void>;
@@ -168,7 +175,7 @@ export function buildEvent(request: EdgeRequest, identity: EventIdentity): APIGa
   const domainName = headers.host ?? '';
   const event: APIGatewayProxyEventV2 = {
     version: '2.0',
-    routeKey: ROUTE_KEY,
+    routeKey: `POST ${url.pathname}`,
     rawPath: url.pathname,
     rawQueryString: url.search.replace(/^\?/, ''),
     headers,
@@ -185,7 +192,7 @@ export function buildEvent(request: EdgeRequest, identity: EventIdentity): APIGa
         userAgent: headers['user-agent'] ?? '',
       },
       requestId: identity.requestId ?? randomBytes(8).toString('base64url').slice(0, 14) + '=',
-      routeKey: ROUTE_KEY,
+      routeKey: `POST ${url.pathname}`,
       stage: '$default',
       time: formatTime(now),
       timeEpoch: now.getTime(),
@@ -318,7 +325,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
       log(`${method} ${pathname} ${answer.status} ${Date.now() - started}ms`);
     };
 
-    if (method !== 'POST' || pathname !== ROUTE_PATH) {
+    if (method !== 'POST' || !ROUTE_PATHS.includes(pathname)) {
       request.resume();
       return finish(jsonAnswer(404, 'Not Found'));
     }
@@ -354,6 +361,8 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
   return {
     url: listening.url,
     provisioningUrl: `${listening.url}${ROUTE_PATH}`,
+    statusUrl: `${listening.url}${STATUS_ROUTE_PATH}`,
+    renewUrl: `${listening.url}${RENEW_ROUTE_PATH}`,
     sandboxes,
     async close() {
       await sandboxes?.close();

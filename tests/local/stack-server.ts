@@ -335,6 +335,8 @@ async function main(): Promise<void> {
 
   const stack: LocalStack = {
     provisioningUrl: edge.provisioningUrl,
+    statusUrl: edge.statusUrl,
+    renewUrl: edge.renewUrl,
     awsEndpoint: proxy.url,
     motoUrl,
     faultsUrl: proxy.faultsUrl,

@@ -111,6 +111,10 @@ export interface StackServerOptions {
 export interface LocalStack {
   /** POST here, as a device does (the local edge: CloudFront + API Gateway stand-in). */
   readonly provisioningUrl: string;
+  /** POST here for a provisioned device's status (docs/protocol.md). */
+  readonly statusUrl: string;
+  /** POST here to renew a provisioned device's certificate (docs/protocol.md). */
+  readonly renewUrl: string;
   /** AWS endpoint for clients (the fault-injecting proxy in front of moto). */
   readonly awsEndpoint: string;
   /** moto itself, bypassing fault injection. */
