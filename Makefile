@@ -56,7 +56,7 @@ reconcile: install ## Run the reconciler once: the local stack's if one runs, el
 admin: install ## The operator tool, gdp-admin: make admin ARGS="--local list --count" (README, "Operating the fleet")
 	@$(TSX) functions/admin/cli.ts $(ARGS)
 
-chaos: install ## A fleet provisions under random AWS faults and kills; reconcile; audit; print the figures
+chaos: install ## A fleet provisions and renews under random AWS faults and kills; reconcile; audit; print the figures
 	$(TSX) tests/chaos/cli.ts $(ARGS)
 
 bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS

@@ -1,11 +1,12 @@
 /**
  * The chaos run in `make test`: 100 devices, v1 and v2, with and without CSR, under random AWS
- * faults of every kind, random kills of the function and answers lost on the device's side.
+ * faults of every kind, random kills of the function and answers lost on the device's side; then
+ * every device renews its certificate under the same faults.
  * `make chaos` runs a larger one and prints the figures.
  */
 import { runChaos } from './chaos';
 
-it('provisions every device exactly once, whatever fails, and leaves nothing behind', async () => {
+it('provisions and renews every device exactly once, whatever fails, and leaves nothing behind', async () => {
   const report = await runChaos({
     devices: 100,
     concurrency: 12,
@@ -22,6 +23,15 @@ it('provisions every device exactly once, whatever fails, and leaves nothing beh
     recordsPointingAtMissingCertificates: 0,
   });
   expect(report.reconcile.failures).toEqual([]);
+  // Every device that kept its credentials renewed (or stopped at the re-issue limit, keeping them).
+  expect(report.renewal.renewedExactlyOnce + report.renewal.devicesStoppedAtLimit).toBe(
+    100 - report.devicesStoppedAt409,
+  );
+  expect(
+    Object.keys(report.renewal.answers).filter(
+      (status) => !['0', '200', '429', '500', '503'].includes(status),
+    ),
+  ).toEqual([]);
   // No 5xx answer was ours to give up on: every device ended on 200 (or 409 after its re-issues).
   expect(
     Object.keys(report.answers).filter(

@@ -1,8 +1,10 @@
 /**
  * The chaos run: a fleet provisions through the local stack while AWS calls lose their answers,
  * reset, fail, throttle and hang at random, the function is killed at random checkpoints and
- * devices lose answers on their side. Devices retry as firmware does. Then the reconciler runs,
- * and the whole local account is audited against the promise of docs/protocol.md.
+ * devices lose answers on their side. Devices retry as firmware does. Then, a day later (the
+ * records' clocks are moved), every device renews its certificate under the same faults and proves
+ * the new key with a status call. Then the reconciler runs (with the renewals' grace periods
+ * ended), and the whole local account is audited against the promise of docs/protocol.md.
  *
  * Used by tests/chaos/chaos.test.ts (in `make test`) and by `make chaos` (larger, prints figures).
  */
@@ -12,11 +14,17 @@ import type { ReconcileReport } from '../../functions/reconciler/reconcile';
 import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
 import { addDevice, readStack } from '../local/stack';
 import { auditDevice, certificatesOfOurCa, CertificateOfOurs } from '../integration/audit';
+import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   Answer,
+  DeviceCredentials,
+  lifecycleBody,
   localReconcile,
   makeCsr,
   post,
+  postRenew,
+  postStatus,
+  registryClient,
   registryRecord,
   v1Body,
   v2Body,
@@ -32,6 +40,8 @@ export interface ChaosOptions {
   readonly killProbability: number;
   /** Chance that a device loses a 200 answer and asks again. */
   readonly lostAnswerProbability: number;
+  /** How many of the provisioned devices renew afterwards (default: all). */
+  readonly renewals?: number;
   /** A device gives up after this long (a stranded device fails the audit). */
   readonly deviceBudgetMs?: number;
   readonly log?: (line: string) => void;
@@ -45,6 +55,19 @@ export interface ChaosReport {
   readonly answersLostByDevices: number;
   /** Devices that ended on 409 (re-issue limit reached after lost answers): provisioned, keys lost. */
   readonly devicesStoppedAt409: number;
+  /** The renewal phase: /device-renew then a status call with the new certificate, per device. */
+  readonly renewal: {
+    readonly requests: number;
+    readonly answers: Readonly<Record<string, number>>;
+    readonly answersLostByDevices: number;
+    /** Devices whose renewal retries reached the re-issue limit: they keep their old certificate. */
+    readonly devicesStoppedAtLimit: number;
+    /** Devices that hold the record's current certificate, the only live one, and not the first. */
+    readonly renewedExactlyOnce: number;
+    /** Devices that tried to renew. */
+    readonly devices: number;
+    readonly durationMs: number;
+  };
   readonly reconcile: ReconcileReport;
   readonly audit: {
     readonly provisionedExactlyOnce: number;
@@ -127,6 +150,16 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   let done = 0;
   const budget = options.deviceBudgetMs ?? 240_000;
 
+  const credentials = new Map<string, DeviceCredentials>();
+  const failed = (): Answer => ({ status: 0, headers: new Headers(), body: {} });
+  const backoff = (answer: Answer, attempt: number) =>
+    sleep(
+      Math.max(
+        Number(answer.headers.get('retry-after') ?? 0) * 1000,
+        Math.min(2_000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2),
+      ),
+    );
+
   async function provisionDevice(device: (typeof devices)[number]): Promise<void> {
     const csr = device.mode.csr ? await makeCsr(device.thingName) : undefined;
     const headers = {
@@ -147,7 +180,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       }));
       answers[answer.status] = (answers[answer.status] ?? 0) + 1;
       if (answer.status === 200) {
-        if (Math.random() >= options.lostAnswerProbability) return;
+        if (Math.random() >= options.lostAnswerProbability) {
+          credentials.set(device.thingName, {
+            certificatePem: String(answer.body.certificatePem),
+            privateKeyPem: String(answer.body.PrivateKey ?? csr?.privateKeyPem),
+          });
+          return;
+        }
         answersLostByDevices += 1;
       } else if (answer.status === 409) {
         devicesStoppedAt409 += 1;
@@ -155,26 +194,126 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       } else if (answer.status >= 400 && answer.status < 500 && answer.status !== 429) {
         throw new Error(`${device.thingName}: unexpected ${answer.status} ${JSON.stringify(answer.body)}`);
       }
-      const retryAfter = Number(answer.headers.get('retry-after') ?? 0) * 1000;
-      await sleep(Math.max(retryAfter, Math.min(2_000, 100 * 2 ** attempt) * (0.5 + Math.random() / 2)));
+      await backoff(answer, attempt);
     }
   }
 
-  const queue = [...devices];
-  await Promise.all(
-    Array.from({ length: options.concurrency }, async () => {
-      for (let device = queue.shift(); device; device = queue.shift()) {
-        await provisionDevice(device);
-        done += 1;
-        if (done % 20 === 0 || done === devices.length) log(`  ${done}/${devices.length} devices done`);
-      }
-    }),
+  async function eachDevice(work: (device: (typeof devices)[number]) => Promise<void>, what: string) {
+    const queue = [...devices];
+    done = 0;
+    await Promise.all(
+      Array.from({ length: options.concurrency }, async () => {
+        for (let device = queue.shift(); device; device = queue.shift()) {
+          await work(device);
+          done += 1;
+          if (done % 20 === 0 || done === devices.length) log(`  ${done}/${devices.length} devices ${what}`);
+        }
+      }),
+    );
+  }
+  await eachDevice(provisionDevice, 'provisioned');
+  log(`provisioning phase: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+
+  // A day later: renewals are allowed again (RENEW_MIN_INTERVAL_SECONDS).
+  for (const device of devices) {
+    await registryClient()
+      .send(
+        new UpdateItemCommand({
+          TableName: stack.tableName,
+          Key: { thing_name: { S: device.thingName } },
+          ConditionExpression: 'attribute_exists(prov_epoch)',
+          UpdateExpression: 'SET prov_epoch = prov_epoch - :day',
+          ExpressionAttributeValues: { ':day': { N: '86400' } },
+        }),
+      )
+      .catch(() => undefined);
+  }
+  const renewal = {
+    requests: 0,
+    answers: {} as Record<string, number>,
+    answersLostByDevices: 0,
+    devicesStoppedAtLimit: 0,
+  };
+  const renewed = new Map<string, DeviceCredentials>();
+  // Stopped at 409 while provisioning, a device holds no certificate to renew with.
+  const renewing = new Set(
+    devices
+      .filter((device) => credentials.has(device.thingName))
+      .slice(0, options.renewals ?? devices.length)
+      .map((device) => device.thingName),
   );
+  const renewalStarted = Date.now();
+  async function renewDevice(device: (typeof devices)[number]): Promise<void> {
+    const old = credentials.get(device.thingName);
+    if (!old || !renewing.has(device.thingName)) return;
+    const csr = device.mode.csr ? await makeCsr(device.thingName) : undefined;
+    const deadline = Date.now() + budget;
+    let fresh: DeviceCredentials | undefined;
+    // Renew, signed with the old certificate until an answer is kept.
+    for (let attempt = 1; !fresh && Date.now() < deadline; attempt += 1) {
+      renewal.requests += 1;
+      const answer = await postRenew(
+        lifecycleBody('renew', device.thingName, old, { csrPem: csr?.pem }),
+      ).catch(failed);
+      renewal.answers[answer.status] = (renewal.answers[answer.status] ?? 0) + 1;
+      if (answer.status === 200) {
+        if (Math.random() >= options.lostAnswerProbability) {
+          fresh = {
+            certificatePem: String(answer.body.certificatePem),
+            privateKeyPem: String(answer.body.PrivateKey ?? csr?.privateKeyPem),
+          };
+          break;
+        }
+        renewal.answersLostByDevices += 1;
+      } else if (answer.status === 429 && Number(answer.headers.get('retry-after') ?? 0) > 60) {
+        renewal.devicesStoppedAtLimit += 1; // the re-issue limit: the old certificate stays
+        return;
+      } else if (answer.status >= 400 && answer.status < 500 && answer.status !== 429) {
+        throw new Error(
+          `${device.thingName}: renewal answered ${answer.status} ${JSON.stringify(answer.body)}`,
+        );
+      }
+      await backoff(answer, attempt);
+    }
+    if (!fresh) return;
+    renewed.set(device.thingName, fresh);
+    // Prove the new key: the status call retires the old certificate.
+    for (let attempt = 1; Date.now() < deadline; attempt += 1) {
+      renewal.requests += 1;
+      const answer = await postStatus(lifecycleBody('status', device.thingName, fresh)).catch(failed);
+      renewal.answers[answer.status] = (renewal.answers[answer.status] ?? 0) + 1;
+      if (answer.status === 200) return;
+      if (answer.status >= 400 && answer.status < 500 && answer.status !== 429) {
+        throw new Error(
+          `${device.thingName}: status answered ${answer.status} ${JSON.stringify(answer.body)}`,
+        );
+      }
+      await backoff(answer, attempt);
+    }
+  }
+  await eachDevice(renewDevice, 'renewed');
+  const renewalMs = Date.now() - renewalStarted;
+  log(`renewal phase: ${renewing.size} devices in ${(renewalMs / 1000).toFixed(0)} s`);
+
   const faultState = await getFaults(stack.faultsUrl);
   await clearFaults(stack.faultsUrl);
   const faults: Record<string, number> = { ...faultState.byAction };
   log(`faults injected: ${JSON.stringify(faults)}`);
 
+  // The grace periods end: whatever a status call could not retire, the reconciler does.
+  for (const device of devices) {
+    await registryClient()
+      .send(
+        new UpdateItemCommand({
+          TableName: stack.tableName,
+          Key: { thing_name: { S: device.thingName } },
+          ConditionExpression: 'attribute_exists(previous_retire_after)',
+          UpdateExpression: 'SET previous_retire_after = :past',
+          ExpressionAttributeValues: { ':past': { N: String(Math.floor(Date.now() / 1000) - 1) } },
+        }),
+      )
+      .catch(() => undefined);
+  }
   const reconcile = await localReconcile({ thingNamePrefix: prefix });
   log(
     `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesRetired} orphans, ` +
@@ -182,16 +321,27 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   );
 
   // The audit, over every region.
+  const problems: string[] = [];
   const ours = new Map<string, CertificateOfOurs[]>();
   for (const region of stack.regions) ours.set(region, await certificatesOfOurCa(region));
-  const problems: string[] = [];
   let provisionedExactlyOnce = 0;
   let notProvisioned = 0;
   let thingsWithTwoLiveCertificates = 0;
   let recordsPointingAtMissingCertificates = 0;
+  let renewedExactlyOnce = 0;
   const referenced = new Set<string>();
   for (const device of devices) {
     const record = await registryRecord(device.thingName);
+    const held = renewed.get(device.thingName);
+    if (
+      held &&
+      record?.certificate_pem?.S?.trim() === held.certificatePem.trim() &&
+      !record.previous_certificate_id
+    ) {
+      renewedExactlyOnce += 1;
+    } else if (held) {
+      problems.push(`${device.thingName}: holds a renewed certificate the record does not name`);
+    }
     const region = record?.aws_region?.S ?? '';
     if (record?.certificate_id?.S) referenced.add(record.certificate_id.S);
     const audit = await auditDevice(
@@ -225,6 +375,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     faults,
     answersLostByDevices,
     devicesStoppedAt409,
+    renewal: { ...renewal, renewedExactlyOnce, devices: renewing.size, durationMs: renewalMs },
     reconcile,
     audit: {
       provisionedExactlyOnce,

@@ -20,7 +20,7 @@ function probability(value: string): number {
 async function main(): Promise<void> {
   const program = new Command('chaos')
     .description(
-      'Provision a fleet through the local stack under random AWS faults and kills, reconcile, audit',
+      'Provision a fleet through the local stack under random AWS faults and kills, renew every certificate, reconcile, audit',
     )
     .option('-n, --devices <count>', 'devices', positive, 300)
     .option('-c, --concurrency <count>', 'devices provisioning at once', positive, 16)
@@ -56,6 +56,18 @@ async function main(): Promise<void> {
       ['faults injected', JSON.stringify(report.faults)],
       ['answers lost by devices', String(report.answersLostByDevices)],
       ['devices stopped at 409 (re-issue limit)', String(report.devicesStoppedAt409)],
+      ['renewal: devices / requests', `${report.renewal.devices} / ${report.renewal.requests}`],
+      ['renewal: answers by status (renew and status calls)', JSON.stringify(report.renewal.answers)],
+      ['renewal: answers lost by devices', String(report.renewal.answersLostByDevices)],
+      [
+        'renewal: stopped at the re-issue limit (kept the old certificate)',
+        String(report.renewal.devicesStoppedAtLimit),
+      ],
+      [
+        'renewed exactly once (holds the only live certificate)',
+        `${report.renewal.renewedExactlyOnce} of ${report.renewal.devices}`,
+      ],
+      ['renewal phase', `${(report.renewal.durationMs / 1000).toFixed(0)} s`],
       [
         'reconciler: stale claims / orphans / records reset',
         `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesRetired} / ${report.reconcile.recordsReset}`,
