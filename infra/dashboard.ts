@@ -25,6 +25,13 @@ export interface DashboardProps {
 const STATUSES = [400, 401, 403, 409, 413, 429, 500, 503];
 /** GeoSource_<source>, as locate.ts names them. */
 const GEO_SOURCES = ['cloudfront', 'ipstack', 'default'];
+/**
+ * After day one (/device-status, /device-renew): answered status calls, renewals, and previous
+ * certificates retired (after a renewal once the new key is proven, or on re-provisioning).
+ */
+export const LIFECYCLE_METRICS = ['StatusAnswered', 'Renewed', 'PreviousCertificateRetired'] as const;
+/** Milliseconds the function took to answer a status call. */
+export const STATUS_LATENCY_METRIC = 'StatusLatency';
 
 type MetricLine = (string | Record<string, string>)[];
 
@@ -113,6 +120,21 @@ export class Dashboard extends Construct {
           ],
           12,
           12,
+        ),
+        widget(
+          'Status and renewal',
+          LIFECYCLE_METRICS.map((metric) => ours(metric)),
+          0,
+          18,
+        ),
+        widget(
+          'Status latency (ms)',
+          [
+            ours(STATUS_LATENCY_METRIC, { stat: 'p50', label: 'p50' }),
+            ours(STATUS_LATENCY_METRIC, { stat: 'p99', label: 'p99' }),
+          ],
+          12,
+          18,
         ),
       ],
     };
