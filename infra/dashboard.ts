@@ -7,6 +7,7 @@ import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { CloudwatchDashboard } from '@cdktf/provider-aws/lib/cloudwatch-dashboard';
 import type { DeploymentConfig } from './config';
+import type { DeviceAction } from '../functions/provisioning/wire';
 import {
   RECONCILER_FAILED_METRIC,
   RECONCILER_FIXED_METRIC,
@@ -32,6 +33,13 @@ const GEO_SOURCES = ['cloudfront', 'ipstack', 'default'];
 export const LIFECYCLE_METRICS = ['StatusAnswered', 'Renewed', 'PreviousCertificateRetired'] as const;
 /** Milliseconds the function took to answer a status call. */
 export const STATUS_LATENCY_METRIC = 'StatusLatency';
+/** StatusAction_<action>: what status told devices to do (wire.ts DeviceAction). */
+export const STATUS_ACTIONS = [
+  'none',
+  'renew',
+  'move',
+  'reprovision',
+] as const satisfies readonly DeviceAction[];
 
 type MetricLine = (string | Record<string, string>)[];
 
@@ -115,6 +123,7 @@ export class Dashboard extends Construct {
           [
             ours('RolledBack'),
             ours(ROLLBACK_INCOMPLETE_METRIC),
+            ours('PreviousCertificateRetireFailed'),
             reconciler(RECONCILER_FIXED_METRIC),
             reconciler(RECONCILER_FAILED_METRIC),
           ],
@@ -135,6 +144,12 @@ export class Dashboard extends Construct {
           ],
           12,
           18,
+        ),
+        widget(
+          'Status answers, by action',
+          STATUS_ACTIONS.map((action) => ours(`StatusAction_${action}`)),
+          0,
+          24,
         ),
       ],
     };

@@ -46,6 +46,7 @@ it('charts provisionings, refusals by status, geo source, latency p50/p99, throt
   expect(metricsOf('Undo and reconciler findings')).toEqual([
     'RolledBack',
     'RollbackIncomplete',
+    'PreviousCertificateRetireFailed',
     'ReconcilerFixed',
     'ReconcilerFailed',
   ]);
@@ -71,6 +72,15 @@ it('charts status calls, renewals, retired previous certificates and status late
   }
 });
 
+it('charts what status told devices to do, by action', () => {
+  expect(metricsOf('Status answers, by action')).toEqual([
+    'StatusAction_none',
+    'StatusAction_renew',
+    'StatusAction_move',
+    'StatusAction_reprovision',
+  ]);
+});
+
 it('lays the widgets out without overlap', () => {
   const cells = new Set<string>();
   for (const widget of body.widgets) {
@@ -87,6 +97,7 @@ it('reads the function metrics under the function service and the reconciler und
     body.widgets.find((widget) => widget.properties.title === 'Undo and reconciler findings')?.properties
       .metrics ?? [];
   expect(findings.map((line) => line[3])).toEqual([
+    config.appName,
     config.appName,
     config.appName,
     `${config.appName}-reconciler`,
