@@ -322,12 +322,16 @@ async function statusMeasurement(stack: LocalStack, ours: Edge, options: Options
   const intervalSeconds = Number(stack.functionEnvironment.STATUS_MIN_INTERVAL_SECONDS ?? 5);
   const spacingMs = (intervalSeconds + 1) * 1000;
   const [warmUpDevice, ...measured] = devices as [BenchDevice, ...BenchDevice[]];
+  // Signed with the device's current certificate key, and telling the region it connects to.
+  const body = (device: BenchDevice) =>
+    requests.lifecycleBody('status', device.thingName, device, { region: device.region });
   await measureStatus({
     statusUrl: ours.statusUrl,
     faultsUrl: stack.faultsUrl,
     devices: [warmUpDevice],
     callsPerDevice: 1,
     spacingMs,
+    body,
   });
   log(
     `status: ${measured.length} devices × ${options.statusCalls} calls, one at a time, ` +
@@ -339,6 +343,7 @@ async function statusMeasurement(stack: LocalStack, ours: Edge, options: Options
     devices: measured,
     callsPerDevice: options.statusCalls,
     spacingMs,
+    body,
   });
   const keyType = stack.functionEnvironment.GENERATED_KEY_TYPE ?? 'rsa-2048';
   const latencies = sortedCopy(run.latencies);

@@ -7,20 +7,14 @@
  * STATUS_MIN_INTERVAL_SECONDS, so each device's calls are spaced by more than that; with many
  * devices, the wait overlaps the other devices' calls.
  */
-import { createPrivateKey, KeyObject, randomBytes, sign } from 'node:crypto';
 import { getCalls } from '../local/aws-proxy';
-import {
-  canonicalLifecycleMessage,
-  LifecycleRequestBody,
-  StatusAnswer,
-} from '../../functions/provisioning/wire';
+import type { StatusAnswer } from '../../functions/provisioning/wire';
+import type { DeviceCredentials } from '../integration/requests';
 import { criticalPath } from './critical-path';
 
 /** What a provisioned device keeps: its current certificate, the key, and where it lives. */
-export interface BenchDevice {
+export interface BenchDevice extends DeviceCredentials {
   readonly thingName: string;
-  readonly certificatePem: string;
-  readonly privateKey: KeyObject;
   readonly region: string;
   /** performance.now() of its last status call; 0 before the first. */
   lastCallAt: number;
@@ -66,30 +60,9 @@ export async function provisionForStatus(
   return {
     thingName,
     certificatePem: answer.certificatePem,
-    privateKey: createPrivateKey(answer.PrivateKey),
+    privateKeyPem: answer.PrivateKey,
     region: answer.region,
     lastCallAt: 0,
-  };
-}
-
-/** A status request as firmware builds it (docs/protocol.md; functions/provisioning/wire.ts). */
-export function statusBody(device: BenchDevice, nowMs = Date.now()): LifecycleRequestBody {
-  const timestamp = Math.floor(nowMs / 1000);
-  const nonce = randomBytes(16).toString('base64url');
-  const message = canonicalLifecycleMessage({
-    operation: 'status',
-    thingName: device.thingName,
-    timestamp,
-    nonce,
-  });
-  return {
-    'thing-name': device.thingName,
-    timestamp,
-    nonce,
-    certificate: device.certificatePem,
-    // RSA keys sign PKCS#1 v1.5, EC keys DER ECDSA: what the spec accepts, with SHA-256 either way.
-    signature: sign('sha256', message, device.privateKey).toString('base64'),
-    region: device.region,
   };
 }
 
@@ -106,6 +79,8 @@ export async function measureStatus(options: {
   readonly devices: BenchDevice[];
   readonly callsPerDevice: number;
   readonly spacingMs: number;
+  /** The signed body of a status call, as firmware builds it (requests.lifecycleBody). */
+  readonly body: (device: BenchDevice) => unknown;
 }): Promise<StatusRun> {
   const run: StatusRun = {
     devices: options.devices.length,
@@ -121,7 +96,7 @@ export async function measureStatus(options: {
       const wait = device.lastCallAt + options.spacingMs - performance.now();
       if (device.lastCallAt > 0 && wait > 0) await sleep(wait);
       // Signed before the clock starts: the device's own work is not the service's latency.
-      const body = JSON.stringify(statusBody(device));
+      const body = JSON.stringify(options.body(device));
       const lastSeq = (await getCalls(options.faultsUrl)).at(-1)?.seq ?? 0;
       device.lastCallAt = performance.now();
       const response = await fetch(options.statusUrl, {
