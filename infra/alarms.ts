@@ -83,7 +83,7 @@ export class Alarms extends Construct {
     new CloudwatchMetricAlarm(this, 'api-5xx-rate', {
       ...common,
       alarmName: `${config.appName}-api-5xx-rate`,
-      alarmDescription: `More than ${thresholds.fiveXxRatePercent}% of provisioning requests answered 5xx in 5 minutes`,
+      alarmDescription: `More than ${thresholds.fiveXxRatePercent}% of requests (provisioning, status, renewal) answered 5xx in 5 minutes`,
       threshold: thresholds.fiveXxRatePercent,
       metricQuery: [
         metric('errors', 'AWS/ApiGateway', '5xx', apiDimensions),

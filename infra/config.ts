@@ -60,7 +60,11 @@ const deploymentSchema = z
         /** After day one (docs/protocol.md): status says `renew` past this share of the lifetime. */
         renewAtPercent: z.number().int().min(1).max(99).default(80),
         /** The previous certificate stays ACTIVE this long after a renewal, unless the new key is proven first. */
-        renewGraceSeconds: z.number().int().min(60).default(7 * 86_400),
+        renewGraceSeconds: z
+          .number()
+          .int()
+          .min(60)
+          .default(7 * 86_400),
         renewMinIntervalSeconds: z.number().int().min(0).default(86_400),
         statusMinIntervalSeconds: z.number().int().min(0).default(5),
       })
@@ -83,7 +87,17 @@ const deploymentSchema = z
         memoryMb: z.number().int().min(128).max(10240),
       })
       .strict(),
-    api: z.object({ throttleRatePerSecond: z.number().positive(), throttleBurst: positiveInt }),
+    api: z.object({
+      throttleRatePerSecond: z.number().positive(),
+      throttleBurst: positiveInt,
+      /**
+       * POST /device-status's own limits: every device checks at start and then now and then, so
+       * it is the busiest route and its bursts (a region's devices rebooting together) must not
+       * spend the budget of provisioning and renewal.
+       */
+      statusThrottleRatePerSecond: z.number().positive().default(100),
+      statusThrottleBurst: positiveInt.default(200),
+    }),
     alarms: z.object({
       fiveXxRatePercent: z.number().positive().max(100),
       throttledRequestsPerFiveMinutes: positiveInt,

@@ -7,6 +7,7 @@ import { Construct } from 'constructs';
 import type { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { CloudwatchDashboard } from '@cdktf/provider-aws/lib/cloudwatch-dashboard';
 import type { DeploymentConfig } from './config';
+import type { DeviceAction } from '../functions/provisioning/wire';
 import {
   RECONCILER_FAILED_METRIC,
   RECONCILER_FIXED_METRIC,
@@ -25,6 +26,20 @@ export interface DashboardProps {
 const STATUSES = [400, 401, 403, 409, 413, 429, 500, 503];
 /** GeoSource_<source>, as locate.ts names them. */
 const GEO_SOURCES = ['cloudfront', 'ipstack', 'default'];
+/**
+ * After day one (/device-status, /device-renew): answered status calls, renewals, and previous
+ * certificates retired (after a renewal once the new key is proven, or on re-provisioning).
+ */
+export const LIFECYCLE_METRICS = ['StatusAnswered', 'Renewed', 'PreviousCertificateRetired'] as const;
+/** Milliseconds the function took to answer a status call. */
+export const STATUS_LATENCY_METRIC = 'StatusLatency';
+/** StatusAction_<action>: what status told devices to do (wire.ts DeviceAction). */
+export const STATUS_ACTIONS = [
+  'none',
+  'renew',
+  'move',
+  'reprovision',
+] as const satisfies readonly DeviceAction[];
 
 type MetricLine = (string | Record<string, string>)[];
 
@@ -108,11 +123,33 @@ export class Dashboard extends Construct {
           [
             ours('RolledBack'),
             ours(ROLLBACK_INCOMPLETE_METRIC),
+            ours('PreviousCertificateRetireFailed'),
             reconciler(RECONCILER_FIXED_METRIC),
             reconciler(RECONCILER_FAILED_METRIC),
           ],
           12,
           12,
+        ),
+        widget(
+          'Status and renewal',
+          LIFECYCLE_METRICS.map((metric) => ours(metric)),
+          0,
+          18,
+        ),
+        widget(
+          'Status latency (ms)',
+          [
+            ours(STATUS_LATENCY_METRIC, { stat: 'p50', label: 'p50' }),
+            ours(STATUS_LATENCY_METRIC, { stat: 'p99', label: 'p99' }),
+          ],
+          12,
+          18,
+        ),
+        widget(
+          'Status answers, by action',
+          STATUS_ACTIONS.map((action) => ours(`StatusAction_${action}`)),
+          0,
+          24,
         ),
       ],
     };

@@ -1,6 +1,7 @@
 /**
  * The public edge: CloudFront (adds the CloudFront-Viewer-* geolocation headers and the secret
- * origin header) → API Gateway HTTP API (POST /device-provisioning, payload 2.0) → the function.
+ * origin header) → API Gateway HTTP API (POST /device-provisioning, /device-status and
+ * /device-renew, payload 2.0) → the one provisioning function.
  */
 import { Fn, TerraformIterator } from 'cdktf';
 import { Construct } from 'constructs';
@@ -18,10 +19,13 @@ import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
 import { LambdaPermission } from '@cdktf/provider-aws/lib/lambda-permission';
 import { Route53Record } from '@cdktf/provider-aws/lib/route53-record';
 import { ORIGIN_VERIFY_HEADER } from '../functions/provisioning/config';
-import { PROVISIONING_PATH } from '../functions/provisioning/wire';
+import { PROVISIONING_PATH, RENEW_PATH, STATUS_PATH } from '../functions/provisioning/wire';
 import type { DeploymentConfig } from './config';
 
-/** AWS managed cache policy "CachingDisabled": every provisioning request reaches the origin. */
+/**
+ * AWS managed cache policy "CachingDisabled": every request reaches the origin. A status answer
+ * in particular must never come from a cache: it is what tells a device to renew or move.
+ */
 export const CACHING_DISABLED_POLICY_ID = '4135ea2d-6df8-44a3-9df3-4b5a84be39ad';
 
 /**
@@ -38,6 +42,32 @@ export const FORWARDED_HEADERS = [
 
 /** TLS floor with a custom domain. The default *.cloudfront.net certificate forces TLSv1. */
 export const CUSTOM_DOMAIN_MINIMUM_TLS = 'TLSv1.2_2021';
+
+/** Every route of the API, all POST, all to the same function (tests/local/edge.ts mirrors them). */
+export const API_ROUTE_PATHS = [PROVISIONING_PATH, STATUS_PATH, RENEW_PATH] as const;
+export type ApiRoutePath = (typeof API_ROUTE_PATHS)[number];
+
+export const routeKey = (path: ApiRoutePath) => `POST ${path}`;
+
+/**
+ * Construct ids of each route and its invoke permission. Provisioning keeps the ids it had
+ * before the lifecycle routes existed: a new id would make Terraform replace its route and
+ * permission, and devices would meet 404/500 for the moment in between.
+ */
+const ROUTE_IDS: Readonly<Record<ApiRoutePath, { route: string; permission: string; statementId: string }>> =
+  {
+    [PROVISIONING_PATH]: { route: 'route', permission: 'invoke', statementId: 'AllowApiGatewayInvoke' },
+    [STATUS_PATH]: {
+      route: 'route-status',
+      permission: 'invoke-status',
+      statementId: 'AllowApiGatewayInvokeStatus',
+    },
+    [RENEW_PATH]: {
+      route: 'route-renew',
+      permission: 'invoke-renew',
+      statementId: 'AllowApiGatewayInvokeRenew',
+    },
+  };
 
 const ORIGIN_ID = 'provisioning-api';
 const STAGE_NAME = '$default';
@@ -75,12 +105,15 @@ export class Edge extends Construct {
       integrationUri: props.function.invokeArn,
       payloadFormatVersion: '2.0',
     });
-    new Apigatewayv2Route(this, 'route', {
-      provider,
-      apiId: this.api.id,
-      routeKey: `POST ${PROVISIONING_PATH}`,
-      target: `integrations/${integration.id}`,
-    });
+    const routes = API_ROUTE_PATHS.map(
+      (path) =>
+        new Apigatewayv2Route(this, ROUTE_IDS[path].route, {
+          provider,
+          apiId: this.api.id,
+          routeKey: routeKey(path),
+          target: `integrations/${integration.id}`,
+        }),
+    );
     const accessLogs = new CloudwatchLogGroup(this, 'access-logs', {
       provider,
       name: `/aws/apigateway/${config.appName}`,
@@ -95,6 +128,15 @@ export class Edge extends Construct {
         throttlingRateLimit: config.api.throttleRatePerSecond,
         throttlingBurstLimit: config.api.throttleBurst,
       },
+      routeSettings: [
+        {
+          routeKey: routeKey(STATUS_PATH),
+          throttlingRateLimit: config.api.statusThrottleRatePerSecond,
+          throttlingBurstLimit: config.api.statusThrottleBurst,
+        },
+      ],
+      // API Gateway refuses route settings for a route key that does not exist yet.
+      dependsOn: routes,
       accessLogSettings: {
         destinationArn: accessLogs.arn,
         // No request headers: one of them is the origin secret. sourceIp is the CloudFront edge.
@@ -111,14 +153,18 @@ export class Edge extends Construct {
         }),
       },
     });
-    new LambdaPermission(this, 'invoke', {
-      provider,
-      statementId: 'AllowApiGatewayInvoke',
-      action: 'lambda:InvokeFunction',
-      functionName: props.function.functionName,
-      principal: 'apigateway.amazonaws.com',
-      sourceArn: `${this.api.executionArn}/*/POST${PROVISIONING_PATH}`,
-    });
+    // One permission per route, not a wildcard: a route added to the API by hand cannot reach
+    // the function.
+    for (const path of API_ROUTE_PATHS) {
+      new LambdaPermission(this, ROUTE_IDS[path].permission, {
+        provider,
+        statementId: ROUTE_IDS[path].statementId,
+        action: 'lambda:InvokeFunction',
+        functionName: props.function.functionName,
+        principal: 'apigateway.amazonaws.com',
+        sourceArn: `${this.api.executionArn}/*/POST${path}`,
+      });
+    }
 
     const originRequestPolicy = new CloudfrontOriginRequestPolicy(this, 'origin-request-policy', {
       provider,

@@ -19,7 +19,7 @@ import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-identity';
 import { DataAwsPartition } from '@cdktf/provider-aws/lib/data-aws-partition';
 import { IotPolicy } from '@cdktf/provider-aws/lib/iot-policy';
-import { PROVISIONING_PATH } from '../functions/provisioning/wire';
+import { PROVISIONING_PATH, RENEW_PATH, STATUS_PATH } from '../functions/provisioning/wire';
 import { BOOTSTRAP_OUTPUT, DeploymentConfig, stackName } from './config';
 import { devicePolicyDocument } from './device-policy';
 import { functionRole, ProvisioningFunction } from './function';
@@ -177,8 +177,16 @@ export class ProvisioningStack extends TerraformStack {
     });
 
     new TerraformOutput(this, 'provisioning_url', {
-      description: 'The one URL devices POST to',
+      description: 'The one URL devices POST to on first boot',
       value: `https://${edge.publicDomainName}${PROVISIONING_PATH}`,
+    });
+    new TerraformOutput(this, 'status_url', {
+      description: 'Provisioned devices POST here to learn whether to renew, move or re-provision',
+      value: `https://${edge.publicDomainName}${STATUS_PATH}`,
+    });
+    new TerraformOutput(this, 'renew_url', {
+      description: 'Provisioned devices POST here for a new certificate when status says renew',
+      value: `https://${edge.publicDomainName}${RENEW_PATH}`,
     });
     new TerraformOutput(this, 'table_name', { value: registry.table.name });
     new TerraformOutput(this, 'kms_key_alias', { value: ipstackKey.alias.name });

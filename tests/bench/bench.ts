@@ -15,6 +15,8 @@
  *   printed as min / median / max across rounds.
  * - The package: entry chunk, what the init loads, cold start (module init in a fresh process),
  *   RSS after the init and after 100 requests.
+ * - /device-status (status.ts): devices provisioned in key mode, then status calls signed with
+ *   each device's certificate key, one at a time; latency p50/p99 and the AWS calls each makes.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +28,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { BUNDLE_ENTRY_FILE, bundleDir, bundleLayout, metafilePath } from '../../functions/bundle-layout';
 import { clearFaults, getCalls, setFaults } from '../local/aws-proxy';
 import { criticalPath } from './critical-path';
+import { callsPerRequest } from './aws-calls';
+import { BenchDevice, measureStatus, provisionForStatus, StatusRun } from './status';
 import { buildEvent, Edge, ROUTE_PATH, startEdge } from '../local/edge';
 import { addDevice, LocalStack, readStack, startStack, stopStack } from '../local/stack';
 
@@ -176,21 +180,228 @@ const spread = (values: readonly number[]) => {
   return `${(sorted[0] ?? NaN).toFixed(2)} / ${median(sorted).toFixed(2)} / ${(sorted.at(-1) ?? NaN).toFixed(2)}`;
 };
 
+interface Options {
+  requests: number;
+  rounds: number;
+  delay: number;
+  statusDevices: number;
+  statusCalls: number;
+  statusOnly?: boolean;
+}
+
+type Log = (line: string) => void;
+type EdgeFor = (handlerModule: string, label: string) => Promise<Edge>;
+
+/** Seeds `how` new unprovisioned devices named after `prefix`, 16 writes at a time. */
+async function seed(stack: LocalStack, prefix: string, how: number): Promise<string[]> {
+  const names = Array.from({ length: how }, () => requests.uniqueThingName(prefix));
+  for (let at = 0; at < names.length; at += 16) {
+    await Promise.all(names.slice(at, at + 16).map((thingName) => addDevice(stack, thingName)));
+  }
+  return names;
+}
+
+/** Ours beside the 2018 sample's pattern, the package, cold start and memory: the table lines. */
+async function comparison(stack: LocalStack, ours: Edge, edgeFor: EdgeFor, options: Options, log: Log) {
+  const { rounds, delay: delayMs } = options;
+  const perRound = Math.ceil(options.requests / rounds);
+  const count = perRound * rounds;
+  const contender = async (label: string, edge: Edge): Promise<Contender> => ({
+    label,
+    edge,
+    thingNames: [],
+    plain: [],
+    delayed: [],
+    rounds: [],
+    calls: 0,
+    callRequests: 0,
+  });
+  const oursContender = await contender('ours', ours);
+  const sample = await contender('2018 sample', await edgeFor(SAMPLE_HANDLER, 'sample'));
+  const contenders = [oursContender, sample];
+
+  const warmUp = 3;
+  const rssRequests = 100;
+  log(`seeding ${2 * (2 * count + warmUp) + rssRequests} devices…`);
+  for (const each of contenders)
+    each.thingNames.push(
+      ...(await seed(stack, `bench-${each === oursContender ? 'ours' : 'sample'}`, 2 * count + warmUp)),
+    );
+  const rssDevices = await seed(stack, 'bench-rss', rssRequests);
+
+  log('warming up (the first requests learn the endpoint and the policy, and fill the key pool)…');
+  for (const each of contenders) {
+    each.rounds.push({ paths: [], plain: [], delayed: [] });
+    await runBatch(each, warmUp, false);
+    each.rounds.pop();
+    each.plain.length = 0;
+  }
+
+  for (let round = 1; round <= rounds; round += 1) {
+    log(
+      `round ${round}/${rounds}: ${perRound} requests each, plain, then with ${delayMs} ms before every AWS call…`,
+    );
+    for (const each of contenders) each.rounds.push({ paths: [], plain: [], delayed: [] });
+    for (const each of contenders) await runBatch(each, perRound, false);
+    await setFaults(stack.faultsUrl, { delayMs });
+    try {
+      for (const each of contenders) await runBatch(each, perRound, true);
+    } finally {
+      await clearFaults(stack.faultsUrl);
+    }
+  }
+
+  log('cold starts and memory of the package…');
+  const cold = coldStarts(stack.functionEnvironment, 11);
+  const rss = residentSetSize(stack, rssDevices);
+  const layout = bundleLayout(JSON.parse(readFileSync(metafilePath('provisioning'), 'utf8')), 'provisioning');
+  const packageGzip = layout.files.reduce(
+    (sum, file) => sum + gzipSync(readFileSync(join(bundleDir('provisioning'), file))).length,
+    0,
+  );
+
+  const stats = (each: Contender) => {
+    const plain = sortedCopy(each.plain);
+    const delayed = sortedCopy(each.delayed);
+    return {
+      plain,
+      delayed,
+      paths: each.rounds.map((round) => round.paths.reduce((a, b) => a + b, 0) / round.paths.length),
+      fromLatency: each.rounds.map((round) => (median(round.delayed) - median(round.plain)) / delayMs),
+      callsPerRequest: each.calls / each.callRequests,
+    };
+  };
+  const [o, s] = [stats(oursContender), stats(sample)];
+  const cell = (values: readonly number[]) => `${ms(percentile(values, 50))} / ${ms(percentile(values, 99))}`;
+  const histogram = (each: Contender) => {
+    const counts = new Map<number, number>();
+    for (const path of each.rounds.flatMap((round) => round.paths))
+      counts.set(path, (counts.get(path) ?? 0) + 1);
+    return [...counts.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([path, requestsWithIt]) => `${path} stages: ${requestsWithIt}`)
+      .join(', ');
+  };
+
+  return {
+    about: `${count} requests per row and contender (p99 is the ${Math.ceil(0.99 * count)}th of ${count}), ${rounds} rounds`,
+    lines: [
+      "| measure | ours (dist/provisioning) | the 2018 sample's calls |",
+      '|---|---|---|',
+      `| latency p50 / p99, local edge → handler → moto (n = ${count} each) | ${cell(o.plain)} | ${cell(s.plain)} |`,
+      `| same with ${delayMs} ms before every AWS call (n = ${count} each) | ${cell(o.delayed)} | ${cell(s.delayed)} |`,
+      `| sample ÷ ours, p50 with ${delayMs} ms / without | ${(percentile(s.delayed, 50) / percentile(o.delayed, 50)).toFixed(2)} / ` +
+        `${(percentile(s.plain, 50) / percentile(o.plain, 50)).toFixed(2)} | |`,
+      `| dependent AWS stages: critical path from the proxy's call log, min / median / max of ${rounds} rounds | ${spread(o.paths)} | ${spread(s.paths)} |`,
+      `| dependent AWS stages from latency, (p50 delayed − p50 plain) / ${delayMs} ms, min / median / max of ${rounds} rounds | ${spread(o.fromLatency)} | ${spread(s.fromLatency)} |`,
+      `| critical path per request (delayed requests) | ${histogram(oursContender)} | ${histogram(sample)} |`,
+      `| AWS calls per request | ${o.callsPerRequest.toFixed(2)} | ${s.callsPerRequest.toFixed(2)} |`,
+      '',
+      '| the package | value |',
+      '|---|---|',
+      `| dist/provisioning: ${layout.files.length} files | ${kib(layout.totalBytes)} (${kib(packageGzip)} gzipped) |`,
+      `| entry chunk ${BUNDLE_ENTRY_FILE} | ${kib(layout.entryBytes)} |`,
+      `| loaded by the init: the entry and its static imports, ${layout.initFiles.length} files | ${kib(layout.initBytes)} |`,
+      `| cold start: importing the package (config, clients) in a fresh process, median / max of ${cold.length} | ` +
+        `${percentile(cold, 50).toFixed(0)} ms / ${(cold.at(-1) ?? NaN).toFixed(0)} ms |`,
+      `| RSS after the init / after ${rssRequests} requests (Node ${process.version}) | ${mib(rss.init)} / ${mib(rss.after)} |`,
+    ],
+  };
+}
+
+/** /device-status through our edge: the table lines. */
+async function statusMeasurement(stack: LocalStack, ours: Edge, options: Options, log: Log) {
+  // One more device than measured: its call loads the status code into the sandbox first.
+  log(`seeding and provisioning ${options.statusDevices + 1} devices for the status calls (key mode)…`);
+  const devices: BenchDevice[] = [];
+  for (const thingName of await seed(stack, 'bench-status', options.statusDevices + 1)) {
+    devices.push(await provisionForStatus(ours.provisioningUrl, requests.v1Body(thingName), VIEWER));
+  }
+  // The function's own setting (its default when unset), and a second more: the function
+  // compares whole seconds.
+  const intervalSeconds = Number(stack.functionEnvironment.STATUS_MIN_INTERVAL_SECONDS ?? 5);
+  const spacingMs = (intervalSeconds + 1) * 1000;
+  const [warmUpDevice, ...measured] = devices as [BenchDevice, ...BenchDevice[]];
+  // Signed with the device's current certificate key, and telling the region it connects to.
+  const body = (device: BenchDevice) =>
+    requests.lifecycleBody('status', device.thingName, device, { region: device.region });
+  await measureStatus({
+    statusUrl: ours.statusUrl,
+    faultsUrl: stack.faultsUrl,
+    devices: [warmUpDevice],
+    callsPerDevice: 1,
+    spacingMs,
+    body,
+  });
+  log(
+    `status: ${measured.length} devices × ${options.statusCalls} calls, one at a time, ` +
+      `each device's calls ≥ ${spacingMs / 1000} s apart (the function allows one per ${intervalSeconds} s)…`,
+  );
+  const run: StatusRun = await measureStatus({
+    statusUrl: ours.statusUrl,
+    faultsUrl: stack.faultsUrl,
+    devices: measured,
+    callsPerDevice: options.statusCalls,
+    spacingMs,
+    body,
+  });
+  const keyType = stack.functionEnvironment.GENERATED_KEY_TYPE ?? 'rsa-2048';
+  const latencies = sortedCopy(run.latencies);
+  const n = latencies.length;
+  const counted = (values: Iterable<[string | number, number]>) =>
+    [...values].map(([what, times]) => `${what}: ${times}`).join(', ');
+  const paths = new Map<number, number>();
+  for (const path of run.paths) paths.set(path, (paths.get(path) ?? 0) + 1);
+  const awsCalls = callsPerRequest(run.awsCalls, n);
+  return {
+    about: `${n} status calls`,
+    lines: [
+      `status: p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))} over ${n} calls ` +
+        `(${run.devices} devices × ${run.callsPerDevice}, ≥ ${spacingMs / 1000} s apart per device); ` +
+        `AWS calls per status: ${awsCalls}`,
+      '',
+      '| /device-status, ours (dist/provisioning) | value |',
+      '|---|---|',
+      `| latency p50 / p99, local edge → handler → moto (n = ${n}: ${run.devices} devices × ${run.callsPerDevice} calls, ` +
+        `each device's calls ≥ ${spacingMs / 1000} s apart; p99 is the ${Math.ceil(0.99 * n)}th of ${n}) | ` +
+        `${ms(percentile(latencies, 50))} / ${ms(percentile(latencies, 99))} |`,
+      `| AWS calls per status call, from the proxy's call log | ${awsCalls} |`,
+      `| dependent AWS stages per status call (critical path from the call log, no injected delay) | ` +
+        `${counted([...paths.entries()].sort(([a], [b]) => a - b).map(([path, times]) => [`${path} stages`, times]))} |`,
+      `| answers, by action | ${counted(run.actions.entries())} |`,
+      '',
+      `Devices provisioned in key mode (${keyType} keys from the service); each status call signed with ` +
+        `the device's key (${keyType.startsWith('rsa') ? 'RSA PKCS#1 v1.5' : 'ECDSA, DER'}, SHA-256), ` +
+        'sending its certificate and region.',
+    ],
+  };
+}
+
 async function main(): Promise<void> {
   const options = new Command('bench')
     .description(
       'Latency, dependent AWS stages, package size, cold start and memory of the provisioning function, ' +
-        "beside the 2018 sample's call pattern",
+        "beside the 2018 sample's call pattern; then /device-status latency and AWS calls",
     )
     .option('-n, --requests <count>', 'requests per contender, plain and delayed each', positiveInteger, 150)
     .option('-r, --rounds <count>', 'rounds the requests are split into', positiveInteger, 5)
     .option('-d, --delay <ms>', 'delay injected in front of every AWS call', positiveInteger, 50)
+    .option(
+      '--status-devices <count>',
+      'devices provisioned for the status measurement',
+      positiveInteger,
+      100,
+    )
+    .option(
+      '--status-calls <count>',
+      'status calls per device, spaced by more than the per-device status interval',
+      positiveInteger,
+      2,
+    )
+    .option('--status-only', 'measure /device-status only (no provisioning comparison, package or memory)')
     .parse()
-    .opts<{ requests: number; rounds: number; delay: number }>();
-  const { rounds, delay: delayMs } = options;
-  const perRound = Math.ceil(options.requests / rounds);
-  const count = perRound * rounds;
-  const log = (line: string) => process.stdout.write(`${line}\n`);
+    .opts<Options>();
+  const log: Log = (line: string) => process.stdout.write(`${line}\n`);
   const benchStarted = Date.now();
 
   const { started } = await startStack({ log, stopWithOwner: true });
@@ -199,7 +410,7 @@ async function main(): Promise<void> {
   const edges: Edge[] = [];
   try {
     await clearFaults(stack.faultsUrl);
-    const edgeFor = async (handlerModule: string, label: string) => {
+    const edgeFor: EdgeFor = async (handlerModule, label) => {
       const edge = await startEdge({
         // The function logs a line per request, as in Lambda; into the stack's logs, not here.
         sandboxOutputFile: join(stack.logs, `bench-${label}.log`),
@@ -217,135 +428,21 @@ async function main(): Promise<void> {
       edges.push(edge);
       return edge;
     };
-    const contender = async (label: string, handlerModule: string): Promise<Contender> => ({
-      label,
-      edge: await edgeFor(handlerModule, label === 'ours' ? 'ours' : 'sample'),
-      thingNames: [],
-      plain: [],
-      delayed: [],
-      rounds: [],
-      calls: 0,
-      callRequests: 0,
-    });
-    const ours = await contender('ours', relative(REPO_ROOT, ENTRY));
-    const sample = await contender('2018 sample', SAMPLE_HANDLER);
-    const contenders = [ours, sample];
+    const ours = await edgeFor(relative(REPO_ROOT, ENTRY), 'ours');
 
-    const warmUp = 3;
-    const rssRequests = 100;
-    log(`seeding ${2 * (2 * count + warmUp) + rssRequests} devices…`);
-    const seed = async (prefix: string, how: number) => {
-      const names = Array.from({ length: how }, () => requests.uniqueThingName(prefix));
-      for (let at = 0; at < names.length; at += 16) {
-        await Promise.all(names.slice(at, at + 16).map((thingName) => addDevice(stack, thingName)));
-      }
-      return names;
-    };
-    for (const each of contenders)
-      each.thingNames.push(...(await seed(`bench-${each === ours ? 'ours' : 'sample'}`, 2 * count + warmUp)));
-    const rssDevices = await seed('bench-rss', rssRequests);
+    const parts = [];
+    if (!options.statusOnly) parts.push(await comparison(stack, ours, edgeFor, options, log));
+    parts.push(await statusMeasurement(stack, ours, options, log));
 
-    log('warming up (the first requests learn the endpoint and the policy, and fill the key pool)…');
-    for (const each of contenders) {
-      each.rounds.push({ paths: [], plain: [], delayed: [] });
-      await runBatch(each, warmUp, false);
-      each.rounds.pop();
-      each.plain.length = 0;
+    log('');
+    log(
+      `${new Date().toISOString().slice(0, 10)}, ${machine()}; ${parts.map((part) => part.about).join('; ')}; ` +
+        `bench took ${Math.round((Date.now() - benchStarted) / 1000)} s`,
+    );
+    for (const part of parts) {
+      log('');
+      for (const line of part.lines) log(line);
     }
-
-    for (let round = 1; round <= rounds; round += 1) {
-      log(
-        `round ${round}/${rounds}: ${perRound} requests each, plain, then with ${delayMs} ms before every AWS call…`,
-      );
-      for (const each of contenders) each.rounds.push({ paths: [], plain: [], delayed: [] });
-      for (const each of contenders) await runBatch(each, perRound, false);
-      await setFaults(stack.faultsUrl, { delayMs });
-      try {
-        for (const each of contenders) await runBatch(each, perRound, true);
-      } finally {
-        await clearFaults(stack.faultsUrl);
-      }
-    }
-
-    log('cold starts and memory of the package…');
-    const cold = coldStarts(stack.functionEnvironment, 11);
-    const rss = residentSetSize(stack, rssDevices);
-    const layout = bundleLayout(
-      JSON.parse(readFileSync(metafilePath('provisioning'), 'utf8')),
-      'provisioning',
-    );
-    const packageGzip = layout.files.reduce(
-      (sum, file) => sum + gzipSync(readFileSync(join(bundleDir('provisioning'), file))).length,
-      0,
-    );
-
-    const stats = (each: Contender) => {
-      const plain = sortedCopy(each.plain);
-      const delayed = sortedCopy(each.delayed);
-      return {
-        plain,
-        delayed,
-        paths: each.rounds.map((round) => round.paths.reduce((a, b) => a + b, 0) / round.paths.length),
-        fromLatency: each.rounds.map((round) => (median(round.delayed) - median(round.plain)) / delayMs),
-        callsPerRequest: each.calls / each.callRequests,
-      };
-    };
-    const [o, s] = [stats(ours), stats(sample)];
-    const cell = (values: readonly number[]) =>
-      `${ms(percentile(values, 50))} / ${ms(percentile(values, 99))}`;
-
-    log('');
-    log(
-      `${new Date().toISOString().slice(0, 10)}, ${machine()}; ${count} requests per row and contender ` +
-        `(p99 is the ${Math.ceil(0.99 * count)}th of ${count}), ${rounds} rounds; bench took ${Math.round((Date.now() - benchStarted) / 1000)} s`,
-    );
-    log('');
-    log("| measure | ours (dist/provisioning) | the 2018 sample's calls |");
-    log('|---|---|---|');
-    log(
-      `| latency p50 / p99, local edge → handler → moto (n = ${count} each) | ${cell(o.plain)} | ${cell(s.plain)} |`,
-    );
-    log(
-      `| same with ${delayMs} ms before every AWS call (n = ${count} each) | ${cell(o.delayed)} | ${cell(s.delayed)} |`,
-    );
-    log(
-      `| sample ÷ ours, p50 with ${delayMs} ms / without | ${(percentile(s.delayed, 50) / percentile(o.delayed, 50)).toFixed(2)} / ` +
-        `${(percentile(s.plain, 50) / percentile(o.plain, 50)).toFixed(2)} | |`,
-    );
-    log(
-      `| dependent AWS stages: critical path from the proxy's call log, min / median / max of ${rounds} rounds | ${spread(o.paths)} | ${spread(s.paths)} |`,
-    );
-    log(
-      `| dependent AWS stages from latency, (p50 delayed − p50 plain) / ${delayMs} ms, min / median / max of ${rounds} rounds | ${spread(o.fromLatency)} | ${spread(s.fromLatency)} |`,
-    );
-    const histogram = (each: Contender) => {
-      const counts = new Map<number, number>();
-      for (const path of each.rounds.flatMap((round) => round.paths))
-        counts.set(path, (counts.get(path) ?? 0) + 1);
-      return [...counts.entries()]
-        .sort(([a], [b]) => a - b)
-        .map(([path, requestsWithIt]) => `${path} stages: ${requestsWithIt}`)
-        .join(', ');
-    };
-    log(`| critical path per request (delayed requests) | ${histogram(ours)} | ${histogram(sample)} |`);
-    log(`| AWS calls per request | ${o.callsPerRequest.toFixed(2)} | ${s.callsPerRequest.toFixed(2)} |`);
-    log('');
-    log('| the package | value |');
-    log('|---|---|');
-    log(
-      `| dist/provisioning: ${layout.files.length} files | ${kib(layout.totalBytes)} (${kib(packageGzip)} gzipped) |`,
-    );
-    log(`| entry chunk ${BUNDLE_ENTRY_FILE} | ${kib(layout.entryBytes)} |`);
-    log(
-      `| loaded by the init: the entry and its static imports, ${layout.initFiles.length} files | ${kib(layout.initBytes)} |`,
-    );
-    log(
-      `| cold start: importing the package (config, clients) in a fresh process, median / max of ${cold.length} | ` +
-        `${percentile(cold, 50).toFixed(0)} ms / ${(cold.at(-1) ?? NaN).toFixed(0)} ms |`,
-    );
-    log(
-      `| RSS after the init / after ${rssRequests} requests (Node ${process.version}) | ${mib(rss.init)} / ${mib(rss.after)} |`,
-    );
   } finally {
     await Promise.all(edges.map((edge) => edge.close().catch(() => undefined)));
     await clearFaults(stack.faultsUrl).catch(() => undefined);

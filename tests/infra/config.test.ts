@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_DEPLOYMENT_FILE, loadDeploymentConfig, parseDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
+import { environmentSchema } from '../../functions/provisioning/config';
 
 const deployment = JSON.parse(readFileSync(DEFAULT_DEPLOYMENT_FILE, 'utf8')) as Record<string, unknown>;
 const withChanges = (changes: Record<string, unknown>) =>
@@ -94,5 +95,46 @@ describe('device policy module', () => {
   it('lets a device connect and publish only as its own thing', () => {
     const resources = devicePolicyDocument().Statement.flatMap((statement) => statement.Resource);
     for (const resource of resources) expect(resource).toContain('${iot:Connection.Thing.ThingName}');
+  });
+});
+
+describe('deployment config: after day one', () => {
+  const certificates = deployment.certificates as Record<string, unknown>;
+  const api = deployment.api as Record<string, unknown>;
+  const without = (object: Record<string, unknown>, keys: readonly string[]) =>
+    Object.fromEntries(Object.entries(object).filter(([key]) => !keys.includes(key)));
+
+  it('defaults the lifecycle settings to what the function assumes when they are unset', () => {
+    const lifecycleKeys = [
+      'renewAtPercent',
+      'renewGraceSeconds',
+      'renewMinIntervalSeconds',
+      'statusMinIntervalSeconds',
+    ];
+    const older = withChanges({ certificates: without(certificates, lifecycleKeys) });
+    // What the function reads when a variable is unset.
+    const unset = environmentSchema.shape;
+    expect(older.certificates).toMatchObject({
+      renewAtPercent: unset.RENEW_AT_PERCENT.parse(undefined),
+      renewGraceSeconds: unset.RENEW_GRACE_SECONDS.parse(undefined),
+      renewMinIntervalSeconds: unset.RENEW_MIN_INTERVAL_SECONDS.parse(undefined),
+      statusMinIntervalSeconds: unset.STATUS_MIN_INTERVAL_SECONDS.parse(undefined),
+    });
+  });
+
+  it('refuses a renewal point outside 1–99 % and a grace period under a minute', () => {
+    expect(() => withChanges({ certificates: { ...certificates, renewAtPercent: 100 } })).toThrow(
+      /certificates.renewAtPercent/,
+    );
+    expect(() => withChanges({ certificates: { ...certificates, renewGraceSeconds: 30 } })).toThrow(
+      /certificates.renewGraceSeconds/,
+    );
+  });
+
+  it('gives /device-status its own throttling, with defaults for deployment files made before it', () => {
+    expect(
+      withChanges({ api: without(api, ['statusThrottleRatePerSecond', 'statusThrottleBurst']) }).api,
+    ).toMatchObject({ statusThrottleRatePerSecond: 100, statusThrottleBurst: 200 });
+    expect(() => withChanges({ api: { ...api, statusThrottleBurst: 0 } })).toThrow(/api.statusThrottleBurst/);
   });
 });

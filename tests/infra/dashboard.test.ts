@@ -8,7 +8,13 @@ const dashboard = only(synthesize().json, 'aws_cloudwatch_dashboard') as {
   dashboard_body: string;
 };
 const body = JSON.parse(dashboard.dashboard_body) as {
-  widgets: { properties: { title: string; region: string; metrics: unknown[][] } }[];
+  widgets: {
+    x: number;
+    y: number;
+    width: number;
+    height: number;
+    properties: { title: string; region: string; metrics: unknown[][] };
+  }[];
 };
 const metricsOf = (title: string) =>
   (body.widgets.find((widget) => widget.properties.title === title)?.properties.metrics ?? []).map(
@@ -40,9 +46,50 @@ it('charts provisionings, refusals by status, geo source, latency p50/p99, throt
   expect(metricsOf('Undo and reconciler findings')).toEqual([
     'RolledBack',
     'RollbackIncomplete',
+    'PreviousCertificateRetireFailed',
     'ReconcilerFixed',
     'ReconcilerFailed',
   ]);
+});
+
+it('charts status calls, renewals, retired previous certificates and status latency p50/p99', () => {
+  expect(metricsOf('Status and renewal')).toEqual([
+    'StatusAnswered',
+    'Renewed',
+    'PreviousCertificateRetired',
+  ]);
+  const latency =
+    body.widgets.find((widget) => widget.properties.title === 'Status latency (ms)')?.properties.metrics ??
+    [];
+  expect(latency.map((line) => line[1])).toEqual(['StatusLatency', 'StatusLatency']);
+  expect(latency.map((line) => (line[4] as { stat: string }).stat)).toEqual(['p50', 'p99']);
+  for (const line of [
+    ...(body.widgets.find((widget) => widget.properties.title === 'Status and renewal')?.properties.metrics ??
+      []),
+    ...latency,
+  ]) {
+    expect(line.slice(0, 4)).toEqual([config.metricsNamespace, line[1], 'service', config.appName]);
+  }
+});
+
+it('charts what status told devices to do, by action', () => {
+  expect(metricsOf('Status answers, by action')).toEqual([
+    'StatusAction_none',
+    'StatusAction_renew',
+    'StatusAction_move',
+    'StatusAction_reprovision',
+  ]);
+});
+
+it('lays the widgets out without overlap', () => {
+  const cells = new Set<string>();
+  for (const widget of body.widgets) {
+    for (let x = widget.x; x < widget.x + widget.width; x += 1)
+      for (let y = widget.y; y < widget.y + widget.height; y += 1) {
+        expect(cells.has(`${x},${y}`)).toBe(false);
+        cells.add(`${x},${y}`);
+      }
+  }
 });
 
 it('reads the function metrics under the function service and the reconciler under its own', () => {
@@ -50,6 +97,7 @@ it('reads the function metrics under the function service and the reconciler und
     body.widgets.find((widget) => widget.properties.title === 'Undo and reconciler findings')?.properties
       .metrics ?? [];
   expect(findings.map((line) => line[3])).toEqual([
+    config.appName,
     config.appName,
     config.appName,
     `${config.appName}-reconciler`,

@@ -8,13 +8,16 @@ import {
 import { BUNDLE_ENTRY_FILE } from '../../functions/bundle-layout';
 import { loadDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
-import { CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
+import { API_ROUTE_PATHS, CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
 import { IOT_UNSCOPABLE_ACTIONS } from '../../infra/function';
 import { functionEnvironment } from '../../infra/function-environment';
 import { unescapeTerraformTemplate } from '../../infra/terraform-strings';
+import { ROUTE_PATHS as LOCAL_EDGE_ROUTE_PATHS } from '../local/edge';
 import {
   all,
+  behaviourFor,
   byId,
+  distributionBehaviours,
   list,
   only,
   statements,
@@ -122,7 +125,7 @@ describe('ipstack key secrecy', () => {
 });
 
 describe('edge', () => {
-  const distribution = only(json, 'aws_cloudfront_distribution') as {
+  const distribution = only(json, 'aws_cloudfront_distribution') as Record<string, unknown> & {
     default_cache_behavior: Record<string, unknown>;
     origin: Array<
       Record<string, unknown> & {
@@ -176,21 +179,122 @@ describe('edge', () => {
     expect(only(json, 'random_password')).toMatchObject({ length: 48, special: false });
   });
 
-  it('routes POST /device-provisioning to the function with payload 2.0 and stage throttling', () => {
-    expect(only(json, 'aws_apigatewayv2_route').route_key).toBe('POST /device-provisioning');
+  it('routes POST /device-provisioning, /device-status and /device-renew to one integration, payload 2.0', () => {
+    const routes = all(json, 'aws_apigatewayv2_route');
+    expect(routes.map((route) => route.route_key).sort()).toEqual(
+      ['POST /device-provisioning', 'POST /device-renew', 'POST /device-status'].sort(),
+    );
+    const integration = Object.keys(json.resource.aws_apigatewayv2_integration ?? {});
+    expect(integration).toHaveLength(1);
+    for (const route of routes)
+      expect(route.target).toBe(`integrations/\${aws_apigatewayv2_integration.${integration[0]}.id}`);
     expect(only(json, 'aws_apigatewayv2_integration')).toMatchObject({
       integration_type: 'AWS_PROXY',
       payload_format_version: '2.0',
+      integration_uri: expect.stringMatching(/^\$\{aws_lambda_function\.function_.+\.invoke_arn\}$/),
     });
-    expect(only(json, 'aws_apigatewayv2_stage')).toMatchObject({
+  });
+
+  it('declares the routes the local edge serves (tests/local/edge.ts ROUTE_PATHS)', () => {
+    const synthesized = all(json, 'aws_apigatewayv2_route').map((route) =>
+      String(route.route_key).replace(/^POST /, ''),
+    );
+    expect([...LOCAL_EDGE_ROUTE_PATHS].sort()).toEqual([...API_ROUTE_PATHS].sort());
+    expect([...LOCAL_EDGE_ROUTE_PATHS].sort()).toEqual(synthesized.sort());
+  });
+
+  it('keeps the provisioning route and permission at their addresses (no replacement on upgrade)', () => {
+    // A new logical id means destroy and create: devices would meet 404 or 500 in between.
+    const routeIds = Object.entries(json.resource.aws_apigatewayv2_route ?? {});
+    const permissionIds = Object.entries(json.resource.aws_lambda_permission ?? {});
+    expect(routeIds.find(([, route]) => route.route_key === 'POST /device-provisioning')?.[0]).toBe(
+      'edge_route_754F58BF',
+    );
+    expect(
+      permissionIds.find(([, permission]) => permission.statement_id === 'AllowApiGatewayInvoke')?.[0],
+    ).toBe('edge_invoke_4E3E9879');
+  });
+
+  it('lets API Gateway invoke the function for each route and nothing else', () => {
+    const permissions = all(json, 'aws_lambda_permission').filter(
+      (permission) => permission.principal === 'apigateway.amazonaws.com',
+    );
+    const api = Object.keys(json.resource.aws_apigatewayv2_api ?? {})[0];
+    expect(permissions.map((permission) => permission.source_arn).sort()).toEqual(
+      API_ROUTE_PATHS.map((path) => `\${aws_apigatewayv2_api.${api}.execution_arn}/*/POST${path}`).sort(),
+    );
+    for (const permission of permissions) {
+      expect(permission).toMatchObject({
+        action: 'lambda:InvokeFunction',
+        function_name: expect.stringMatching(/^\$\{aws_lambda_function\.function_.+\.function_name\}$/),
+      });
+    }
+    expect(new Set(permissions.map((permission) => permission.statement_id)).size).toBe(permissions.length);
+  });
+
+  it('throttles the stage, and /device-status on its own limits once its route exists', () => {
+    const stage = only(json, 'aws_apigatewayv2_stage');
+    expect(stage).toMatchObject({
       name: '$default',
       auto_deploy: true,
       default_route_settings: {
         throttling_rate_limit: config.api.throttleRatePerSecond,
         throttling_burst_limit: config.api.throttleBurst,
       },
+      route_settings: [
+        {
+          route_key: 'POST /device-status',
+          throttling_rate_limit: config.api.statusThrottleRatePerSecond,
+          throttling_burst_limit: config.api.statusThrottleBurst,
+        },
+      ],
       access_log_settings: { destination_arn: expect.stringContaining('aws_cloudwatch_log_group.') },
     });
+    // API Gateway refuses route settings naming a route key it does not have yet.
+    const routes = Object.keys(json.resource.aws_apigatewayv2_route ?? {}).map(
+      (id) => `aws_apigatewayv2_route.${id}`,
+    );
+    expect([...(stage.depends_on as string[])].sort()).toEqual(routes.sort());
+  });
+
+  it('takes the status limits from the deployment config', () => {
+    const custom = synthesize({
+      api: { ...config.api, statusThrottleRatePerSecond: 7, statusThrottleBurst: 11 },
+    }).json;
+    expect(only(custom, 'aws_apigatewayv2_stage').route_settings).toEqual([
+      { route_key: 'POST /device-status', throttling_rate_limit: 7, throttling_burst_limit: 11 },
+    ]);
+  });
+
+  it('passes POST on every route to the API uncached, with the origin secret', () => {
+    const behaviours = distributionBehaviours(distribution);
+    for (const path of API_ROUTE_PATHS) {
+      const behaviour = behaviourFor(behaviours, path);
+      expect(behaviour).toMatchObject({
+        viewer_protocol_policy: 'https-only',
+        cache_policy_id: CACHING_DISABLED_POLICY_ID,
+        origin_request_policy_id: expect.stringContaining('aws_cloudfront_origin_request_policy.'),
+      });
+      expect(behaviour.allowed_methods).toContain('POST');
+      const origin = distribution.origin.find((each) => each.origin_id === behaviour.target_origin_id);
+      expect(origin?.domain_name).toContain('aws_apigatewayv2_api.');
+      expect(origin?.custom_header.map((header) => header.name)).toContain(ORIGIN_VERIFY_HEADER);
+    }
+  });
+
+  it('finds the behaviour CloudFront would apply, so an ordered one that caught a route would fail the check above', () => {
+    const fallback = {
+      target_origin_id: 'api',
+      viewer_protocol_policy: 'https-only',
+      allowed_methods: ['POST'],
+    };
+    const readOnly = { ...fallback, path_pattern: 'device-*', allowed_methods: ['GET', 'HEAD'] };
+    const behaviours = [readOnly, fallback];
+    expect(behaviourFor(behaviours, '/device-status')).toBe(readOnly);
+    expect(behaviourFor(behaviours, '/provision')).toBe(fallback);
+    const oneCharacter = { ...readOnly, path_pattern: '/device-?enew' };
+    expect(behaviourFor([oneCharacter, fallback], '/device-renew')).toBe(oneCharacter);
+    expect(behaviourFor([oneCharacter, fallback], '/device-status')).toBe(fallback);
   });
 
   it('uses the default certificate without a custom domain (CloudFront then allows TLSv1)', () => {
@@ -221,8 +325,10 @@ describe('edge with a custom domain', () => {
     expect(custom.provider.aws.map((provider) => provider.region)).toContain('us-east-1');
   });
 
-  it('publishes the custom domain as the provisioning URL', () => {
+  it('publishes the custom domain in the provisioning, status and renew URLs', () => {
     expect(custom.output.provisioning_url?.value).toBe('https://provision.example.com/device-provisioning');
+    expect(custom.output.status_url?.value).toBe('https://provision.example.com/device-status');
+    expect(custom.output.renew_url?.value).toBe('https://provision.example.com/device-renew');
   });
 });
 
@@ -299,6 +405,30 @@ describe('function', () => {
       0,
     );
     expect(bytes).toBeLessThan(4096);
+  });
+
+  it('gives the function the lifecycle settings of deployment.json, which it reads as such', () => {
+    const resolved = functionEnvironment(config, {
+      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+      originVerifySecret: 'a'.repeat(48),
+      kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/00000000-0000-0000-0000-000000000000',
+      ca: {
+        kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/11111111-1111-1111-1111-111111111111',
+        certificatePem: TEST_CA_CERTIFICATE,
+      },
+    });
+    expect(environment).toMatchObject({
+      RENEW_AT_PERCENT: String(config.certificates.renewAtPercent),
+      RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),
+      RENEW_MIN_INTERVAL_SECONDS: String(config.certificates.renewMinIntervalSeconds),
+      STATUS_MIN_INTERVAL_SECONDS: String(config.certificates.statusMinIntervalSeconds),
+    });
+    expect(loadConfig(resolved).lifecycle).toEqual({
+      renewAtPercent: config.certificates.renewAtPercent,
+      renewGraceSeconds: config.certificates.renewGraceSeconds,
+      renewMinIntervalSeconds: config.certificates.renewMinIntervalSeconds,
+      statusMinIntervalSeconds: config.certificates.statusMinIntervalSeconds,
+    });
   });
 
   it('passes an environment the function accepts at cold start', () => {
@@ -419,10 +549,16 @@ describe('operations', () => {
     }
   });
 
-  it('outputs the provisioning URL, the table name and the key alias', () => {
-    expect(json.output.provisioning_url?.value).toMatch(
-      /^https:\/\/\$\{aws_cloudfront_distribution\..+\.domain_name\}\/device-provisioning$/,
-    );
+  it('outputs the provisioning, status and renew URLs, the table name and the key alias', () => {
+    for (const [output, path] of [
+      ['provisioning_url', '/device-provisioning'],
+      ['status_url', '/device-status'],
+      ['renew_url', '/device-renew'],
+    ] as const) {
+      expect(json.output[output]?.value).toMatch(
+        new RegExp(`^https://\\$\\{aws_cloudfront_distribution\\..+\\.domain_name\\}${path}$`),
+      );
+    }
     expect(json.output.table_name?.value).toContain('aws_dynamodb_table.');
     expect(json.output.kms_key_alias?.value).toContain('aws_kms_alias.');
   });

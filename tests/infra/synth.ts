@@ -105,3 +105,39 @@ export const statements = (policy: unknown): Statement[] =>
 
 /** IAM allows one value or a list: always a list. */
 export const list = <T>(value: T | T[]): T[] => (Array.isArray(value) ? value : [value]);
+
+/** A cache behaviour of a CloudFront distribution, as the synthesized JSON carries it. */
+export interface CacheBehaviour {
+  path_pattern?: string;
+  target_origin_id: string;
+  viewer_protocol_policy: string;
+  allowed_methods: string[];
+  cache_policy_id?: string;
+  origin_request_policy_id?: string;
+}
+
+/** The ordered behaviours, in order, then the default one (which has no path pattern). */
+export function distributionBehaviours(distribution: Record<string, unknown>): CacheBehaviour[] {
+  const ordered = (distribution.ordered_cache_behavior as CacheBehaviour[] | undefined) ?? [];
+  return [...ordered, distribution.default_cache_behavior as CacheBehaviour];
+}
+
+/**
+ * The behaviour CloudFront applies to a request path: the first ordered behaviour whose pattern
+ * matches (`*` any run of characters, `?` one character, case-sensitive), else the default.
+ */
+export function behaviourFor(behaviours: readonly CacheBehaviour[], path: string): CacheBehaviour {
+  const matches = (pattern: string) => {
+    const anchored = pattern.startsWith('/') ? pattern : `/${pattern}`;
+    const expression = anchored
+      .split('')
+      .map((character) =>
+        character === '*' ? '.*' : character === '?' ? '.' : character.replace(/[.+^${}()|[\]\\]/g, '\\$&'),
+      )
+      .join('');
+    return new RegExp(`^${expression}$`).test(path);
+  };
+  const found = behaviours.find((behaviour) => !behaviour.path_pattern || matches(behaviour.path_pattern));
+  if (!found) throw new Error(`no cache behaviour serves ${path}`);
+  return found;
+}
