@@ -32,6 +32,9 @@ export function reconcilerEnvironment(
     // The same lease the provisioning function holds: a claim older than this is stale.
     LEASE_SECONDS: String(config.leaseSeconds),
     RECONCILE_GRACE_SECONDS: String(config.reconciler.graceSeconds),
+    CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
+    RENEW_AT_PERCENT: String(config.certificates.renewAtPercent),
+    RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),
     POWERTOOLS_SERVICE_NAME: reconcilerServiceName(config),
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };

@@ -29,6 +29,7 @@ import {
   listRow,
   listTableRow,
   showText,
+  certificateLifetime,
   StatsBuilder,
   statsText,
   table,
@@ -380,7 +381,13 @@ export function program(): Command {
         if (!record) throw new AdminError(`${thingName} is not in the registry`, EXIT.notFound);
         const regions = [
           ...new Set(
-            [record.region, record.movedFrom?.region, record.moveTo?.region, record.pending?.region].filter(
+            [
+              record.region,
+              record.movedFrom?.region,
+              record.moveTo?.region,
+              record.pending?.region,
+              record.previous?.region,
+            ].filter(
               (r): r is string => !!r,
             ),
           ),
@@ -398,7 +405,9 @@ export function program(): Command {
                   ...shown,
                   hasDeviceKey: devicePublicKeyPem !== undefined,
                   pending: pending && { ...pending, certificatePem: undefined },
+                  certificateLifetime: certificateLifetime(record, ctx.config.certificates),
                 },
+                certificatePolicy: ctx.config.certificates,
                 acceptedIn:
                   record.movedFrom && record.region
                     ? [record.region, record.movedFrom.region]
@@ -412,7 +421,7 @@ export function program(): Command {
               2,
             ),
           );
-        } else console.log(showText(record, reports, warnings));
+        } else console.log(showText(record, reports, warnings, ctx.config.certificates));
       }),
     'gdp-admin show wm101',
   );

@@ -45,6 +45,11 @@ const CERTIFICATE_ATTRIBUTES = [
   'certificate_key_sha256',
   'key_mode',
   'thing_arn',
+  'endpoint_address',
+  // A renewal's previous certificate: retired with the others (referencedCertificates lists it).
+  'previous_certificate_id',
+  'previous_region',
+  'previous_retire_after',
 ];
 const MOVE_ATTRIBUTES = ['move_to_region', 'move_started', 'moved_from_region', 'moved_at'];
 const PENDING_ATTRIBUTES = [
@@ -319,6 +324,8 @@ export async function move(
       });
       const thing = await deps.iot.createThing(to, thingName);
       await deps.iot.attach(to, thingName, certificateArn);
+      // Recorded with the region, so status calls tell the device where to go without an IoT call.
+      const endpointAddress = await deps.iot.endpointAddress(to);
       notes.push(`registered certificate ${record.certificateId} in ${to}, attached to thing ${thingName}`);
       const switched = await changeRecord(deps, thingName, (current) => {
         if (
@@ -339,6 +346,7 @@ export async function move(
             moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
             certificate_arn: S(certificateArn),
             thing_arn: S(thing.thingArn),
+            endpoint_address: S(endpointAddress),
             // A pinned device would go back to its pin when it next provisions: the pin moves too.
             ...(current.regionPin ? { region_pin: S(to) } : {}),
           },

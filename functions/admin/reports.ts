@@ -3,8 +3,10 @@
  * with the disagreements between the record and AWS IoT. Pure: records and reports in, text or
  * plain objects out.
  */
+import { X509Certificate } from 'node:crypto';
 import { DeviceRecord, PROV_STATUS } from '../provisioning/device-record';
 import type { ThingReport } from '../provisioning/iot';
+import { validityOf } from '../provisioning/lifecycle';
 
 export interface ListRow {
   readonly thingName: string;
@@ -198,7 +200,12 @@ export function disagreements(
     }
   }
   for (const report of reports) {
-    const active = report.principals.filter((principal) => principal.status === 'ACTIVE');
+    // A renewal's previous certificate is live on purpose during its grace period.
+    const active = report.principals.filter(
+      (principal) =>
+        principal.status === 'ACTIVE' &&
+        !(record.previous?.certificateId === principal.certificateId && record.previous.region === report.region),
+    );
     if (active.length > 1) {
       warnings.push(
         `thing ${thingName} in ${report.region} has ${active.length} live certificates: ${active.map((p) => p.certificateId.slice(0, 12)).join(', ')}`,
@@ -237,10 +244,33 @@ export function disagreements(
   return warnings;
 }
 
+/** The deployment's certificate policy, and where this device's certificate stands in it. */
+export interface CertificatePolicy {
+  readonly validityDays: number;
+  readonly renewAtPercent: number;
+  readonly renewGraceSeconds: number;
+}
+
+/** notBefore/notAfter/renewAfter of the record's certificate, under the deployment's renewal point. */
+export function certificateLifetime(record: DeviceRecord, policy: CertificatePolicy) {
+  if (!record.certificatePem) return undefined;
+  try {
+    const validity = validityOf(new X509Certificate(record.certificatePem), policy.renewAtPercent);
+    return {
+      notBefore: validity.notBefore.toISOString(),
+      notAfter: validity.notAfter.toISOString(),
+      renewAfter: validity.renewAfter.toISOString(),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
 export function showText(
   record: DeviceRecord,
   reports: readonly ThingReport[],
   warnings: readonly string[],
+  policy?: CertificatePolicy,
 ): string {
   const lines: string[] = [];
   const row = listRow(record);
@@ -252,6 +282,19 @@ export function showText(
   field('first provisioned', iso(record.firstProvisionedAtEpoch));
   field('re-issues', record.reissueCount || undefined);
   field('certificate', record.certificateId);
+  const lifetime = policy ? certificateLifetime(record, policy) : undefined;
+  if (lifetime) {
+    field('valid', `${lifetime.notBefore} → ${lifetime.notAfter}`);
+    field('renews from', `${lifetime.renewAfter} (status answers "renew")`);
+  }
+  if (record.previous) {
+    field(
+      'previous certificate',
+      `${record.previous.certificateId} in ${record.previous.region}, ACTIVE until the device uses the new one or ${iso(record.previous.retireAfter)}`,
+    );
+  }
+  field('endpoint', record.endpointAddress);
+  field('last status call', record.statusEpoch !== undefined ? `${iso(record.statusEpoch)}${record.raw.status_region?.S ? ` from ${record.raw.status_region.S}` : ''}` : undefined);
   field('thing', record.thingArn);
   field('key', record.devicePublicKeyPem ? 'own device key (v2)' : 'fleet key');
   field('region pin', record.regionPin);
@@ -283,6 +326,13 @@ export function showText(
           `  policies ${principal.policies.join(', ') || 'none'}`,
       );
     }
+  }
+  if (policy) {
+    lines.push(
+      '',
+      `certificate policy: valid ${policy.validityDays} days, renewal from ${policy.renewAtPercent} % of the lifetime, ` +
+        `previous certificate kept ${Math.round(policy.renewGraceSeconds / 3600)} h after a renewal`,
+    );
   }
   lines.push('', 'history:');
   if (record.history.length === 0) lines.push('  none');

@@ -11,6 +11,9 @@
  * - the live certificate: certificate_id, certificate_arn, certificate_pem, certificate_key_sha256,
  *   key_mode, thing_arn, geo_source, prov_epoch, first_prov_epoch, reissue_count;
  * - record_version (every write of ours adds one), recent_nonces (v2), device_public_key (v2);
+ * - after day one (lifecycle.ts): endpoint_address (the region's endpoint, so a status call needs no
+ *   IoT call); a renewal's previous certificate while its grace period runs (previous_certificate_id,
+ *   previous_region, previous_retire_after); status_epoch and status_nonces of the last status calls;
  * - set by the operator tool (functions/admin/): region_pin, the move (move_to_region + move_started while
  *   a move is under way; moved_from_region + moved_at while both regions accept the device), and
  *   history, the bounded audit list.
@@ -43,6 +46,12 @@ export interface PendingCertificate extends CertificateRef {
   readonly since: number;
 }
 
+/** A renewed device's previous certificate: ACTIVE until the new key is proven, or retireAfter. */
+export interface PreviousCertificate extends CertificateRef {
+  /** Epoch seconds: the reconciler retires it from then on. */
+  readonly retireAfter: number;
+}
+
 export interface DeviceRecord {
   readonly thingName: string;
   readonly provStatus: string;
@@ -66,6 +75,13 @@ export interface DeviceRecord {
   readonly moveTo?: { readonly region: string; readonly since: number };
   /** A finished move whose old copy is still live: both regions accept the device. */
   readonly movedFrom?: { readonly region: string; readonly at: number };
+  /** The endpoint of `region`, recorded with the certificate (older records lack it). */
+  readonly endpointAddress?: string;
+  /** The certificate a renewal replaced, during its grace period. */
+  readonly previous?: PreviousCertificate;
+  /** When the last status call was answered (epoch seconds), and `timestamp.nonce` of recent ones. */
+  readonly statusEpoch?: number;
+  readonly statusNonces: readonly string[];
   /** The operator's audit trail, oldest first, at most MAX_HISTORY entries. */
   readonly history: readonly AuditEntry[];
   /** `timestamp.nonce` of recent v2 requests. */
@@ -153,6 +169,8 @@ export function referencedCertificates(record: DeviceRecord): CertificateRef[] {
   if (certificateId && record.moveTo) refs.push({ certificateId, region: record.moveTo.region });
   if (record.pending)
     refs.push({ certificateId: record.pending.certificateId, region: record.pending.region });
+  if (record.previous)
+    refs.push({ certificateId: record.previous.certificateId, region: record.previous.region });
   return refs;
 }
 
@@ -163,6 +181,9 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
   const pendingKey = text(item, 'pending_key_sha256');
   const pendingMode = text(item, 'pending_key_mode');
   const nonces = item.recent_nonces?.SS;
+  const statusNonces = item.status_nonces?.SS;
+  const previousId = text(item, 'previous_certificate_id');
+  const previousRegion = text(item, 'previous_region');
   return {
     thingName: text(item, 'thing_name') ?? '',
     provStatus: text(item, 'prov_status') ?? '',
@@ -200,6 +221,17 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
     movedFrom: text(item, 'moved_from_region')
       ? { region: text(item, 'moved_from_region') as string, at: number(item, 'moved_at') ?? 0 }
       : undefined,
+    endpointAddress: text(item, 'endpoint_address'),
+    previous:
+      previousId && previousRegion
+        ? {
+            certificateId: previousId,
+            region: previousRegion,
+            retireAfter: number(item, 'previous_retire_after') ?? 0,
+          }
+        : undefined,
+    statusEpoch: number(item, 'status_epoch'),
+    statusNonces: Array.isArray(statusNonces) ? statusNonces.filter((entry) => typeof entry === 'string') : [],
     history: auditEntries(item.history),
     recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
     version: number(item, 'record_version') ?? 0,
@@ -282,7 +314,7 @@ export function decide(
   if (status !== PROV_STATUS.unprovisioned && status !== PROV_STATUS.provisioned) {
     return refuse(forbidden(`thing ${thingName} has prov_status "${status}" and cannot be provisioned`));
   }
-  if (request.nonceEntry && record.recentNonces.includes(request.nonceEntry)) {
+  if (request.nonceEntry && nonceSpent(record.recentNonces, request.nonceEntry)) {
     return refuse(unauthenticated('nonce was already used; sign a new request'));
   }
   if (record.claimId && (record.claimExpires ?? 0) > rules.nowSeconds) {
@@ -335,15 +367,32 @@ export function decide(
   );
 }
 
+function entryTimestamp(entry: string): number {
+  return Number(entry.slice(0, entry.indexOf('.')));
+}
+
+/**
+ * Whether `timestamp.nonce` may not be used: it was, or the list is full and the entry is older
+ * than everything it kept (a nonce dropped to make room could otherwise be replayed while its
+ * timestamp is still inside the clock-skew limit).
+ */
+export function nonceSpent(kept: readonly string[], entry: string): boolean {
+  if (kept.includes(entry)) return true;
+  if (kept.length < MAX_RECENT_NONCES) return false;
+  const oldest = Math.min(...kept.map(entryTimestamp).filter(Number.isFinite));
+  return entryTimestamp(entry) < oldest;
+}
+
 /** The nonces to keep after this request: recent ones only, the newest MAX_RECENT_NONCES. */
 export function nextRecentNonces(
   record: DeviceRecord | undefined,
   entry: string,
   nowSeconds: number,
   maxClockSkewSeconds: number,
+  kept: readonly string[] = record?.recentNonces ?? [],
 ): string[] {
-  const fresh = (record?.recentNonces ?? []).filter((existing) => {
-    const timestamp = Number(existing.slice(0, existing.indexOf('.')));
+  const fresh = kept.filter((existing) => {
+    const timestamp = entryTimestamp(existing);
     // Older than the clock-skew limit: the timestamp check refuses a replay of it anyway.
     return Number.isFinite(timestamp) && Math.abs(nowSeconds - timestamp) <= maxClockSkewSeconds;
   });

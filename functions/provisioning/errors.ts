@@ -7,6 +7,7 @@ export type ProvisioningErrorKind =
   | 'unauthenticated' // 401: the signature does not verify
   | 'forbidden' // 403: not on the allowlist, or did not come through CloudFront
   | 'already-provisioned' // 409
+  | 'conflict' // 409: the record's state does not allow this now (a move under way, a reset)
   | 'too-large' // 413
   | 'throttled' // 429: AWS or a concurrent request; retry after retryAfterSeconds
   | 'internal' // 500: our fault
@@ -17,6 +18,7 @@ const STATUS: Record<ProvisioningErrorKind, number> = {
   unauthenticated: 401,
   forbidden: 403,
   'already-provisioned': 409,
+  conflict: 409,
   'too-large': 413,
   throttled: 429,
   internal: 500,
@@ -41,6 +43,8 @@ export class ProvisioningError extends Error {
 export const malformed = (message: string) => new ProvisioningError('malformed', message);
 export const unauthenticated = (message: string) => new ProvisioningError('unauthenticated', message);
 export const forbidden = (message: string) => new ProvisioningError('forbidden', message);
+export const conflict = (message: string, retryAfterSeconds?: number) =>
+  new ProvisioningError('conflict', message, retryAfterSeconds);
 export const throttled = (message: string, retryAfterSeconds: number, cause?: unknown) =>
   new ProvisioningError('throttled', message, retryAfterSeconds, { cause });
 export const unavailable = (message: string, cause?: unknown) =>

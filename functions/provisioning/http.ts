@@ -12,12 +12,22 @@ import { ipstackGeolocator } from './ipstack';
 import { viewerFromHeaders } from './locate';
 import { provision, ProvisioningDependencies } from './provision';
 import { dynamoRegistry } from './registry';
-import { parseProvisioningRequest, ProvisioningRequest } from './request';
 import { deviceKeyPool } from './device-key';
 import { keyRegion, kmsClient, kmsSigner } from './kms';
 import { kmsSecretSource } from './secrets';
 import { countMetric, logger, metrics, MetricUnit } from './telemetry';
-import { ErrorAnswer, SuccessAnswer } from './wire';
+import { LifecycleRequest, parseLifecycleRequest, parseProvisioningRequest, ProvisioningRequest } from './request';
+import { deviceStatus } from './status';
+import { renewCertificate } from './renew';
+import {
+  ErrorAnswer,
+  LifecycleOperation,
+  RENEW_PATH,
+  RenewAnswer,
+  STATUS_PATH,
+  StatusAnswer,
+  SuccessAnswer,
+} from './wire';
 
 export type ProvisioningHandler = (
   event: APIGatewayProxyEventV2,
@@ -50,7 +60,7 @@ export function awsDependencies(config: ProvisioningConfig): ProvisioningDepende
 
 function respond(
   statusCode: number,
-  body: SuccessAnswer | ErrorAnswer,
+  body: SuccessAnswer | StatusAnswer | RenewAnswer | ErrorAnswer,
   retryAfterSeconds?: number,
 ): APIGatewayProxyStructuredResultV2 {
   return {
@@ -77,11 +87,100 @@ const OUTCOME_METRIC = {
   'same-certificate': 'SameCertificate',
 } as const;
 
+/** Which operation an API route is: the API sends all three paths to this one function. */
+function lifecycleOperation(event: APIGatewayProxyEventV2): LifecycleOperation | undefined {
+  // routeKey is "POST /device-status"; rawPath carries a stage prefix on a named stage.
+  const path = event.routeKey?.split(' ')[1] ?? event.rawPath;
+  if (path === STATUS_PATH) return 'status';
+  if (path === RENEW_PATH) return 'renew';
+  return undefined;
+}
+
+/** Maps a failure to its answer once: metrics, one log line, the `{status, message}` body. */
+function refusal(
+  thrown: unknown,
+  what: string,
+  fields: Record<string, unknown>,
+  started: number,
+): APIGatewayProxyStructuredResultV2 {
+  const error = asProvisioningError(thrown);
+  countMetric(`Status${error.status}`);
+  // The throttle alarm (infra/alarms.ts) watches this one.
+  if (error.status === 429) countMetric('Throttled');
+  const logged = {
+    ...fields,
+    status: error.status,
+    kind: error.kind,
+    reason: error.message,
+    causeClass: (error.cause as Error | undefined)?.name,
+    latencyMs: Math.round(performance.now() - started),
+  };
+  if (error.status >= 500)
+    logger.error(`${what} failed`, {
+      ...logged,
+      cause: String((error.cause as Error | undefined)?.message ?? ''),
+    });
+  else logger.warn(`${what} refused`, logged);
+  return respond(error.status, { status: 'error', message: error.message }, error.retryAfterSeconds);
+}
+
+/** POST /device-status and /device-renew. */
+async function lifecycle(
+  operation: LifecycleOperation,
+  event: APIGatewayProxyEventV2,
+  deps: ProvisioningDependencies,
+  deadline: Deadline,
+  started: number,
+): Promise<APIGatewayProxyStructuredResultV2> {
+  let request: LifecycleRequest | undefined;
+  try {
+    request = parseLifecycleRequest(operation, event.body, event.isBase64Encoded);
+    if (operation === 'status') {
+      const outcome = await deviceStatus(request, deps, deadline);
+      const latencyMs = Math.round(performance.now() - started);
+      countMetric('StatusAnswered');
+      countMetric(`StatusAction_${outcome.answer.action}`);
+      metrics.addMetric('StatusLatency', MetricUnit.Milliseconds, latencyMs);
+      logger.info('status answered', {
+        thingName: request.thingName,
+        action: outcome.answer.action,
+        region: outcome.answer.region,
+        retiredPrevious: outcome.retiredPrevious,
+        latencyMs,
+      });
+      return respond(200, outcome.answer);
+    }
+    const outcome = await renewCertificate(request, deps, deadline);
+    logger.info('renewal answered', {
+      thingName: request.thingName,
+      region: outcome.answer.region,
+      outcome: outcome.outcome,
+      keyMode: request.csrPem ? 'csr' : 'aws-generated',
+      stagesMs: outcome.stages,
+      latencyMs: Math.round(performance.now() - started),
+    });
+    return respond(200, outcome.answer);
+  } catch (thrown) {
+    return refusal(thrown, operation === 'status' ? 'status' : 'renewal', { thingName: request?.thingName }, started);
+  }
+}
+
 export function createHandler(deps: ProvisioningDependencies): ProvisioningHandler {
   return async (event, context) => {
     const started = performance.now();
     const deadline = Deadline.from(context);
     const headers = event.headers ?? {};
+    const operation = lifecycleOperation(event);
+    if (operation) {
+      try {
+        if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
+          return refusal(forbidden('requests must come through the provisioning URL'), operation, {}, started);
+        }
+        return await lifecycle(operation, event, deps, deadline, started);
+      } finally {
+        metrics.publishStoredMetrics();
+      }
+    }
     // Logged as the name the request was processed as (the last of duplicate keys, as JSON.parse
     // reads it), and only once it passed validation: arbitrary input never reaches the logs.
     let request: ProvisioningRequest | undefined;
@@ -109,25 +208,7 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
       });
       return respond(200, outcome.answer);
     } catch (thrown) {
-      const error = asProvisioningError(thrown);
-      countMetric(`Status${error.status}`);
-      // The throttle alarm (infra/alarms.ts) watches this one.
-      if (error.status === 429) countMetric('Throttled');
-      const fields = {
-        thingName: request?.thingName,
-        status: error.status,
-        kind: error.kind,
-        reason: error.message,
-        causeClass: (error.cause as Error | undefined)?.name,
-        latencyMs: Math.round(performance.now() - started),
-      };
-      if (error.status >= 500)
-        logger.error('provisioning failed', {
-          ...fields,
-          cause: String((error.cause as Error | undefined)?.message ?? ''),
-        });
-      else logger.warn('provisioning refused', fields);
-      return respond(error.status, { status: 'error', message: error.message }, error.retryAfterSeconds);
+      return refusal(thrown, 'provisioning', { thingName: request?.thingName }, started);
     } finally {
       metrics.publishStoredMetrics();
     }

@@ -30,12 +30,13 @@ import {
   KeyMode,
   nextRecentNonces,
   PendingCertificate,
+  PreviousCertificate,
 } from './device-record';
 import { ProvisioningError, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
-import { Claim, ClaimLost, Registry } from './registry';
+import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
 import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
@@ -64,7 +65,7 @@ export interface ProvisioningOutcome {
 }
 
 /** A certificate ready to be registered, with the key when we generated it. */
-interface PreparedCertificate {
+export interface PreparedCertificate {
   readonly pending: Omit<PendingCertificate, 'region' | 'since'>;
   readonly privateKeyPem?: string;
 }
@@ -91,7 +92,7 @@ function deviceKeyOf(record: DeviceRecord | undefined, thingName: string): KeyOb
   return key;
 }
 
-async function prepareCertificate(
+export async function prepareCertificate(
   thingName: string,
   csr: CheckedCsr | undefined,
   deps: ProvisioningDependencies,
@@ -261,9 +262,13 @@ export async function provision(
     endpointAddress = await finishInRegion(
       deps,
       claim,
-      existing,
-      placement,
-      reissue,
+      {
+        geoSource: placement.geoSource,
+        firstProvisionedAtEpoch: reissue
+          ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
+          : undefined,
+        reissueCount: reissue ? existing.reissueCount + 1 : 0,
+      },
       timer,
       deadline,
       nowSeconds,
@@ -303,19 +308,27 @@ export async function provision(
  * tell: undoing now could retire the certificate the record points at, so nothing is undone.
  * The claim expires and the next request or the reconciler settles it.
  */
-class MarkOutcomeUnknown extends Error {
+export class MarkOutcomeUnknown extends Error {
   constructor(override readonly cause: unknown) {
     super('outcome of the mark unknown', { cause });
   }
 }
 
+/** What the mark records besides the certificate and where it lives. */
+export interface MarkPlan {
+  readonly geoSource: string;
+  /** Kept from the record on a re-issue or renewal; undefined = now. */
+  readonly firstProvisionedAtEpoch?: number;
+  readonly reissueCount: number;
+  /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. */
+  readonly previous?: PreviousCertificate;
+}
+
 /** Stages 3–5: register ∥ thing, attach, mark. Returns the region's endpoint address. */
-async function finishInRegion(
+export async function finishInRegion(
   deps: ProvisioningDependencies,
   claim: Claim,
-  record: DeviceRecord,
-  placement: Placement,
-  reissue: boolean,
+  plan: MarkPlan,
   timer: StageTimer,
   deadline: Deadline,
   nowSeconds: () => number,
@@ -342,15 +355,16 @@ async function finishInRegion(
 
   deadline.beforeStage('marking the record');
   const now = nowSeconds();
-  const facts = {
+  const facts: ProvisionedFacts = {
     region,
     certificateArn: registered.certificateArn,
     thingArn: thing.thingArn,
-    geoSource: placement.geoSource,
+    endpointAddress,
+    geoSource: plan.geoSource,
     nowSeconds: now,
-    firstProvisionedAtEpoch:
-      (reissue ? (record.firstProvisionedAtEpoch ?? record.provisionedAtEpoch) : undefined) ?? now,
-    reissueCount: reissue ? record.reissueCount + 1 : 0,
+    firstProvisionedAtEpoch: plan.firstProvisionedAtEpoch ?? now,
+    reissueCount: plan.reissueCount,
+    previous: plan.previous,
   };
   try {
     await timer.time('mark', () => registry.markProvisioned(claim, facts, signal));
@@ -367,7 +381,7 @@ async function finishInRegion(
   return endpointAddress;
 }
 
-async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
+export async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await work();
@@ -383,7 +397,7 @@ async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attem
  * is already recorded: the intent while the claim stands, else our CA's certificate listing,
  * which the reconciler sweeps.
  */
-async function undo(
+export async function undo(
   deps: ProvisioningDependencies,
   claim: Claim,
   reissue: boolean,
@@ -418,7 +432,7 @@ async function undo(
 }
 
 /** Retires certificates the device held before; the new one is live and recorded already. */
-async function retirePrevious(
+export async function retirePrevious(
   deps: ProvisioningDependencies,
   thingName: string,
   certificates: readonly CertificateRef[],

@@ -27,6 +27,7 @@ import {
   IN_FLIGHT_RETRY_AFTER_SECONDS,
   KeyMode,
   PendingCertificate,
+  PreviousCertificate,
   provDatetime,
   PROV_STATUS,
   toDeviceRecord,
@@ -61,6 +62,22 @@ export interface ProvisionedFacts {
   readonly nowSeconds: number;
   readonly firstProvisionedAtEpoch: number;
   readonly reissueCount: number;
+  /** The region's endpoint: recorded so a status call needs no IoT call. */
+  readonly endpointAddress: string;
+  /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. Else none is kept. */
+  readonly previous?: PreviousCertificate;
+}
+
+/** One answered status call: its nonce spent, its time recorded (the per-device interval). */
+export interface StatusCall {
+  readonly record: DeviceRecord;
+  readonly nowSeconds: number;
+  /** `timestamp.nonce` of this call. */
+  readonly nonceEntry: string;
+  /** status_nonces to keep, this call's included. */
+  readonly statusNonces: readonly string[];
+  /** The region the device said it connects to (advisory, for operators). */
+  readonly reportedRegion?: string;
 }
 
 /** Which records a scan returns; every field optional (DynamoDB FilterExpression). */
@@ -107,6 +124,16 @@ export interface Registry {
   claim(request: ClaimRequest, signal?: AbortSignal): Promise<Claim>;
   /** Makes the pending certificate the live one and ends the claim. */
   markProvisioned(claim: Claim, facts: ProvisionedFacts, signal?: AbortSignal): Promise<void>;
+  /**
+   * Records an answered status call, if no other was recorded since the record was read: one
+   * conditional write. False when another call got there first (the device is over its rate).
+   */
+  recordStatusCall(call: StatusCall, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Forgets a renewal's previous certificate once it is retired, if the record still names it.
+   * False when the record moved on.
+   */
+  forgetPrevious(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
   /** Ends the claim and drops its intent (after the undo); harmless when no longer ours. */
   release(claim: Claim, signal?: AbortSignal): Promise<void>;
   /** Every record, or those the filter selects, page by page (the reconciler and operator tools). */
@@ -160,6 +187,8 @@ const PENDING_ATTRIBUTES =
   'pending_certificate_id, pending_certificate_pem, pending_region, pending_key_sha256, pending_key_mode, pending_since';
 
 const MOVE_ATTRIBUTES = 'move_to_region, move_started, moved_from_region, moved_at';
+
+const PREVIOUS_ATTRIBUTES = 'previous_certificate_id, previous_region, previous_retire_after';
 
 function translate(error: unknown, what: string): unknown {
   if (error instanceof ProvisioningError) return error;
@@ -387,6 +416,43 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
 
     async markProvisioned(claim, facts, signal) {
       const certificateId = claim.pending.certificateId;
+      const values: Record<string, AttributeValue> = {
+        ':claim': { S: claim.claimId },
+        ':provisioned': { S: PROV_STATUS.provisioned },
+        ':region': { S: facts.region },
+        ':datetime': { S: provDatetime(facts.nowSeconds) },
+        ':epoch': { N: String(facts.nowSeconds) },
+        ':firstEpoch': { N: String(facts.firstProvisionedAtEpoch) },
+        ':reissues': { N: String(facts.reissueCount) },
+        ':certificateId': { S: certificateId },
+        ':certificateArn': { S: facts.certificateArn },
+        ':certificatePem': { S: claim.pending.certificatePem },
+        ':keySha': { S: claim.pending.keySha256 },
+        ':keyMode': { S: claim.pending.keyMode },
+        ':thingArn': { S: facts.thingArn },
+        ':geoSource': { S: facts.geoSource },
+        ':endpoint': { S: facts.endpointAddress },
+        ':zero': { N: '0' },
+        ':one': { N: '1' },
+      };
+      let set =
+        'SET prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch,' +
+        ' first_prov_epoch = :firstEpoch, reissue_count = :reissues,' +
+        ' certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem,' +
+        ' certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource,' +
+        ' endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one';
+      // A move's copies were of the previous certificate: the function retires them (decide).
+      let remove = `REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}, ${MOVE_ATTRIBUTES}`;
+      if (facts.previous) {
+        set +=
+          ', previous_certificate_id = :previousId, previous_region = :previousRegion,' +
+          ' previous_retire_after = :retireAfter';
+        values[':previousId'] = { S: facts.previous.certificateId };
+        values[':previousRegion'] = { S: facts.previous.region };
+        values[':retireAfter'] = { N: String(facts.previous.retireAfter) };
+      } else {
+        remove += `, ${PREVIOUS_ATTRIBUTES}`;
+      }
       try {
         await dynamodb.send(
           new UpdateItemCommand({
@@ -395,32 +461,8 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
             // The second half recognises our own mark when the SDK retries one whose answer was lost.
             ConditionExpression:
               'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
-            UpdateExpression:
-              'SET prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch,' +
-              ' first_prov_epoch = :firstEpoch, reissue_count = :reissues,' +
-              ' certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem,' +
-              ' certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource,' +
-              ' record_version = if_not_exists(record_version, :zero) + :one' +
-              // A move's copies were of the previous certificate: the function retires them (decide).
-              ` REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}, ${MOVE_ATTRIBUTES}`,
-            ExpressionAttributeValues: {
-              ':claim': { S: claim.claimId },
-              ':provisioned': { S: PROV_STATUS.provisioned },
-              ':region': { S: facts.region },
-              ':datetime': { S: provDatetime(facts.nowSeconds) },
-              ':epoch': { N: String(facts.nowSeconds) },
-              ':firstEpoch': { N: String(facts.firstProvisionedAtEpoch) },
-              ':reissues': { N: String(facts.reissueCount) },
-              ':certificateId': { S: certificateId },
-              ':certificateArn': { S: facts.certificateArn },
-              ':certificatePem': { S: claim.pending.certificatePem },
-              ':keySha': { S: claim.pending.keySha256 },
-              ':keyMode': { S: claim.pending.keyMode },
-              ':thingArn': { S: facts.thingArn },
-              ':geoSource': { S: facts.geoSource },
-              ':zero': { N: '0' },
-              ':one': { N: '1' },
-            },
+            UpdateExpression: `${set} ${remove}`,
+            ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
         );
@@ -428,6 +470,60 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         if (error instanceof ConditionalCheckFailedException) throw new ClaimLost(claim.thingName, error);
         throw translate(error, 'mark provisioned');
       }
+    },
+
+    async recordStatusCall(call, signal) {
+      const { record } = call;
+      const values: Record<string, AttributeValue> = {
+        ':epoch': { N: String(call.nowSeconds) },
+        ':nonces': { SS: [...call.statusNonces] },
+      };
+      // Only status calls write these two: comparing status_epoch orders them without touching
+      // record_version, so status calls never make a provisioning claim or an operator retry.
+      const condition = [unchanged(record, 'status_epoch', values), 'attribute_exists(thing_name)'].join(
+        ' AND ',
+      );
+      let update = 'SET status_epoch = :epoch, status_nonces = :nonces';
+      if (call.reportedRegion) {
+        values[':reported'] = { S: call.reportedRegion };
+        update += ', status_region = :reported';
+      }
+      try {
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(record.thingName),
+            ConditionExpression: condition,
+            UpdateExpression: update,
+            ExpressionAttributeValues: values,
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+          { abortSignal: signal },
+        );
+        return true;
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) {
+          // Our own write, applied with its answer lost, then retried by the SDK.
+          return error.Item?.status_nonces?.SS?.includes(call.nonceEntry) ?? false;
+        }
+        throw translate(error, 'status');
+      }
+    },
+
+    async forgetPrevious(record, signal) {
+      const values: Record<string, AttributeValue> = { ':zero': { N: '0' }, ':one': { N: '1' } };
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: unchanged(record, 'previous_certificate_id', values),
+          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE ${PREVIOUS_ATTRIBUTES}`,
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      ).catch((error: unknown) => {
+        throw translate(error, 'forget previous certificate');
+      });
     },
 
     async release(claim, signal) {
@@ -618,7 +714,7 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
           UpdateExpression:
             'SET prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one' +
             ' REMOVE certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode,' +
-            ` first_prov_epoch, reissue_count, ${MOVE_ATTRIBUTES}`,
+            ` first_prov_epoch, reissue_count, endpoint_address, ${MOVE_ATTRIBUTES}, ${PREVIOUS_ATTRIBUTES}`,
           ExpressionAttributeValues: values,
         }),
         signal,

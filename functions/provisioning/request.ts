@@ -5,7 +5,7 @@
 import * as z from 'zod/mini';
 import './zod-messages';
 import { malformed, ProvisioningError } from './errors';
-import { MAX_BODY_BYTES, V2_NONCE_PATTERN } from './wire';
+import { LifecycleOperation, MAX_BODY_BYTES, V2_NONCE_PATTERN } from './wire';
 
 /** AWS IoT thing-name rules. */
 export const THING_NAME_PATTERN = /^[a-zA-Z0-9:_-]{1,128}$/;
@@ -51,17 +51,39 @@ const v1Body = z.object({
   CSR: csr,
 });
 
+const timestamp = z.number({ error: 'timestamp must be a number (Unix seconds)' }).check(
+  z.refine((value: number) => Number.isInteger(value), { message: 'timestamp must be whole Unix seconds' }),
+  z.positive('timestamp must be positive'),
+);
+const nonce = z
+  .string({ error: 'nonce must be a string' })
+  .check(z.regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -'));
+
 const v2Body = z.object({
   'thing-name': thingName,
   'sig-version': z.literal(2),
-  timestamp: z.number({ error: 'timestamp must be a number (Unix seconds)' }).check(
-    z.refine((value: number) => Number.isInteger(value), { message: 'timestamp must be whole Unix seconds' }),
-    z.positive('timestamp must be positive'),
-  ),
-  nonce: z
-    .string({ error: 'nonce must be a string' })
-    .check(z.regex(V2_NONCE_PATTERN, 'nonce must be 16–64 of A-Z a-z 0-9 _ -')),
+  timestamp,
+  nonce,
   signature: base64Signature('signature'),
+  CSR: csr,
+});
+
+const lifecycleBody = z.object({
+  'thing-name': thingName,
+  timestamp,
+  nonce,
+  certificate: z.string({ error: 'certificate must be the PEM of the device certificate' }).check(
+    z.maxLength(16 * 1024, 'certificate is larger than 16 KiB'),
+    z.refine((pem: string) => pem.includes('-----BEGIN CERTIFICATE-----'), {
+      message: 'certificate must be a PEM "CERTIFICATE"',
+    }),
+  ),
+  signature: base64Signature('signature'),
+  region: z.optional(
+    z
+      .string({ error: 'region must be a string' })
+      .check(z.regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'region must be an AWS region name like eu-central-1')),
+  ),
   CSR: csr,
 });
 
@@ -75,11 +97,8 @@ function firstIssue(error: z.core.$ZodError): string {
     : `${field}: ${issue.message}`;
 }
 
-/** Decodes the API Gateway body (possibly base64) and validates it. */
-export function parseProvisioningRequest(
-  body: string | undefined,
-  isBase64Encoded = false,
-): ProvisioningRequest {
+/** The body as a JSON object, or a 400/413 naming what is wrong with it. */
+function jsonObjectBody(body: string | undefined, isBase64Encoded: boolean): Record<string, unknown> {
   if (body === undefined || body === null || body.length === 0) throw malformed('request body is required');
   const raw = isBase64Encoded ? Buffer.from(body, 'base64') : Buffer.from(body, 'utf8');
   if (raw.length > MAX_BODY_BYTES) {
@@ -97,7 +116,15 @@ export function parseProvisioningRequest(
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw malformed('request body must be a JSON object');
   }
-  const fields = parsed as Record<string, unknown>;
+  return parsed as Record<string, unknown>;
+}
+
+/** Decodes the API Gateway body (possibly base64) and validates it. */
+export function parseProvisioningRequest(
+  body: string | undefined,
+  isBase64Encoded = false,
+): ProvisioningRequest {
+  const fields = jsonObjectBody(body, isBase64Encoded);
   if ('sig-version' in fields && fields['sig-version'] !== 1) {
     if (fields['sig-version'] !== 2) throw malformed('sig-version must be 1 or 2');
     const v2 = v2Body.safeParse(fields);
@@ -119,5 +146,45 @@ export function parseProvisioningRequest(
     thingName: v1.data['thing-name'],
     csrPem: v1.data.CSR,
     proof: { version: 1, signature: Buffer.from(v1.data['thing-name-sig'], 'base64') },
+  };
+}
+
+/** POST /device-status or /device-renew: signed with the key of the device's certificate. */
+export interface LifecycleRequest {
+  readonly operation: LifecycleOperation;
+  readonly thingName: string;
+  readonly timestamp: number;
+  readonly nonce: string;
+  readonly certificatePem: string;
+  readonly signature: Buffer;
+  readonly reportedRegion?: string;
+  readonly csrPem?: string;
+}
+
+/** Decodes and validates a status or renewal body; fields of the other operation are refused. */
+export function parseLifecycleRequest(
+  operation: LifecycleOperation,
+  body: string | undefined,
+  isBase64Encoded = false,
+): LifecycleRequest {
+  const fields = jsonObjectBody(body, isBase64Encoded);
+  const parsed = lifecycleBody.safeParse(fields);
+  if (!parsed.success) throw malformed(firstIssue(parsed.error));
+  const request = parsed.data;
+  if (operation === 'status' && request.CSR !== undefined) {
+    throw malformed('CSR belongs in POST /device-renew, not in a status call');
+  }
+  if (operation === 'renew' && request.region !== undefined) {
+    throw malformed('region belongs in POST /device-status, not in a renewal');
+  }
+  return {
+    operation,
+    thingName: request['thing-name'],
+    timestamp: request.timestamp,
+    nonce: request.nonce,
+    certificatePem: request.certificate,
+    signature: Buffer.from(request.signature, 'base64'),
+    reportedRegion: request.region,
+    csrPem: request.CSR,
   };
 }

@@ -19,7 +19,8 @@ export function describeSigningKey(key: KeyObject): 'rsa' | 'ec-p256' | undefine
   return undefined;
 }
 
-function verifyWith(key: KeyObject, message: Buffer, signature: Buffer): boolean {
+/** Whether `signature` over `message` verifies with `key` (RSA PKCS#1 v1.5 or ECDSA, SHA-256). */
+export function verifyWith(key: KeyObject, message: Buffer, signature: Buffer): boolean {
   const kind = describeSigningKey(key);
   try {
     if (kind === 'rsa')

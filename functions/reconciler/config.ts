@@ -22,6 +22,9 @@ export const RECONCILER_ENVIRONMENT = {
   CA_CERTIFICATE_PEM: 'required',
   LEASE_SECONDS: 'optional',
   RECONCILE_GRACE_SECONDS: 'optional',
+  CERTIFICATE_VALIDITY_DAYS: 'optional',
+  RENEW_AT_PERCENT: 'optional',
+  RENEW_GRACE_SECONDS: 'optional',
   POWERTOOLS_SERVICE_NAME: 'optional',
   POWERTOOLS_METRICS_NAMESPACE: 'optional',
 } as const;
@@ -39,6 +42,12 @@ export interface ReconcilerConfig {
   readonly caCertificate: CaCertificate;
   readonly leaseSeconds: number;
   readonly graceSeconds: number;
+  /** The deployment's certificate policy, as the function applies it (gdp-admin show prints it). */
+  readonly certificates: {
+    readonly validityDays: number;
+    readonly renewAtPercent: number;
+    readonly renewGraceSeconds: number;
+  };
 }
 
 const reconcilerSchema = z.extend(
@@ -49,6 +58,9 @@ const reconcilerSchema = z.extend(
     IOT_POLICY_NAME: true,
     CA_CERTIFICATE_PEM: true,
     LEASE_SECONDS: true,
+    CERTIFICATE_VALIDITY_DAYS: true,
+    RENEW_AT_PERCENT: true,
+    RENEW_GRACE_SECONDS: true,
   }),
   { RECONCILE_GRACE_SECONDS: wholeNumber(DEFAULT_GRACE_SECONDS, 0) },
 );
@@ -69,5 +81,10 @@ export function loadReconcilerConfig(env: NodeJS.ProcessEnv = process.env): Reco
     caCertificate: caCertificateFrom(settings.CA_CERTIFICATE_PEM, 'reconciler'),
     leaseSeconds: settings.LEASE_SECONDS,
     graceSeconds: settings.RECONCILE_GRACE_SECONDS,
+    certificates: {
+      validityDays: settings.CERTIFICATE_VALIDITY_DAYS,
+      renewAtPercent: settings.RENEW_AT_PERCENT,
+      renewGraceSeconds: settings.RENEW_GRACE_SECONDS,
+    },
   };
 }

@@ -13,6 +13,10 @@
  *    (ListCertificatesByCA), so nothing another issuer made is ever touched.
  * 3. Provisioned records whose certificate no longer exists: back to unprovisioned, so the
  *    device can provision again instead of being stranded.
+ *
+ * Between 1 and 2: renewals whose grace period ended without the device proving its new key (a
+ * status call does that, and retires the previous certificate itself). The previous certificate
+ * is retired, then forgotten; after the grace period exactly one certificate is live.
  */
 import type { DeviceRecord } from '../provisioning/device-record';
 import { PROV_STATUS, referencedCertificates } from '../provisioning/device-record';
@@ -42,6 +46,8 @@ export interface ReconcileReport {
   readonly staleClaimsReleased: number;
   readonly orphanCertificatesRetired: number;
   readonly recordsReset: number;
+  /** Renewals' previous certificates retired at the end of their grace period. */
+  readonly previousCertificatesRetired: number;
   /** Provisioned records whose certificate exists but is not ACTIVE (reported, not changed). */
   readonly inactiveCertificates: number;
   readonly failures: readonly string[];
@@ -65,6 +71,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   // 1. Every record, and what each references.
   const referenced = new Set<string>();
   const stale: DeviceRecord[] = [];
+  const graceEnded: DeviceRecord[] = [];
   const provisioned: DeviceRecord[] = [];
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
@@ -74,11 +81,14 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
     if (!inScope) continue;
     if (record.claimId && (record.claimExpires ?? 0) <= Math.floor(startedAt / 1000)) stale.push(record);
+    if (record.previous && record.previous.retireAfter <= Math.floor(startedAt / 1000)) graceEnded.push(record);
     if (record.provStatus === PROV_STATUS.provisioned && record.certificateId && record.region) {
       provisioned.push(record);
     }
   }
-  log(`scanned ${recordsScanned} records: ${stale.length} stale claims`);
+  log(
+    `scanned ${recordsScanned} records: ${stale.length} stale claims, ${graceEnded.length} renewal grace periods ended`,
+  );
 
   let staleClaimsReleased = 0;
   for (const record of stale) {
@@ -95,6 +105,24 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
       );
     } catch (error) {
       fail(`stale claim on ${record.thingName}`, error);
+    }
+  }
+
+  let previousCertificatesRetired = 0;
+  for (const record of graceEnded) {
+    const previous = record.previous;
+    if (!previous) continue;
+    try {
+      // Retire first, then forget: stopped in between, the next run finds it named and retires
+      // again (retiring a certificate that is gone is done).
+      await iot.retireCertificate(previous.region, previous.certificateId, signal);
+      referenced.delete(refKey(previous.region, previous.certificateId));
+      if (await registry.forgetPrevious(record, signal)) previousCertificatesRetired += 1;
+      log(
+        `${record.thingName}: retired previous certificate ${previous.certificateId} in ${previous.region} (grace period ended)`,
+      );
+    } catch (error) {
+      fail(`previous certificate of ${record.thingName}`, error);
     }
   }
 
@@ -150,9 +178,10 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     }
   }
 
-  const fixed = staleClaimsReleased + orphanCertificatesRetired + recordsReset;
+  const fixed = staleClaimsReleased + orphanCertificatesRetired + recordsReset + previousCertificatesRetired;
   log(
     `done in ${now() - startedAt} ms: ${staleClaimsReleased} stale claims released, ` +
+      `${previousCertificatesRetired} previous certificates retired, ` +
       `${orphanCertificatesRetired} orphan certificates retired, ${recordsReset} records reset, ` +
       `${inactiveCertificates} inactive certificates reported, ${failures.length} failures`,
   );
@@ -162,6 +191,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     staleClaimsReleased,
     orphanCertificatesRetired,
     recordsReset,
+    previousCertificatesRetired,
     inactiveCertificates,
     failures,
     fixed,

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { UpdateCertificateCommand } from '@aws-sdk/client-iot';
 import { main, program } from '../../functions/admin/cli';
+import { admin } from '../support/admin';
 import { addDevice } from '../local/stack';
 import {
   certificateStatus,
@@ -25,28 +26,6 @@ import {
 } from '../integration/requests';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'gdp-admin-'));
-
-/** Runs gdp-admin and returns its exit code and what it printed. */
-async function admin(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const log = jest
-    .spyOn(console, 'log')
-    .mockImplementation((...parts: unknown[]) => void out.push(parts.join(' ')));
-  const write = jest.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
-    err.push(String(chunk));
-    return true;
-  });
-  process.exitCode = undefined;
-  try {
-    const code = await main(['node', 'gdp-admin', '--local', '--yes', ...args]);
-    return { code, out: out.join('\n'), err: err.join('') };
-  } finally {
-    process.exitCode = undefined;
-    log.mockRestore();
-    write.mockRestore();
-  }
-}
 
 async function provisioned(prefix: string, place: Record<string, string> = PLACES.mumbai): Promise<string> {
   const thingName = uniqueThingName(prefix);

@@ -16,7 +16,12 @@ import { loadReconcilerConfig } from '../../functions/reconciler/config';
 import { reconcile } from '../../functions/reconciler/reconcile';
 import { reconcilerDependencies } from '../../functions/reconciler/wiring';
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { canonicalV2Message, pemToDer } from '../../functions/provisioning/wire';
+import {
+  canonicalLifecycleMessage,
+  canonicalV2Message,
+  LifecycleOperation,
+  pemToDer,
+} from '../../functions/provisioning/wire';
 import { makeCsr as makeCsrFor } from '../support/csr';
 import { LocalStack, readStack } from '../local/stack';
 
@@ -66,7 +71,7 @@ export function v2Body(
 }
 
 /** A CSR whose CN is `commonName`, with a fresh EC P-256 key, as a device with its own key sends. */
-export function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer }> {
+export function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer; privateKeyPem: string }> {
   return makeCsrFor(`CN=${commonName}`);
 }
 
@@ -126,8 +131,49 @@ export interface Answer {
   readonly body: Record<string, unknown>;
 }
 
-export async function post(body: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-  const response = await fetch(stack.provisioningUrl, {
+/** What a provisioned device holds: its certificate and the private key that goes with it. */
+export interface DeviceCredentials {
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+}
+
+/** A status or renewal body signed with the key of `credentials`' certificate, as firmware builds it. */
+export function lifecycleBody(
+  operation: LifecycleOperation,
+  thingName: string,
+  credentials: DeviceCredentials,
+  options: { csrPem?: string; region?: string; timestamp?: number; nonce?: string; signingKeyPem?: string } = {},
+) {
+  const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000);
+  const nonce = options.nonce ?? randomBytes(16).toString('base64url');
+  const csrDer = options.csrPem ? pemToDer(options.csrPem) : undefined;
+  const signature = sign(
+    'sha256',
+    canonicalLifecycleMessage({ operation, thingName, timestamp, nonce, csrDer }),
+    createPrivateKey(options.signingKeyPem ?? credentials.privateKeyPem),
+  );
+  return {
+    'thing-name': thingName,
+    timestamp,
+    nonce,
+    certificate: credentials.certificatePem,
+    signature: signature.toString('base64'),
+    ...(options.region ? { region: options.region } : {}),
+    ...(options.csrPem ? { CSR: options.csrPem } : {}),
+  };
+}
+
+/** POST /device-status. */
+export const postStatus = (body: unknown) => post(body, {}, stack.statusUrl);
+/** POST /device-renew. */
+export const postRenew = (body: unknown) => post(body, {}, stack.renewUrl);
+
+export async function post(
+  body: unknown,
+  headers: Record<string, string> = {},
+  url: string = stack.provisioningUrl,
+): Promise<Answer> {
+  const response = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),

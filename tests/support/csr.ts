@@ -1,6 +1,7 @@
 /** CSRs as a device makes them (WebCrypto + @peculiar/x509), for tests. */
 import { webcrypto } from 'node:crypto';
 import * as x509 from './x509';
+import { toPem } from '../../functions/provisioning/ca-certificate';
 
 export type CsrKeyAlgorithm = webcrypto.EcKeyGenParams | webcrypto.RsaHashedKeyGenParams;
 
@@ -23,7 +24,7 @@ export function rsaAlgorithm(modulusLength: number): CsrKeyAlgorithm {
 export async function makeCsr(
   subject: string,
   algorithm: CsrKeyAlgorithm = EC_P256,
-): Promise<{ pem: string; publicKeySpki: Buffer }> {
+): Promise<{ pem: string; publicKeySpki: Buffer; privateKeyPem: string }> {
   const keys = (await webcrypto.subtle.generateKey(algorithm, true, [
     'sign',
     'verify',
@@ -36,5 +37,6 @@ export async function makeCsr(
   return {
     pem: csr.toString('pem'),
     publicKeySpki: Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey)),
+    privateKeyPem: toPem(Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY'),
   };
 }
