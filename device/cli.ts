@@ -240,7 +240,8 @@ async function keepCurrent(
     if (error instanceof LifecycleRefusedError && error.status === 403) {
       output.error(`the service refused ${thingOf(credentials)} (HTTP 403): ${error.message}`);
       output.error(
-        'this device must not connect any more; an operator can enable it again (gdp-admin enable).',
+        'not connecting. An operator can let it back: `gdp-admin enable` (disabled), or `gdp-admin reset` ' +
+          '(revoked), after which its next start provisions it again.',
       );
       if (connection) await disconnect(connection);
       return EXIT.revoked;
