@@ -387,9 +387,7 @@ export function program(): Command {
               record.moveTo?.region,
               record.pending?.region,
               record.previous?.region,
-            ].filter(
-              (r): r is string => !!r,
-            ),
+            ].filter((r): r is string => !!r),
           ),
         ];
         const reports = await Promise.all(

@@ -204,7 +204,10 @@ export function disagreements(
     const active = report.principals.filter(
       (principal) =>
         principal.status === 'ACTIVE' &&
-        !(record.previous?.certificateId === principal.certificateId && record.previous.region === report.region),
+        !(
+          record.previous?.certificateId === principal.certificateId &&
+          record.previous.region === report.region
+        ),
     );
     if (active.length > 1) {
       warnings.push(
@@ -294,7 +297,12 @@ export function showText(
     );
   }
   field('endpoint', record.endpointAddress);
-  field('last status call', record.statusEpoch !== undefined ? `${iso(record.statusEpoch)}${record.raw.status_region?.S ? ` from ${record.raw.status_region.S}` : ''}` : undefined);
+  field(
+    'last status call',
+    record.statusEpoch !== undefined
+      ? `${iso(record.statusEpoch)}${record.raw.status_region?.S ? ` from ${record.raw.status_region.S}` : ''}`
+      : undefined,
+  );
   field('thing', record.thingArn);
   field('key', record.devicePublicKeyPem ? 'own device key (v2)' : 'fleet key');
   field('region pin', record.regionPin);

@@ -231,7 +231,9 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
           }
         : undefined,
     statusEpoch: number(item, 'status_epoch'),
-    statusNonces: Array.isArray(statusNonces) ? statusNonces.filter((entry) => typeof entry === 'string') : [],
+    statusNonces: Array.isArray(statusNonces)
+      ? statusNonces.filter((entry) => typeof entry === 'string')
+      : [],
     history: auditEntries(item.history),
     recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
     version: number(item, 'record_version') ?? 0,

@@ -16,7 +16,12 @@ import { deviceKeyPool } from './device-key';
 import { keyRegion, kmsClient, kmsSigner } from './kms';
 import { kmsSecretSource } from './secrets';
 import { countMetric, logger, metrics, MetricUnit } from './telemetry';
-import { LifecycleRequest, parseLifecycleRequest, parseProvisioningRequest, ProvisioningRequest } from './request';
+import {
+  LifecycleRequest,
+  parseLifecycleRequest,
+  parseProvisioningRequest,
+  ProvisioningRequest,
+} from './request';
 import { deviceStatus } from './status';
 import { renewCertificate } from './renew';
 import {
@@ -161,7 +166,12 @@ async function lifecycle(
     });
     return respond(200, outcome.answer);
   } catch (thrown) {
-    return refusal(thrown, operation === 'status' ? 'status' : 'renewal', { thingName: request?.thingName }, started);
+    return refusal(
+      thrown,
+      operation === 'status' ? 'status' : 'renewal',
+      { thingName: request?.thingName },
+      started,
+    );
   }
 }
 
@@ -174,7 +184,12 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
     if (operation) {
       try {
         if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
-          return refusal(forbidden('requests must come through the provisioning URL'), operation, {}, started);
+          return refusal(
+            forbidden('requests must come through the provisioning URL'),
+            operation,
+            {},
+            started,
+          );
         }
         return await lifecycle(operation, event, deps, deadline, started);
       } finally {

@@ -101,7 +101,10 @@ export interface LifecycleFacts {
  * The refusals status and renewal share, in order: who the caller is (401 for anyone not proven
  * to be this device), then the record's standing (403). Undefined when the request may go on.
  */
-function authenticate(record: DeviceRecord | undefined, facts: LifecycleFacts): ProvisioningError | undefined {
+function authenticate(
+  record: DeviceRecord | undefined,
+  facts: LifecycleFacts,
+): ProvisioningError | undefined {
   const { thingName } = facts;
   const known = record !== undefined && signerOf(record, facts.certificateId) !== 'other';
   if (!known && !facts.issuedByUs()) {
@@ -190,7 +193,10 @@ export function decideStatus(
   }
   const retirePrevious = device.previous;
   const reported = facts.reportedRegion;
-  if ((reported !== undefined && reported !== device.region) || (reported === undefined && device.movedFrom)) {
+  if (
+    (reported !== undefined && reported !== device.region) ||
+    (reported === undefined && device.movedFrom)
+  ) {
     return {
       kind: 'answer',
       action: 'move',
@@ -258,7 +264,10 @@ export function decideRenewal(
   }
   if (device.claimId && (device.claimExpires ?? 0) > rules.nowSeconds) {
     return refuse(
-      throttled(`another request for ${thingName} is in progress; retry shortly`, IN_FLIGHT_RETRY_AFTER_SECONDS),
+      throttled(
+        `another request for ${thingName} is in progress; retry shortly`,
+        IN_FLIGHT_RETRY_AFTER_SECONDS,
+      ),
     );
   }
   if (device.provStatus !== PROV_STATUS.provisioned || !device.certificateId || !device.region) {

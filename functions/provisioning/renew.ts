@@ -105,7 +105,8 @@ export async function renewCertificate(
   const state = await timer.time('certificate-state', () =>
     iot.describeCertificate(signerRegion, certificate.id, signal),
   );
-  if (!state) throw unauthenticated(`certificate ${certificate.id.slice(0, 12)}… no longer exists in AWS IoT`);
+  if (!state)
+    throw unauthenticated(`certificate ${certificate.id.slice(0, 12)}… no longer exists in AWS IoT`);
   if (state.status !== 'ACTIVE') {
     throw forbidden(`certificate ${certificate.id.slice(0, 12)}… is ${state.status} in ${signerRegion}`);
   }
@@ -194,7 +195,8 @@ export async function renewCertificate(
     outcome,
     certificateId: pending.certificateId,
     previousCertificateId: decision.previous.certificateId,
-    notAfter: validityOf(new X509Certificate(pending.certificatePem), config.lifecycle.renewAtPercent).notAfter,
+    notAfter: validityOf(new X509Certificate(pending.certificatePem), config.lifecycle.renewAtPercent)
+      .notAfter,
   });
   return {
     answer: answerFor(

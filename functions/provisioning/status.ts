@@ -20,7 +20,10 @@ import { countMetric, logger } from './telemetry';
 import { canonicalLifecycleMessage, StatusAnswer } from './wire';
 
 /** The record's current certificate's validity; undefined when it has none or it is unreadable. */
-export function currentValidity(record: DeviceRecord | undefined, renewAtPercent: number): Validity | undefined {
+export function currentValidity(
+  record: DeviceRecord | undefined,
+  renewAtPercent: number,
+): Validity | undefined {
   if (!record?.certificatePem) return undefined;
   try {
     return validityOf(new X509Certificate(record.certificatePem), renewAtPercent);
@@ -89,7 +92,11 @@ export async function deviceStatus(
       reportedRegion: request.reportedRegion,
       issuedByUs: () => issuedFor(certificate, config.caCertificate, thingName),
     },
-    { nowSeconds: now, statusMinIntervalSeconds: config.lifecycle.statusMinIntervalSeconds, currentValidity: validity },
+    {
+      nowSeconds: now,
+      statusMinIntervalSeconds: config.lifecycle.statusMinIntervalSeconds,
+      currentValidity: validity,
+    },
   );
   if (decision.kind === 'refuse') throw decision.error;
   const device = record as DeviceRecord;
@@ -100,7 +107,13 @@ export async function deviceStatus(
       record: device,
       nowSeconds: now,
       nonceEntry,
-      statusNonces: nextRecentNonces(device, nonceEntry, now, config.v2MaxClockSkewSeconds, device.statusNonces),
+      statusNonces: nextRecentNonces(
+        device,
+        nonceEntry,
+        now,
+        config.v2MaxClockSkewSeconds,
+        device.statusNonces,
+      ),
       reportedRegion: request.reportedRegion,
     },
     deadline.workSignal(),
@@ -158,7 +171,10 @@ async function retireProvenPrevious(
 ): Promise<boolean> {
   const signal = deadline.undoSignal();
   try {
-    await withRetries(() => deps.iot.retireCertificate(previous.region, previous.certificateId, signal), signal);
+    await withRetries(
+      () => deps.iot.retireCertificate(previous.region, previous.certificateId, signal),
+      signal,
+    );
     await deps.registry.forgetPrevious(record, signal);
     countMetric('PreviousCertificateRetired');
     logger.info('previous certificate retired: the device proved its renewed key', {
@@ -169,11 +185,14 @@ async function retireProvenPrevious(
     return true;
   } catch (error) {
     countMetric('PreviousCertificateRetireFailed');
-    logger.warn('could not retire the previous certificate; the reconciler will at the end of its grace period', {
-      thingName: record.thingName,
-      certificateId: previous.certificateId,
-      errorClass: (error as Error).name,
-    });
+    logger.warn(
+      'could not retire the previous certificate; the reconciler will at the end of its grace period',
+      {
+        thingName: record.thingName,
+        certificateId: previous.certificateId,
+        errorClass: (error as Error).name,
+      },
+    );
     return false;
   }
 }

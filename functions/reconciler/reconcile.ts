@@ -81,7 +81,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
     if (!inScope) continue;
     if (record.claimId && (record.claimExpires ?? 0) <= Math.floor(startedAt / 1000)) stale.push(record);
-    if (record.previous && record.previous.retireAfter <= Math.floor(startedAt / 1000)) graceEnded.push(record);
+    if (record.previous && record.previous.retireAfter <= Math.floor(startedAt / 1000))
+      graceEnded.push(record);
     if (record.provStatus === PROV_STATUS.provisioned && record.certificateId && record.region) {
       provisioned.push(record);
     }

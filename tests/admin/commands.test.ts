@@ -137,6 +137,11 @@ describe('gdp-admin list, show and stats', () => {
     );
     expect(shown.out).not.toContain('WARNINGS');
     expect(shown.out).not.toContain('BEGIN CERTIFICATE');
+    // The deployment's certificate policy, and where this certificate stands in it.
+    expect(shown.out).toMatch(/renews from +\d{4}-.*\(status answers "renew"\)/);
+    expect(shown.out).toContain(
+      'certificate policy: valid 3650 days, renewal from 80 % of the lifetime, previous certificate kept 168 h after a renewal',
+    );
 
     // Someone deactivates the certificate behind the registry's back.
     await iotIn('ap-south-1').send(

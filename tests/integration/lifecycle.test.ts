@@ -78,7 +78,11 @@ async function aged(prefix: string): Promise<Device & { readonly notAfter: Date 
 const localCaPems = () => [readFileSync(stack.caCertificate, 'utf8')];
 
 /** Whether these credentials get an MQTT session at this endpoint. */
-async function connects(device: { thingName: string }, credentials: DeviceCredentials, endpointAddress: string) {
+async function connects(
+  device: { thingName: string },
+  credentials: DeviceCredentials,
+  endpointAddress: string,
+) {
   try {
     const client = await connectDevice({
       endpointAddress,
@@ -127,7 +131,9 @@ describe('POST /device-status', () => {
   it('tells a healthy device where it lives, with one DynamoDB read and no IoT call', async () => {
     const device = await provisioned('st-none');
     const before = (await getCalls(stack.faultsUrl)).at(-1)?.seq ?? 0;
-    const answer = await postStatus(lifecycleBody('status', device.thingName, device, { region: device.region }));
+    const answer = await postStatus(
+      lifecycleBody('status', device.thingName, device, { region: device.region }),
+    );
     const calls = await getCalls(stack.faultsUrl, before);
 
     expect(answer.status).toBe(200);
@@ -219,7 +225,9 @@ describe('POST /device-status', () => {
     expect(device.region).toBe('eu-central-1');
     expect((await admin('move', device.thingName, '--to', 'eu-west-1')).code).toBe(0);
 
-    const answer = await postStatus(lifecycleBody('status', device.thingName, device, { region: 'eu-central-1' }));
+    const answer = await postStatus(
+      lifecycleBody('status', device.thingName, device, { region: 'eu-central-1' }),
+    );
     expect(answer.status).toBe(200);
     expect(answer.body).toMatchObject({
       action: 'move',
@@ -231,7 +239,9 @@ describe('POST /device-status', () => {
     expect(await connects(device, device, answer.body.endpointAddress as string)).toBe(true);
 
     await new Promise((resolve) => setTimeout(resolve, 5_000)); // the per-device status interval
-    const settled = await postStatus(lifecycleBody('status', device.thingName, device, { region: 'eu-west-1' }));
+    const settled = await postStatus(
+      lifecycleBody('status', device.thingName, device, { region: 'eu-west-1' }),
+    );
     expect(settled.body.action).toBe('none');
   }, 30_000);
 
@@ -250,7 +260,11 @@ describe('POST /device-renew', () => {
     const csr = await makeCsr(device.thingName);
     const answer = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
     expect(answer.status).toBe(200);
-    expect(answer.body).toMatchObject({ status: 'success', region: device.region, endpointAddress: device.endpointAddress });
+    expect(answer.body).toMatchObject({
+      status: 'success',
+      region: device.region,
+      endpointAddress: device.endpointAddress,
+    });
     expect(answer.body.PrivateKey).toBeUndefined();
     const renewed = credentialsOf(answer, csr.privateKeyPem);
     const renewedId = answer.body.certificateId as string;
@@ -261,6 +275,10 @@ describe('POST /device-renew', () => {
     );
     expect(await connects(device, device, device.endpointAddress)).toBe(true);
     expect(await connects(device, renewed, device.endpointAddress)).toBe(true);
+    // Two live certificates on the thing are expected now: the operator sees why, not a warning.
+    const shown = await admin('show', device.thingName);
+    expect(shown.out).toMatch(new RegExp(`previous certificate +${device.certificateId} in ${device.region}`));
+    expect(shown.out).not.toContain('WARNINGS');
 
     const status = await postStatus(lifecycleBody('status', device.thingName, renewed));
     expect(status.status).toBe(200);
@@ -358,7 +376,10 @@ describe('POST /device-renew', () => {
     await setFaults({
       rules: [
         {
-          match: { target: 'DynamoDB_20120810.UpdateItem', body: `${device.thingName}.*certificate_id = :certificateId` },
+          match: {
+            target: 'DynamoDB_20120810.UpdateItem',
+            body: `${device.thingName}.*certificate_id = :certificateId`,
+          },
           action: 'reset-after',
           times: 1,
         },

@@ -67,7 +67,13 @@ export async function seedAgedDevice(stack: LocalStack, options: AgedDeviceOptio
   }
   if (!record) {
     await registry.putNewDevices([{ thingName }], {
-      audit: { at: new Date().toISOString(), by: 'aged-device fixture', what: 'import', before: {}, after: {} },
+      audit: {
+        at: new Date().toISOString(),
+        by: 'aged-device fixture',
+        what: 'import',
+        before: {},
+        after: {},
+      },
     });
     record = await registry.read(thingName);
     if (!record) throw new Error(`${thingName} was not written to ${stack.tableName}`);

@@ -37,6 +37,9 @@ export async function makeCsr(
   return {
     pem: csr.toString('pem'),
     publicKeySpki: Buffer.from(await webcrypto.subtle.exportKey('spki', keys.publicKey)),
-    privateKeyPem: toPem(Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)), 'PRIVATE KEY'),
+    privateKeyPem: toPem(
+      Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey)),
+      'PRIVATE KEY',
+    ),
   };
 }
