@@ -39,8 +39,8 @@ export interface ExchangeOptions<Answer> {
    * not come up within the backoff; a device in the field keeps retrying).
    */
   readonly giveUpWhenRefused?: boolean;
-  /** Statuses worth asking again; default: 429 and 5xx. */
-  readonly retryStatus?: (status: number) => boolean;
+  /** Answers worth asking again, given the status and Retry-After; default: 429 and 5xx. */
+  readonly retryStatus?: (status: number, retryAfterMs: number | undefined) => boolean;
   /**
    * A Retry-After longer than this is not waited for: the caller hears when to come back
    * (a renewal refused for a day must not hold the device for a day).
@@ -158,12 +158,13 @@ async function postOnce<Answer>(options: ExchangeOptions<Answer>): Promise<Attem
       reason: `HTTP ${response.status} with an answer that is not the protocol's`,
     };
   }
-  if ((options.retryStatus ?? isRetryableStatus)(response.status)) {
+  const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
+  if ((options.retryStatus ?? isRetryableStatus)(response.status, retryAfterMs)) {
     return {
       kind: 'retry',
       status: response.status,
       reason: `HTTP ${response.status}: ${message}`,
-      retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
+      retryAfterMs,
     };
   }
   return { kind: 'refused', status: response.status, message };

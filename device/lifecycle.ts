@@ -192,8 +192,10 @@ export async function requestRenewal(
   call: LifecycleCall & { readonly csrPem: string },
 ): Promise<RenewAnswer> {
   const { identity, certificatePem, privateKeyPem } = call.credentials;
-  // 409: an operator's move is under way; it finishes within seconds, as the Retry-After says.
-  const retryable = (status: number) => status === 409 || isRetryableStatus(status);
+  // 409 with Retry-After: an operator's move is under way and ends soon. Without it, the record
+  // was reset: asking again cannot help (the next status check says to provision again).
+  const retryable = (status: number, retryAfterMs: number | undefined) =>
+    (status === 409 && retryAfterMs !== undefined) || isRetryableStatus(status);
   return exchange('renew', call, renewAnswer, retryable, () =>
     signedLifecycleRequest({
       operation: 'renew',
@@ -209,7 +211,7 @@ async function exchange<Answer>(
   operation: 'status' | 'renew',
   call: LifecycleCall,
   answer: z.ZodType<Answer>,
-  retryStatus: (status: number) => boolean,
+  retryStatus: (status: number, retryAfterMs: number | undefined) => boolean,
   body: () => object,
 ): Promise<Answer> {
   const outcome = await postWithRetries({

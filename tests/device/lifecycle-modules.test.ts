@@ -321,6 +321,16 @@ describe('renewing the certificate', () => {
     expect(waits[0]).toBeGreaterThanOrEqual(2000);
   });
 
+  it('does not ask again after a 409 without Retry-After (the record was reset)', async () => {
+    const { service, credentials } = await FakeLifecycleService.withDevice('wm101');
+    await saveCredentials(dir, credentials);
+    service.then({ path: RENEW_PATH, status: 409, message: 'the registry record of wm101 was reset' });
+    const { context, lines } = await renewalContext(service);
+    expect((await renewCertificate(context, credentials)).kind).toBe('kept');
+    expect(service.callsTo(RENEW_PATH)).toHaveLength(1);
+    expect(lines.join('\n')).toMatch(/HTTP 409: the registry record of wm101 was reset/);
+  });
+
   it('throws on 403 (revoked) and explains 401', async () => {
     const { service, credentials } = await FakeLifecycleService.withDevice('wm101');
     await saveCredentials(dir, credentials);
