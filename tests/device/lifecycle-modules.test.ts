@@ -9,7 +9,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { EXIT, runDevice, type DeviceOutput, type DeviceSettings } from '../../device/cli';
+import {
+  EXIT,
+  parseDeviceArguments,
+  runDevice,
+  type DeviceOutput,
+  type DeviceSettings,
+} from '../../device/cli';
 import { createKeyAndCsr, signedLifecycleRequest } from '../../device/keys';
 import {
   DEFAULT_STATUS_INTERVAL_SECONDS,
@@ -59,6 +65,39 @@ describe('where a provisioned device asks', () => {
     expect(lifecycleUrl('https://x.example/device-status', RENEW_PATH)).toBe(
       'https://x.example/device-renew',
     );
+  });
+
+  it('takes them from the command line: derived from -a, overridden by flags', () => {
+    const argv = (...flags: string[]) => ['node', 'gdp-device', '-t', 'wm101', ...flags];
+    const derived = parseDeviceArguments(argv('-a', 'https://d111.cloudfront.net/device-provisioning'));
+    expect(derived.lifecycle).toEqual({
+      statusUrl: 'https://d111.cloudfront.net/device-status',
+      renewUrl: 'https://d111.cloudfront.net/device-renew',
+      statusCheck: 'when-due',
+      statusIntervalSeconds: 3600,
+    });
+    const given = parseDeviceArguments(
+      argv(
+        '-a',
+        'https://a.example/p',
+        '--status-url',
+        'https://b.example/v1/device-status',
+        '--check-status',
+      ),
+    );
+    expect(given.lifecycle).toMatchObject({
+      statusUrl: 'https://b.example/v1/device-status',
+      renewUrl: 'https://b.example/v1/device-renew',
+      statusCheck: 'always',
+    });
+    const off = parseDeviceArguments(
+      argv('-a', 'https://a.example/p', '--no-check-status', '--status-interval', '0'),
+    );
+    expect(off.lifecycle).toMatchObject({
+      statusUrl: undefined,
+      statusCheck: 'never',
+      statusIntervalSeconds: 0,
+    });
   });
 
   it('does not guess when the provisioning URL has another path', () => {
