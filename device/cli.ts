@@ -3,18 +3,35 @@
  * The virtual device, `gdp-device`: `npm run device -- -t <thing> -a <url> [-k] [-f] [-c] ...`.
  * Flags -t/-a/-k/-f/-c are the 2018 sample device's; the rest are documented in docs/device.md.
  *
+ * A device that already holds credentials first asks the service whether anything changed
+ * (device/lifecycle.ts): renew its certificate (device/renewal.ts), follow an operator's move,
+ * provision again after a reset, or stop because it was revoked.
+ *
  * Exit status: 0 provisioned (or already) and every message published; 1 unexpected error;
  * 2 bad usage; 3 the service refused the device (4xx, its message printed); 4 the service stayed
  * unreachable or busy through every retry; 5 the MQTT endpoint refused or could not be reached;
- * 6 a publish was refused (the endpoint closed the connection) or failed.
+ * 6 a publish was refused (the endpoint closed the connection) or failed; 7 the status check or
+ * renewal was refused with 403: revoked, disabled or no longer on the allowlist.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import type { MqttClient } from 'mqtt';
+import { RENEW_PATH, STATUS_PATH, type StatusAnswer } from '../functions/provisioning/wire';
 import { version } from '../package.json';
 import { AMAZON_ROOT_CAS } from './amazon-root-ca';
 import type { DeviceKeyType } from './keys';
+import {
+  DEFAULT_STATUS_INTERVAL_SECONDS,
+  LifecycleRefusedError,
+  lifecycleUrl,
+  requestStatus,
+  statusCheckDue,
+  UNVERIFIED_EXPLANATION,
+  type ExchangeTuning,
+  type StatusCheckMode,
+} from './lifecycle';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
 import {
   provisionDevice,
@@ -22,11 +39,18 @@ import {
   ProvisioningUnavailableError,
   type ProtocolVersion,
 } from './provision';
+import { renewCertificate, resumeInterruptedRenewal, short, type RenewalContext } from './renewal';
 import {
   defaultDataDir,
+  discardPending,
+  discardPrevious,
   forgetCredentials,
   loadCredentials,
+  loadLifecycleState,
+  loadPreviousCredentials,
   saveCredentials,
+  saveIdentity,
+  saveLifecycleState,
   type DeviceCredentials,
 } from './store';
 
@@ -38,7 +62,20 @@ export const EXIT = {
   unavailable: 4,
   connectFailed: 5,
   publishFailed: 6,
+  /** 403 to a status or renewal request: revoked, disabled, or no longer on the allowlist. */
+  revoked: 7,
 } as const;
+
+/** After day one: where and how often the device asks the service (docs/device.md). */
+export interface DeviceLifecycleSettings {
+  /** POST /device-status; default: beside the provisioning URL. */
+  readonly statusUrl?: string;
+  /** POST /device-renew; default: beside the status URL. */
+  readonly renewUrl?: string;
+  readonly statusCheck: StatusCheckMode;
+  /** A device told "nothing to do" asks again after this long. */
+  readonly statusIntervalSeconds: number;
+}
 
 export interface DeviceSettings {
   readonly thingName: string;
@@ -58,7 +95,19 @@ export interface DeviceSettings {
   readonly reset?: boolean;
   /** The local stack whose defaults were used (from .local/stack.json), for better advice. */
   readonly localStack?: LocalStackDefaults;
+  /** Absent: URLs beside apiUrl, checked when due (the defaults of the command line). */
+  readonly lifecycle?: DeviceLifecycleSettings;
 }
+
+/** What runDevice reaches the outside with; tests replace parts of it. */
+export interface DeviceDependencies {
+  readonly connect: typeof connectDevice;
+  /** Retries and waits of status and renewal calls. */
+  readonly lifecycleTuning?: ExchangeTuning;
+  readonly now: () => Date;
+}
+
+const realDependencies: DeviceDependencies = { connect: connectDevice, now: () => new Date() };
 
 export interface DeviceOutput {
   line(text: string): void;
@@ -82,8 +131,10 @@ async function step(settings: DeviceSettings, output: DeviceOutput, title: strin
 export async function runDevice(
   settings: DeviceSettings,
   output: DeviceOutput = consoleOutput,
+  dependencies: Partial<DeviceDependencies> = {},
 ): Promise<number> {
   const { thingName } = settings;
+  const device = { ...realDependencies, ...dependencies };
   if (settings.reset && (await forgetCredentials(settings.dataDir))) {
     output.line(`--reset: forgot the credentials stored in ${settings.dataDir}`);
   }
@@ -97,14 +148,282 @@ export async function runDevice(
   if (credentials && !settings.fakeDevice) {
     output.line(
       `${thingName} is already provisioned in ${credentials.identity.region} ` +
-        `(credentials in ${settings.dataDir}); going straight to publishing.`,
+        `(credentials in ${settings.dataDir}).`,
     );
-  } else {
-    const provisioned = await provision(settings, output);
-    if (typeof provisioned === 'number') return provisioned;
-    return connectAndPublish(settings, provisioned, output, false);
+    const kept = await keepCurrent(settings, credentials, output, device);
+    if (typeof kept === 'number') return kept;
+    return connectAndPublish(
+      settings,
+      kept.credentials,
+      output,
+      kept.fromEarlierRun,
+      device,
+      kept.connection,
+    );
   }
-  return connectAndPublish(settings, credentials, output, true);
+  const provisioned = await provision(settings, output);
+  if (typeof provisioned === 'number') return provisioned;
+  return connectAndPublish(settings, provisioned, output, false, device);
+}
+
+/** What the device goes on with after its start-up check. */
+interface KeptCurrent {
+  readonly credentials: DeviceCredentials;
+  /** Open already when a renewal or a move proved the credentials by connecting. */
+  readonly connection?: MqttClient;
+  /** Stored by an earlier run, as opposed to issued in this one. */
+  readonly fromEarlierRun: boolean;
+}
+
+/**
+ * Day two: finish an interrupted renewal, then ask the service (when due) and do what it says.
+ * Returns an exit status when the device must stop.
+ */
+async function keepCurrent(
+  settings: DeviceSettings,
+  stored: DeviceCredentials,
+  output: DeviceOutput,
+  device: DeviceDependencies,
+): Promise<KeptCurrent | number> {
+  const lifecycle = lifecycleSettings(settings);
+  const renewal = renewalContext(settings, lifecycle, output, device);
+  const resumed = await resumeInterruptedRenewal(renewal);
+  let connection = resumed?.kind === 'renewed' ? resumed.connection : undefined;
+  // A resumed renewal, or a promotion put back, changed what is current.
+  let credentials = (await loadCredentials(settings.dataDir)) ?? stored;
+  const done = (more: Partial<KeptCurrent> = {}): KeptCurrent => ({
+    credentials,
+    connection,
+    fromEarlierRun: true,
+    ...more,
+  });
+
+  const previousAwaitingRetirement = (await loadPreviousCredentials(settings.dataDir)) !== undefined;
+  const decision = statusCheckDue({
+    mode: lifecycle.statusCheck,
+    intervalSeconds: lifecycle.statusIntervalSeconds,
+    state: await loadLifecycleState(settings.dataDir),
+    previousAwaitingRetirement,
+    now: device.now(),
+  });
+  if (!decision.due) {
+    output.line(`status check skipped: ${decision.reason}`);
+    return done();
+  }
+  if (!lifecycle.statusUrl) {
+    output.line(
+      'status check skipped: no status URL (the provisioning URL does not end in /device-provisioning; ' +
+        'pass --status-url)',
+    );
+    return done();
+  }
+  await step(
+    settings,
+    output,
+    `Check status at ${lifecycle.statusUrl}`,
+    [
+      `Signed with the key of ${thingOf(credentials)}’s current certificate, which is sent along (no fleet key).`,
+      'The service answers what to do: nothing, renew the certificate, follow a move to another region, ' +
+        'or provision again.',
+    ].join('\n'),
+  );
+
+  let answer: StatusAnswer;
+  try {
+    answer = await requestStatus({
+      url: lifecycle.statusUrl,
+      credentials,
+      headers: settings.headers,
+      tuning: lifecycleTuning(settings, output, device),
+    });
+  } catch (error) {
+    if (error instanceof LifecycleRefusedError && error.status === 403) {
+      output.error(`the service refused ${thingOf(credentials)} (HTTP 403): ${error.message}`);
+      output.error(
+        'not connecting. An operator can let it back: `gdp-admin enable` (disabled), or `gdp-admin reset` ' +
+          '(revoked), after which its next start provisions it again.',
+      );
+      if (connection) await disconnect(connection);
+      return EXIT.revoked;
+    }
+    if (error instanceof LifecycleRefusedError) {
+      output.error(`status check refused (HTTP ${error.status}): ${error.message}`);
+      if (error.status === 401) output.error(`${UNVERIFIED_EXPLANATION}.`);
+    } else {
+      output.error(`status check failed: ${messageOf(error)}`);
+    }
+    output.error(
+      'carrying on with the stored credentials: the MQTT endpoint decides whether they still work',
+    );
+    return done();
+  }
+
+  await saveLifecycleState(settings.dataDir, {
+    ...(await loadLifecycleState(settings.dataDir)),
+    lastStatusCheck: {
+      at: device.now().toISOString(),
+      action: answer.action,
+      notAfter: answer.notAfter,
+      renewAfter: answer.renewAfter,
+    },
+  });
+  output.line(`status: ${answer.action}${answer.message ? ` (${answer.message})` : ''}${validity(answer)}`);
+  if (previousAwaitingRetirement) {
+    // Signed with the current certificate: the service has retired the one a renewal replaced.
+    await discardPrevious(settings.dataDir);
+    output.line('the certificate replaced by the last renewal is retired now');
+  }
+
+  switch (answer.action) {
+    case 'none':
+      return done();
+    case 'renew': {
+      if (connection) await disconnect(connection);
+      connection = undefined;
+      try {
+        const renewed = await renewCertificate(renewal, credentials);
+        if (renewed.kind === 'renewed') {
+          credentials = renewed.credentials;
+          connection = renewed.connection;
+        }
+      } catch (error) {
+        if (error instanceof LifecycleRefusedError && error.status === 403) {
+          output.error(`the service refused to renew ${thingOf(credentials)} (HTTP 403): ${error.message}`);
+          return EXIT.revoked;
+        }
+        throw error;
+      }
+      return done();
+    }
+    case 'move': {
+      if (connection) await disconnect(connection);
+      const moved = await followMove(settings, credentials, answer, output, device);
+      return done(moved);
+    }
+    case 'reprovision': {
+      if (connection) await disconnect(connection);
+      output.line(`provisioning ${thingOf(credentials)} again, as on first boot`);
+      const provisioned = await provision(settings, output);
+      if (typeof provisioned === 'number') return provisioned;
+      // What the old certificate's renewals and checks left no longer applies.
+      await Promise.all([discardPending(settings.dataDir), discardPrevious(settings.dataDir)]);
+      await saveLifecycleState(settings.dataDir, {});
+      return { credentials: provisioned, fromEarlierRun: false };
+    }
+  }
+}
+
+/**
+ * An operator re-homed the device (same certificate, registered in the new region too). Connect
+ * there first and store the new endpoint only once that worked: until the operator finishes the
+ * move, the old region still accepts the device.
+ */
+async function followMove(
+  settings: DeviceSettings,
+  credentials: DeviceCredentials,
+  answer: StatusAnswer,
+  output: DeviceOutput,
+  device: DeviceDependencies,
+): Promise<Partial<KeptCurrent>> {
+  const { identity } = credentials;
+  if (!answer.region || !answer.endpointAddress) {
+    output.error(`the service said move without a region and endpoint: staying in ${identity.region}`);
+    return {};
+  }
+  const moved: DeviceCredentials = {
+    ...credentials,
+    identity: {
+      ...identity,
+      region: answer.region,
+      endpointAddress: answer.endpointAddress,
+      movedFrom: answer.movedFrom ?? identity.region,
+      movedAt: device.now().toISOString(),
+    },
+  };
+  let connection: MqttClient;
+  try {
+    connection = await device.connect(connectionOptions(settings, moved));
+  } catch (error) {
+    output.error(
+      `cannot connect to ${answer.endpointAddress} in ${answer.region} (${messageOf(error)}): ` +
+        `staying with ${identity.endpointAddress} in ${identity.region}, which accepts the device until the move is finished`,
+    );
+    return {};
+  }
+  await saveIdentity(settings.dataDir, moved.identity);
+  output.line(
+    `moved: connected to ${answer.endpointAddress} in ${answer.region} (was ${moved.identity.movedFrom}); ` +
+      'stored the new endpoint',
+  );
+  return { credentials: moved, connection };
+}
+
+function lifecycleSettings(settings: DeviceSettings): DeviceLifecycleSettings {
+  if (settings.lifecycle) return settings.lifecycle;
+  return {
+    statusUrl: lifecycleUrl(settings.apiUrl, STATUS_PATH),
+    renewUrl: lifecycleUrl(settings.apiUrl, RENEW_PATH),
+    statusCheck: 'when-due',
+    statusIntervalSeconds: DEFAULT_STATUS_INTERVAL_SECONDS,
+  };
+}
+
+function lifecycleTuning(
+  settings: DeviceSettings,
+  output: DeviceOutput,
+  device: DeviceDependencies,
+): ExchangeTuning {
+  return {
+    giveUpWhenRefused: isLoopbackUrl(settings.apiUrl),
+    onRetry: (retry) =>
+      output.line(
+        `attempt ${retry.attempt}/${retry.maxAttempts} failed (${retry.reason}); ` +
+          `retrying in ${(retry.delayMs / 1000).toFixed(1)} s`,
+      ),
+    ...device.lifecycleTuning,
+  };
+}
+
+function renewalContext(
+  settings: DeviceSettings,
+  lifecycle: DeviceLifecycleSettings,
+  output: DeviceOutput,
+  device: DeviceDependencies,
+): RenewalContext<MqttClient> {
+  return {
+    dataDir: settings.dataDir,
+    statusUrl: lifecycle.statusUrl,
+    renewUrl: lifecycle.renewUrl,
+    headers: settings.headers,
+    tuning: lifecycleTuning(settings, output, device),
+    connect: (credentials) => device.connect(connectionOptions(settings, credentials)),
+    report: (line) => output.line(line),
+    now: device.now,
+  };
+}
+
+function connectionOptions(settings: DeviceSettings, credentials: DeviceCredentials) {
+  return {
+    endpointAddress: credentials.identity.endpointAddress,
+    thingName: credentials.identity.thingName,
+    privateKeyPem: credentials.privateKeyPem,
+    certificatePem: credentials.certificatePem,
+    caPems: settings.caPems,
+  };
+}
+
+function thingOf(credentials: DeviceCredentials): string {
+  return credentials.identity.thingName;
+}
+
+/** "; certificate 1a2b… valid until …, renewal from …" when the answer says. */
+function validity(answer: StatusAnswer): string {
+  const parts = [
+    answer.certificateId ? `certificate ${short(answer.certificateId)}` : undefined,
+    answer.notAfter ? `valid until ${answer.notAfter}` : undefined,
+    answer.renewAfter ? `renewal from ${answer.renewAfter}` : undefined,
+  ].filter((part): part is string => part !== undefined);
+  return parts.length > 0 ? `; ${parts.join(', ')}` : '';
 }
 
 async function provision(
@@ -193,30 +512,29 @@ async function connectAndPublish(
   credentials: DeviceCredentials,
   output: DeviceOutput,
   fromEarlierRun: boolean,
+  device: DeviceDependencies,
+  /** A connection a renewal or a move already opened with these credentials. */
+  connected?: MqttClient,
 ): Promise<number> {
   const { identity } = credentials;
-  await step(
-    settings,
-    output,
-    `Step 2: connect to AWS IoT in ${identity.region}`,
-    `MQTT over mutual TLS to ${identity.endpointAddress}, client id ${identity.thingName}, ` +
-      `authenticated by the certificate the service registered in ${identity.region}.`,
-  );
-  let client;
-  try {
-    client = await connectDevice({
-      endpointAddress: identity.endpointAddress,
-      thingName: identity.thingName,
-      privateKeyPem: credentials.privateKeyPem,
-      certificatePem: credentials.certificatePem,
-      caPems: settings.caPems,
-    });
-  } catch (error) {
-    output.error(`cannot connect to ${identity.endpointAddress}: ${messageOf(error)}`);
-    if (fromEarlierRun) output.error(staleCredentialsAdvice(settings, credentials, error));
-    return EXIT.connectFailed;
+  let client = connected;
+  if (!client) {
+    await step(
+      settings,
+      output,
+      `Step 2: connect to AWS IoT in ${identity.region}`,
+      `MQTT over mutual TLS to ${identity.endpointAddress}, client id ${identity.thingName}, ` +
+        `authenticated by the certificate the service registered in ${identity.region}.`,
+    );
+    try {
+      client = await device.connect(connectionOptions(settings, credentials));
+    } catch (error) {
+      output.error(`cannot connect to ${identity.endpointAddress}: ${messageOf(error)}`);
+      if (fromEarlierRun) output.error(staleCredentialsAdvice(settings, credentials, error));
+      return EXIT.connectFailed;
+    }
+    output.line(`connected to ${identity.endpointAddress}`);
   }
-  output.line(`connected to ${identity.endpointAddress}`);
   await step(
     settings,
     output,
@@ -281,6 +599,8 @@ function isLoopbackUrl(url: string | undefined): boolean {
 export interface LocalStackDefaults {
   readonly file: string;
   readonly provisioningUrl?: string;
+  readonly statusUrl?: string;
+  readonly renewUrl?: string;
   readonly fleetSigningKey?: string;
   readonly caCertificate?: string;
   readonly startedAt?: string;
@@ -366,6 +686,11 @@ interface ParsedFlags {
   interval: number;
   header?: Record<string, string>;
   reset: boolean;
+  statusUrl?: string;
+  renewUrl?: string;
+  statusInterval: number;
+  /** --check-status: true; --no-check-status: false; neither: when due. */
+  checkStatus?: boolean;
 }
 
 export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
@@ -407,10 +732,31 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     .option('--interval <seconds>', 'seconds between messages', nonNegativeNumber, 1)
     .option('--header <header>', "extra request header 'Name: value' (repeatable)", header)
     .option('--reset', 'forget the credentials stored for this device and provision it again', false)
+    .option(
+      '--status-url <url>',
+      'where a provisioned device asks what to do (default: the provisioning URL with /device-status)',
+      httpUrl,
+    )
+    .option(
+      '--renew-url <url>',
+      'where it renews its certificate (default: the status URL with /device-renew)',
+      httpUrl,
+    )
+    .option(
+      '--status-interval <seconds>',
+      'after "nothing to do", ask again only when the last check is older than this',
+      nonNegativeNumber,
+      DEFAULT_STATUS_INTERVAL_SECONDS,
+    )
+    .option('--check-status', 'ask the service now, even if it was asked recently')
+    .option('--no-check-status', 'do not ask the service on start (as devices before status checks)')
     .addHelpText(
       'after',
-      '\nExit status: 0 ok, 1 unexpected error, 2 bad usage, 3 refused by the service (4xx),\n' +
-        '4 service unavailable after retries, 5 MQTT connection refused or failed, 6 publish refused or failed.',
+      '\nA device that holds credentials asks the service on start (when due) whether to renew its\n' +
+        'certificate, follow a move to another region, or provision again, and does it.\n' +
+        '\nExit status: 0 ok, 1 unexpected error, 2 bad usage, 3 refused by the service (4xx),\n' +
+        '4 service unavailable after retries, 5 MQTT connection refused or failed, 6 publish refused or failed,\n' +
+        '7 revoked, disabled or no longer allowed (403 to a status check or renewal).',
     )
     .exitOverride()
     .parse([...argv]);
@@ -435,6 +781,18 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     headers: flags.header ?? {},
     reset: flags.reset,
     localStack: usesLocalStack ? local : undefined,
+    lifecycle: {
+      statusUrl:
+        flags.statusUrl ??
+        (usesLocalStack ? local.statusUrl : undefined) ??
+        lifecycleUrl(apiUrl, STATUS_PATH),
+      renewUrl:
+        flags.renewUrl ??
+        (usesLocalStack && flags.statusUrl === undefined ? local.renewUrl : undefined) ??
+        lifecycleUrl(flags.statusUrl ?? apiUrl, RENEW_PATH),
+      statusCheck: flags.checkStatus === undefined ? 'when-due' : flags.checkStatus ? 'always' : 'never',
+      statusIntervalSeconds: flags.statusInterval,
+    },
   };
 }
 

@@ -2,8 +2,9 @@
  * `make demo`: the whole journey on one machine. Starts the local stack unless one runs, seeds the
  * registry, provisions virtual devices from simulated places on five continents (both key modes,
  * both signature schemes), has each connect to the region it was given and publish, checks the
- * observer saw every message, shows a forged device and a revoked certificate being refused, and
- * prints a summary. Stops what it started; exits 0 only if every check held.
+ * observer saw every message, shows a forged device and a revoked certificate being refused, then
+ * day two (demo-day-two.ts): a renewal, an operator's move followed, a revocation told by
+ * /device-status. Prints a summary. Stops what it started; exits 0 only if every check held.
  */
 import { Command } from 'commander';
 import { version } from '../package.json';
@@ -17,6 +18,7 @@ import { addDevice, seed, startStack, stopStack, type LocalStack } from '../test
 import { LOCAL_DIR } from '../tests/local/stack-state';
 import { openWatch, type WatchSubscription } from '../tests/local/watch';
 import type { DeviceKeyType } from './keys';
+import { DayTwo, type DayTwoCheck } from './demo-day-two';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
 import { provisionDevice, ProvisioningRejectedError, type ProtocolVersion } from './provision';
 import { loadCredentials, saveCredentials, type DeviceCredentials } from './store';
@@ -136,7 +138,7 @@ function keyMode(place: Place): string {
 }
 
 class Demo {
-  private readonly runId = randomBytes(3).toString('hex');
+  readonly runId = randomBytes(3).toString('hex');
   private readonly fleetKeyPem: string;
   private readonly caPem: string;
   private readonly registry: DynamoDBClient;
@@ -366,7 +368,8 @@ async function main(): Promise<number> {
     .description(
       'The whole journey locally: start the local stack, provision six virtual devices from five ' +
         'continents, each connects to its own region over MQTT/TLS and publishes, the observer sees every ' +
-        'message, a forged device and a revoked certificate are refused. Exits 0 only if all of that held.',
+        'message, a forged device and a revoked certificate are refused; then day two: a certificate near its ' +
+        'end renewed, an operator’s move followed, a revoked device told so. Exits 0 only if all of that held.',
     )
     .version(version)
     .option(
@@ -425,10 +428,20 @@ async function main(): Promise<number> {
       log(`  ${refusal.ok ? 'ok  ' : 'FAIL'} ${refusal.what}`);
     }
 
-    const failed = rows.filter((row) => !row.ok).length + refusals.filter((check) => !check.ok).length;
+    log('\nDay two: devices in the field start again; gdp-device asks /device-status and does what it says:');
+    const dayTwo = new DayTwo(stack, watch, dataRoot, journey.runId, log);
+    const dayTwoChecks: DayTwoCheck[] = [];
+    for (const scene of [() => dayTwo.renewal(), () => dayTwo.move(), () => dayTwo.revocation()]) {
+      const check = await scene().catch((error: unknown) => ({ what: messageOf(error), ok: false }));
+      dayTwoChecks.push(check);
+      log(`  ${check.ok ? 'ok  ' : 'FAIL'} ${check.what}`);
+    }
+
+    const failed = [...rows, ...refusals, ...dayTwoChecks].filter((check) => !check.ok).length;
     log(
       failed === 0
-        ? `\nDemo passed: ${rows.length} devices reached their regions and were observed; both refusals held.`
+        ? `\nDemo passed: ${rows.length} devices reached their regions and were observed; both refusals held; ` +
+            'day two: renewed, moved, revoked.'
         : `\nDemo FAILED: ${failed} check(s).`,
     );
     return failed === 0 ? 0 : 1;

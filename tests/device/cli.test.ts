@@ -48,6 +48,23 @@ describe('gdp-device command line', () => {
     expect(device('--version')).toMatchObject({ status: EXIT.ok, stdout: `${version}\n` });
   });
 
+  it('documents the status check flags and exit 7 in --help, and refuses a status URL that is not one', () => {
+    const help = device('--help').stdout;
+    for (const flag of [
+      '--status-url',
+      '--renew-url',
+      '--status-interval',
+      '--check-status',
+      '--no-check-status',
+    ]) {
+      expect(help).toContain(flag);
+    }
+    expect(help).toMatch(/7 revoked, disabled or no longer allowed/);
+    const run = device('-t', 'd1', '-a', 'https://example.com/p', '--status-url', 'notaurl');
+    expect(run.status).toBe(EXIT.usage);
+    expect(run.stderr).toMatch(/status-url.*not a URL/);
+  });
+
   it('says which file it cannot read, with exit 2', () => {
     const run = device('-t', 'd1', '-a', 'https://example.com/p', '--signing-key', join(workDir, 'nope.pem'));
     expect(run.status).toBe(EXIT.usage);
