@@ -30,7 +30,15 @@ const GEO_SOURCES = ['cloudfront', 'ipstack', 'default'];
  * After day one (/device-status, /device-renew): answered status calls, renewals, and previous
  * certificates retired (after a renewal once the new key is proven, or on re-provisioning).
  */
-export const LIFECYCLE_METRICS = ['StatusAnswered', 'Renewed', 'PreviousCertificateRetired'] as const;
+export const LIFECYCLE_METRICS = [
+  'StatusAnswered',
+  'Renewed',
+  'PreviousCertificateRetired',
+  // 429s for a device calling more often than its own limit: not the throttle alarm's business.
+  'DeviceRateLimited',
+] as const;
+/** The reconciler's routine work: renewals whose grace period ended (not an alarm). */
+export const RECONCILER_GRACE_METRIC = 'ReconcilerGracePeriodsEnded';
 /** Milliseconds the function took to answer a status call. */
 export const STATUS_LATENCY_METRIC = 'StatusLatency';
 /** StatusAction_<action>: what status told devices to do (wire.ts DeviceAction). */
@@ -126,6 +134,7 @@ export class Dashboard extends Construct {
             ours('PreviousCertificateRetireFailed'),
             reconciler(RECONCILER_FIXED_METRIC),
             reconciler(RECONCILER_FAILED_METRIC),
+            reconciler(RECONCILER_GRACE_METRIC),
           ],
           12,
           12,

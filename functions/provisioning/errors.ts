@@ -10,6 +10,7 @@ export type ProvisioningErrorKind =
   | 'conflict' // 409: the record's state does not allow this now (a move under way, a reset)
   | 'too-large' // 413
   | 'throttled' // 429: AWS or a concurrent request; retry after retryAfterSeconds
+  | 'rate-limited' // 429: the device asks more often than its per-device limit allows
   | 'internal' // 500: our fault
   | 'unavailable'; // 503: a dependency failed; safe to retry
 
@@ -21,6 +22,7 @@ const STATUS: Record<ProvisioningErrorKind, number> = {
   conflict: 409,
   'too-large': 413,
   throttled: 429,
+  'rate-limited': 429,
   internal: 500,
   unavailable: 503,
 };
@@ -47,6 +49,9 @@ export const conflict = (message: string, retryAfterSeconds?: number) =>
   new ProvisioningError('conflict', message, retryAfterSeconds);
 export const throttled = (message: string, retryAfterSeconds: number, cause?: unknown) =>
   new ProvisioningError('throttled', message, retryAfterSeconds, { cause });
+/** A device over its own limit (status interval, renewal interval): not AWS trouble, no alarm. */
+export const rateLimited = (message: string, retryAfterSeconds: number) =>
+  new ProvisioningError('rate-limited', message, retryAfterSeconds);
 export const unavailable = (message: string, cause?: unknown) =>
   new ProvisioningError('unavailable', message, 2, { cause });
 

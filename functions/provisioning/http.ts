@@ -110,8 +110,10 @@ function refusal(
 ): APIGatewayProxyStructuredResultV2 {
   const error = asProvisioningError(thrown);
   countMetric(`Status${error.status}`);
-  // The throttle alarm (infra/alarms.ts) watches this one.
-  if (error.status === 429) countMetric('Throttled');
+  // The throttle alarm (infra/alarms.ts) watches this one: AWS throttling and contention, not
+  // a device calling more often than its own limit (that is DeviceRateLimited).
+  if (error.kind === 'throttled') countMetric('Throttled');
+  if (error.kind === 'rate-limited') countMetric('DeviceRateLimited');
   const logged = {
     ...fields,
     status: error.status,

@@ -21,7 +21,15 @@ import {
   PreviousCertificate,
   PROV_STATUS,
 } from './device-record';
-import { conflict, forbidden, malformed, ProvisioningError, throttled, unauthenticated } from './errors';
+import {
+  conflict,
+  forbidden,
+  malformed,
+  ProvisioningError,
+  rateLimited,
+  throttled,
+  unauthenticated,
+} from './errors';
 import type { DeviceAction } from './wire';
 import { singlePemBlock } from './wire';
 
@@ -164,7 +172,7 @@ export function decideStatus(
   if (since < rules.statusMinIntervalSeconds) {
     const wait = Math.max(1, rules.statusMinIntervalSeconds - since);
     return refuse(
-      throttled(
+      rateLimited(
         `status of ${facts.thingName} was checked ${since} s ago; at most one check every ${rules.statusMinIntervalSeconds} s`,
         wait,
       ),
@@ -305,7 +313,7 @@ export function decideRenewal(
     if (!resume && age < rules.renewMinIntervalSeconds) {
       const wait = rules.renewMinIntervalSeconds - age;
       return refuse(
-        throttled(
+        rateLimited(
           `${thingName}'s certificate was issued ${age} s ago; renewals are at least ${rules.renewMinIntervalSeconds} s apart`,
           wait,
         ),
@@ -328,7 +336,7 @@ export function decideRenewal(
   }
   if (!resume && device.reissueCount >= rules.reissueLimit) {
     return refuse(
-      throttled(
+      rateLimited(
         `${thingName}'s renewal was already issued again ${device.reissueCount} times; ` +
           'connect with the newest certificate, or ask an operator to reset the device',
         Math.max(1, previous.retireAfter - rules.nowSeconds),

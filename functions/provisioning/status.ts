@@ -11,7 +11,7 @@
 import { ProvisioningDependencies, withRetries } from './provision';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PreviousCertificate } from './device-record';
-import { throttled, unauthenticated } from './errors';
+import { rateLimited, unauthenticated } from './errors';
 import { decideStatus, issuedFor, readPresentedCertificate, Validity, validityOf } from './lifecycle';
 import { X509Certificate } from 'node:crypto';
 import { LifecycleRequest } from './request';
@@ -119,7 +119,7 @@ export async function deviceStatus(
     deadline.workSignal(),
   );
   if (!recorded) {
-    throw throttled(
+    throw rateLimited(
       `another status call for ${thingName} was answered just now; at most one every ${config.lifecycle.statusMinIntervalSeconds} s`,
       Math.max(1, config.lifecycle.statusMinIntervalSeconds),
     );

@@ -24,6 +24,7 @@ export async function handler(
       log: (line) => logger.info(line),
     });
     countMetric('ReconcilerFixed', report.fixed);
+    countMetric('ReconcilerGracePeriodsEnded', report.previousCertificatesRetired);
     countMetric('ReconcilerFailed', report.failures.length);
     logger.info('reconciled', { ...report, failures: report.failures.slice(0, 20) });
     return report;

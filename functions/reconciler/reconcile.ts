@@ -51,7 +51,10 @@ export interface ReconcileReport {
   /** Provisioned records whose certificate exists but is not ACTIVE (reported, not changed). */
   readonly inactiveCertificates: number;
   readonly failures: readonly string[];
-  /** Everything fixed: the alarm's metric. */
+  /**
+   * Everything repaired: the alarm's metric. Grace periods that ended are routine (a device whose
+   * proving status call was refused), so they are counted apart.
+   */
   readonly fixed: number;
 }
 
@@ -179,7 +182,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     }
   }
 
-  const fixed = staleClaimsReleased + orphanCertificatesRetired + recordsReset + previousCertificatesRetired;
+  const fixed = staleClaimsReleased + orphanCertificatesRetired + recordsReset;
   log(
     `done in ${now() - startedAt} ms: ${staleClaimsReleased} stale claims released, ` +
       `${previousCertificatesRetired} previous certificates retired, ` +

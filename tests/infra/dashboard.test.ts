@@ -49,6 +49,7 @@ it('charts provisionings, refusals by status, geo source, latency p50/p99, throt
     'PreviousCertificateRetireFailed',
     'ReconcilerFixed',
     'ReconcilerFailed',
+    'ReconcilerGracePeriodsEnded',
   ]);
 });
 
@@ -57,6 +58,7 @@ it('charts status calls, renewals, retired previous certificates and status late
     'StatusAnswered',
     'Renewed',
     'PreviousCertificateRetired',
+    'DeviceRateLimited',
   ]);
   const latency =
     body.widgets.find((widget) => widget.properties.title === 'Status latency (ms)')?.properties.metrics ??
@@ -100,6 +102,7 @@ it('reads the function metrics under the function service and the reconciler und
     config.appName,
     config.appName,
     config.appName,
+    `${config.appName}-reconciler`,
     `${config.appName}-reconciler`,
     `${config.appName}-reconciler`,
   ]);

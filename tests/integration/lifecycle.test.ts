@@ -277,7 +277,9 @@ describe('POST /device-renew', () => {
     expect(await connects(device, renewed, device.endpointAddress)).toBe(true);
     // Two live certificates on the thing are expected now: the operator sees why, not a warning.
     const shown = await admin('show', device.thingName);
-    expect(shown.out).toMatch(new RegExp(`previous certificate +${device.certificateId} in ${device.region}`));
+    expect(shown.out).toMatch(
+      new RegExp(`previous certificate +${device.certificateId} in ${device.region}`),
+    );
     expect(shown.out).not.toContain('WARNINGS');
 
     const status = await postStatus(lifecycleBody('status', device.thingName, renewed));

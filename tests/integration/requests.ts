@@ -71,7 +71,9 @@ export function v2Body(
 }
 
 /** A CSR whose CN is `commonName`, with a fresh EC P-256 key, as a device with its own key sends. */
-export function makeCsr(commonName: string): Promise<{ pem: string; publicKeySpki: Buffer; privateKeyPem: string }> {
+export function makeCsr(
+  commonName: string,
+): Promise<{ pem: string; publicKeySpki: Buffer; privateKeyPem: string }> {
   return makeCsrFor(`CN=${commonName}`);
 }
 
@@ -142,7 +144,13 @@ export function lifecycleBody(
   operation: LifecycleOperation,
   thingName: string,
   credentials: DeviceCredentials,
-  options: { csrPem?: string; region?: string; timestamp?: number; nonce?: string; signingKeyPem?: string } = {},
+  options: {
+    csrPem?: string;
+    region?: string;
+    timestamp?: number;
+    nonce?: string;
+    signingKeyPem?: string;
+  } = {},
 ) {
   const timestamp = options.timestamp ?? Math.floor(Date.now() / 1000);
   const nonce = options.nonce ?? randomBytes(16).toString('base64url');
