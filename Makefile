@@ -33,7 +33,7 @@ test: install lint build synth ## Everything CI runs: lint, synth, unit, infra, 
 	@$(TSX) tests/support/run-jest.ts
 
 test-unit: install ## Only the tests that need no local stack (unit, infra, pure device modules)
-	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
+	@NO_LOCAL_STACK=1 $(TSX) tests/support/run-jest.ts tests/unit tests/infra tests/device/iot-policy.test.ts tests/device/device-modules.test.ts tests/device/cli.test.ts tests/device/lifecycle-modules.test.ts tests/local/stack-state.test.ts tests/local/moto-python.test.ts
 
 test-integration: install build ## Only the tests that use the local stack (integration, gdp-admin, local stack, device end to end)
 	@$(TSX) tests/support/run-jest.ts tests/integration tests/admin tests/local tests/device
@@ -62,7 +62,7 @@ chaos: install ## A fleet provisions and renews under random AWS faults and kill
 bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS
 	@$(TSX) tests/bench/bench.ts
 
-demo: install build ## Provision six virtual devices around the world and watch them publish (KEEP_RUNNING=1: leave the stack up)
+demo: install build ## Six virtual devices provision around the world and publish; then one renews, one follows a move, one is told it is revoked (KEEP_RUNNING=1: leave the stack up)
 	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)
 
 # plan, deploy and destroy check terraform and AWS credentials first, then build and synth (infra/ops.ts).
