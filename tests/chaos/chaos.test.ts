@@ -13,6 +13,9 @@ it('provisions and renews every device exactly once, whatever fails, and leaves 
     faultProbability: 0.015,
     killProbability: 0.01,
     lostAnswerProbability: 0.1,
+    // Half the fleet renews: every renewal path meets faults, and `make test` stays short.
+    // `make chaos` renews every device.
+    renewals: 50,
   });
   expect(report.audit.problems).toEqual([]);
   expect(report.audit).toMatchObject({
@@ -25,8 +28,9 @@ it('provisions and renews every device exactly once, whatever fails, and leaves 
   expect(report.reconcile.failures).toEqual([]);
   // Every device that kept its credentials renewed (or stopped at the re-issue limit, keeping them).
   expect(report.renewal.renewedExactlyOnce + report.renewal.devicesStoppedAtLimit).toBe(
-    100 - report.devicesStoppedAt409,
+    report.renewal.devices,
   );
+  expect(report.renewal.devices).toBe(Math.min(50, 100 - report.devicesStoppedAt409));
   expect(
     Object.keys(report.renewal.answers).filter(
       (status) => !['0', '200', '429', '500', '503'].includes(status),
