@@ -225,68 +225,31 @@ export async function provision(
   deadline.beforeStage('claiming the record');
   const now = nowSeconds();
   const pending: PendingCertificate = { ...prepared.pending, region, since: now };
-  const claimId = randomUUID();
-  let claim: Claim;
-  try {
-    claim = await timer.time('claim', () =>
-      registry.claim(
-        {
-          record: existing,
-          claimId,
-          nowSeconds: now,
-          leaseSeconds: config.leaseSeconds,
-          pending,
-          recentNonces: nonceEntry
-            ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
-            : undefined,
-        },
-        signal,
-      ),
-    );
-  } catch (error) {
-    // A claim that failed without an answer may have been written: let it go now rather than
-    // after the lease. A refused one (429: the record moved on) was not, and costs no more writes.
-    if (!(error instanceof ProvisioningError && error.kind === 'throttled')) {
-      await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
-    }
-    throw error;
-  }
-  checkpoint('claimed', thingName);
-
-  const distanceKm =
-    region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
   const reissue = decision.kind === 'issue' && decision.reissue;
-  const retire = decision.kind === 'issue' ? decision.retire : [];
-  let endpointAddress: string;
-  try {
-    endpointAddress = await finishInRegion(
-      deps,
-      claim,
-      {
+  const endpointAddress = await makeLive(
+    deps,
+    {
+      record: existing,
+      pending,
+      recentNonces: nonceEntry
+        ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
+        : undefined,
+      plan: {
         geoSource: placement.geoSource,
         firstProvisionedAtEpoch: reissue
           ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
           : undefined,
         reissueCount: reissue ? existing.reissueCount + 1 : 0,
       },
-      timer,
-      deadline,
-      nowSeconds,
-    );
-  } catch (error) {
-    if (error instanceof MarkOutcomeUnknown) {
-      logger.warn('could not tell whether the record was marked; leaving it to the lease', { thingName });
-      throw error.cause;
-    }
-    // Taken over: the record and whatever it references belong to another request now. Our
-    // certificate, if it was registered, is referenced by nothing: the reconciler's sweep retires it.
-    if (!(error instanceof ClaimLost)) await undo(deps, claim, reissue, deadline);
-    throw error;
-  }
-  checkpoint('marked', thingName);
-
-  if (retire.length > 0) await retirePrevious(deps, thingName, retire, deadline);
-  checkpoint('retired', thingName);
+      keepThing: reissue,
+      retire: decision.kind === 'issue' ? decision.retire : [],
+    },
+    timer,
+    deadline,
+    nowSeconds,
+  );
+  const distanceKm =
+    region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
 
   return {
     answer: {
@@ -312,6 +275,82 @@ export class MarkOutcomeUnknown extends Error {
   constructor(override readonly cause: unknown) {
     super('outcome of the mark unknown', { cause });
   }
+}
+
+/** A certificate to make live on a record: what stages 2–5 need. */
+export interface LiveCertificatePlan {
+  /** The record as read: the claim compares and sets against it. */
+  readonly record: DeviceRecord;
+  readonly pending: PendingCertificate;
+  /** The nonces to keep, this request's included (v2 and lifecycle requests). */
+  readonly recentNonces?: readonly string[];
+  readonly plan: MarkPlan;
+  /** The device had a thing before this request: an undo must not delete it. */
+  readonly keepThing: boolean;
+  /** Certificates of ours to retire once the new one is recorded. */
+  readonly retire: readonly CertificateRef[];
+}
+
+/**
+ * Stages 2–5, shared by provisioning and renewal: claim with intent, register ∥ thing, attach,
+ * mark, then retire what the new certificate replaces. A failure undoes within the deadline;
+ * whatever a killed function leaves, the intent on the record says. Returns the endpoint.
+ */
+export async function makeLive(
+  deps: ProvisioningDependencies,
+  live: LiveCertificatePlan,
+  timer: StageTimer,
+  deadline: Deadline,
+  nowSeconds: () => number,
+): Promise<string> {
+  const { registry } = deps;
+  const { record, pending } = live;
+  const { thingName } = record;
+  deadline.beforeStage('claiming the record');
+  const claimId = randomUUID();
+  let claim: Claim;
+  try {
+    claim = await timer.time('claim', () =>
+      registry.claim(
+        {
+          record,
+          claimId,
+          nowSeconds: nowSeconds(),
+          leaseSeconds: deps.config.leaseSeconds,
+          pending,
+          recentNonces: live.recentNonces,
+        },
+        deadline.workSignal(),
+      ),
+    );
+  } catch (error) {
+    // A claim that failed without an answer may have been written: let it go now rather than
+    // after the lease. A refused one (429: the record moved on) was not, and costs no more writes.
+    if (!(error instanceof ProvisioningError && error.kind === 'throttled')) {
+      await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
+    }
+    throw error;
+  }
+  checkpoint('claimed', thingName);
+
+  let endpointAddress: string;
+  try {
+    endpointAddress = await finishInRegion(deps, claim, live.plan, timer, deadline, nowSeconds);
+  } catch (error) {
+    if (error instanceof MarkOutcomeUnknown) {
+      logger.warn('could not tell whether the record was marked; leaving it to the lease', { thingName });
+      throw error.cause;
+    }
+    // Taken over: the record and whatever it references belong to another request now. Our
+    // certificate, if it was registered, is referenced by nothing: the reconciler's sweep retires it.
+    if (!(error instanceof ClaimLost)) await undo(deps, claim, live.keepThing, deadline);
+    throw error;
+  }
+  checkpoint('marked', thingName);
+
+  if (live.retire.length > 0) await retirePrevious(deps, thingName, live.retire, deadline);
+  checkpoint('retired', thingName);
+  return endpointAddress;
 }
 
 /** What the mark records besides the certificate and where it lives. */

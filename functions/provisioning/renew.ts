@@ -10,24 +10,13 @@
  *   4. RegisterCertificate ∥ CreateThing (joins the existing thing) → attach → mark
  *   5. retire what the renewal replaces (the proven predecessor, an unproven re-issue)
  */
-import { randomUUID } from 'node:crypto';
 import { sha256Hex } from './ca-certificate';
-import { checkpoint } from './checkpoints';
 import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PendingCertificate } from './device-record';
-import { forbidden, ProvisioningError, unauthenticated } from './errors';
+import { forbidden, unauthenticated } from './errors';
 import { decideRenewal, issuedFor, signerOf, validityOf } from './lifecycle';
-import {
-  finishInRegion,
-  MarkOutcomeUnknown,
-  prepareCertificate,
-  PreparedCertificate,
-  ProvisioningDependencies,
-  retirePrevious,
-  undo,
-} from './provision';
-import { Claim, ClaimLost } from './registry';
+import { makeLive, prepareCertificate, PreparedCertificate, ProvisioningDependencies } from './provision';
 import { LifecycleRequest } from './request';
 import { verifyLifecycleProof } from './status';
 import { countMetric, logger, StageTimer } from './telemetry';
@@ -131,61 +120,28 @@ export async function renewCertificate(
     ? { pending: decision.resume }
     : await timer.time('certificate', () => prepareCertificate(thingName, csr, deps, signal));
 
-  deadline.beforeStage('claiming the record');
   const now = nowSeconds();
   const pending: PendingCertificate = { ...prepared.pending, region, since: now };
-  const claimId = randomUUID();
-  let claim: Claim;
-  try {
-    claim = await timer.time('claim', () =>
-      registry.claim(
-        {
-          record: device,
-          claimId,
-          nowSeconds: now,
-          leaseSeconds: config.leaseSeconds,
-          pending,
-          recentNonces: nextRecentNonces(device, nonceEntry, now, config.v2MaxClockSkewSeconds),
-        },
-        signal,
-      ),
-    );
-  } catch (error) {
-    if (!(error instanceof ProvisioningError && error.kind === 'throttled')) {
-      await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
-    }
-    throw error;
-  }
-  checkpoint('claimed', thingName);
-
-  let endpointAddress: string;
-  try {
-    endpointAddress = await finishInRegion(
-      deps,
-      claim,
-      {
+  const endpointAddress = await makeLive(
+    deps,
+    {
+      record: device,
+      pending,
+      recentNonces: nextRecentNonces(device, nonceEntry, now, config.v2MaxClockSkewSeconds),
+      plan: {
         geoSource: device.raw.geo_source?.S ?? 'renewal',
         firstProvisionedAtEpoch: device.firstProvisionedAtEpoch ?? device.provisionedAtEpoch,
         reissueCount: decision.reissueCount,
         previous: decision.previous,
       },
-      timer,
-      deadline,
-      nowSeconds,
-    );
-  } catch (error) {
-    if (error instanceof MarkOutcomeUnknown) {
-      logger.warn('could not tell whether the renewal was recorded; leaving it to the lease', { thingName });
-      throw error.cause;
-    }
-    // The thing stays: it is the device's (undo as for a re-issue).
-    if (!(error instanceof ClaimLost)) await undo(deps, claim, true, deadline);
-    throw error;
-  }
-  checkpoint('marked', thingName);
-
-  if (decision.retire.length > 0) await retirePrevious(deps, thingName, decision.retire, deadline);
-  checkpoint('retired', thingName);
+      // The thing is the device's: an undo keeps it.
+      keepThing: true,
+      retire: decision.retire,
+    },
+    timer,
+    deadline,
+    nowSeconds,
+  );
 
   const outcome = decision.resume ? 'resumed' : decision.reissueCount > 0 ? 'reissued' : 'renewed';
   countMetric('Renewed');

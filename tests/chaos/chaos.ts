@@ -121,6 +121,34 @@ function faultRules(prefix: string, probability: number): FaultRule[] {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * Moves the records' clocks rather than the test's: `attribute = <expression>` on every record
+ * that has the attribute (`:value` in the expression is `value`).
+ */
+async function setOnEveryRecord(
+  devices: readonly { readonly thingName: string }[],
+  attribute: string,
+  expression: string,
+  value: number,
+): Promise<void> {
+  const stack = readStack();
+  for (const device of devices) {
+    await registryClient()
+      .send(
+        new UpdateItemCommand({
+          TableName: stack.tableName,
+          Key: { thing_name: { S: device.thingName } },
+          ConditionExpression: `attribute_exists(${attribute})`,
+          UpdateExpression: `SET ${attribute} = ${expression}`,
+          ExpressionAttributeValues: { ':value': { N: String(value) } },
+        }),
+      )
+      .catch((error: Error) => {
+        if (error.name !== 'ConditionalCheckFailedException') throw error;
+      });
+  }
+}
+
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const stack = readStack();
   const log = options.log ?? (() => undefined);
@@ -215,19 +243,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   log(`provisioning phase: ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
   // A day later: renewals are allowed again (RENEW_MIN_INTERVAL_SECONDS).
-  for (const device of devices) {
-    await registryClient()
-      .send(
-        new UpdateItemCommand({
-          TableName: stack.tableName,
-          Key: { thing_name: { S: device.thingName } },
-          ConditionExpression: 'attribute_exists(prov_epoch)',
-          UpdateExpression: 'SET prov_epoch = prov_epoch - :day',
-          ExpressionAttributeValues: { ':day': { N: '86400' } },
-        }),
-      )
-      .catch(() => undefined);
-  }
+  await setOnEveryRecord(devices, 'prov_epoch', 'prov_epoch - :value', 86_400);
   const renewal = {
     requests: 0,
     answers: {} as Record<string, number>,
@@ -301,19 +317,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   log(`faults injected: ${JSON.stringify(faults)}`);
 
   // The grace periods end: whatever a status call could not retire, the reconciler does.
-  for (const device of devices) {
-    await registryClient()
-      .send(
-        new UpdateItemCommand({
-          TableName: stack.tableName,
-          Key: { thing_name: { S: device.thingName } },
-          ConditionExpression: 'attribute_exists(previous_retire_after)',
-          UpdateExpression: 'SET previous_retire_after = :past',
-          ExpressionAttributeValues: { ':past': { N: String(Math.floor(Date.now() / 1000) - 1) } },
-        }),
-      )
-      .catch(() => undefined);
-  }
+  await setOnEveryRecord(devices, 'previous_retire_after', ':value', Math.floor(Date.now() / 1000) - 1);
   const reconcile = await localReconcile({ thingNamePrefix: prefix });
   log(
     `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesRetired} orphans, ` +
