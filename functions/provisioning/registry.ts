@@ -332,16 +332,28 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
   const key = (thingName: string) => ({ thing_name: { S: thingName } });
   const TableName = settings.tableName;
 
-  /** A conditional update: true when written, false when the record no longer matched. */
-  async function updateIfStill(command: UpdateItemCommand, signal?: AbortSignal): Promise<boolean> {
+  /**
+   * A conditional update that asked for the old item on failure: true when written, or when the
+   * condition failed on our own write (applied with its answer lost, then retried by the SDK);
+   * false when another write got there first.
+   */
+  async function updateRecognisingOwn(
+    command: UpdateItemCommand,
+    isOurs: (old: Record<string, AttributeValue> | undefined) => boolean,
+    signal?: AbortSignal,
+  ): Promise<boolean> {
     try {
       await dynamodb.send(command, { abortSignal: signal });
       return true;
     } catch (error) {
-      if (error instanceof ConditionalCheckFailedException) return false;
+      if (error instanceof ConditionalCheckFailedException) return isOurs(error.Item);
       throw error;
     }
   }
+
+  /** A conditional update: true when written, false when the record no longer matched. */
+  const updateIfStill = (command: UpdateItemCommand, signal?: AbortSignal) =>
+    updateRecognisingOwn(command, () => false, signal);
 
   return {
     async read(thingName, signal) {
@@ -387,8 +399,9 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         update += ', recent_nonces = :nonces REMOVE used_nonces';
       }
       const claim: Claim = { thingName: record.thingName, claimId: request.claimId, pending };
+      let written: boolean;
       try {
-        await dynamodb.send(
+        written = await updateRecognisingOwn(
           new UpdateItemCommand({
             TableName,
             Key: key(record.thingName),
@@ -397,21 +410,19 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
             ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
-          { abortSignal: signal },
+          (old) => old?.claim_id?.S === request.claimId,
+          signal,
         );
-        return claim;
       } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) {
-          // Our own write, applied with its answer lost, then retried by the SDK.
-          if (error.Item?.claim_id?.S === request.claimId) return claim;
-          throw throttled(
-            `another request for ${record.thingName} is in progress; retry shortly`,
-            IN_FLIGHT_RETRY_AFTER_SECONDS,
-            error,
-          );
-        }
         throw translate(error, 'claim');
       }
+      if (!written) {
+        throw throttled(
+          `another request for ${record.thingName} is in progress; retry shortly`,
+          IN_FLIGHT_RETRY_AFTER_SECONDS,
+        );
+      }
+      return claim;
     },
 
     async markProvisioned(claim, facts, signal) {
@@ -489,7 +500,7 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
         update += ', status_region = :reported';
       }
       try {
-        await dynamodb.send(
+        return await updateRecognisingOwn(
           new UpdateItemCommand({
             TableName,
             Key: key(record.thingName),
@@ -498,14 +509,10 @@ export function dynamoRegistry(settings: { region: string; tableName: string }):
             ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
-          { abortSignal: signal },
+          (old) => old?.status_nonces?.SS?.includes(call.nonceEntry) ?? false,
+          signal,
         );
-        return true;
       } catch (error) {
-        if (error instanceof ConditionalCheckFailedException) {
-          // Our own write, applied with its answer lost, then retried by the SDK.
-          return error.Item?.status_nonces?.SS?.includes(call.nonceEntry) ?? false;
-        }
         throw translate(error, 'status');
       }
     },
