@@ -60,7 +60,7 @@ chaos: install ## A fleet provisions and renews under random AWS faults and kill
 	$(TSX) tests/chaos/cli.ts $(ARGS)
 
 bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS
-	@$(TSX) tests/bench/bench.ts
+	@$(TSX) tests/bench/bench.ts $(ARGS)
 
 demo: install build ## Six virtual devices provision around the world and publish; then one renews, one follows a move, one is told it is revoked (KEEP_RUNNING=1: leave the stack up)
 	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)
