@@ -59,7 +59,7 @@ admin: install ## The operator tool, gdp-admin: make admin ARGS="--local list --
 chaos: install ## A fleet provisions and renews under random AWS faults and kills; reconcile; audit; print the figures
 	$(TSX) tests/chaos/cli.ts $(ARGS)
 
-bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS
+bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS; /device-status latency and AWS calls
 	@$(TSX) tests/bench/bench.ts $(ARGS)
 
 demo: install build ## Six virtual devices provision around the world and publish; then one renews, one follows a move, one is told it is revoked (KEEP_RUNNING=1: leave the stack up)
