@@ -254,6 +254,72 @@ describe('POST /device-status', () => {
   });
 });
 
+describe('bad input on the lifecycle routes', () => {
+  const garbageDer = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';
+  it.each([
+    ['not JSON', () => 'not json', 400, /not valid JSON/],
+    ['a JSON array', () => '[]', 400, /JSON object/],
+    [
+      'no thing name',
+      (body: Record<string, unknown>) => ({ ...body, 'thing-name': undefined }),
+      400,
+      /thing-name/,
+    ],
+    [
+      'a certificate that is not DER',
+      (body: Record<string, unknown>) => ({ ...body, certificate: garbageDer }),
+      400,
+      /certificate/,
+    ],
+    [
+      'two certificate blocks',
+      (body: Record<string, unknown>) => ({
+        ...body,
+        certificate: `${String(body.certificate)}${String(body.certificate)}`,
+      }),
+      400,
+      /exactly one PEM block/,
+    ],
+    [
+      'a signature of junk bytes',
+      (body: Record<string, unknown>) => ({ ...body, signature: 'AAAA' }),
+      401,
+      /signature does not verify/,
+    ],
+    [
+      'a timestamp an hour old',
+      (body: Record<string, unknown>) => ({ ...body, timestamp: Number(body.timestamp) - 3600 }),
+      401,
+      /timestamp/,
+    ],
+    [
+      'a CSR that is not one',
+      (body: Record<string, unknown>) => ({
+        ...body,
+        CSR: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n',
+      }),
+      400,
+      /CSR/,
+    ],
+  ])(
+    'answers %s with a clear 4xx, never 500, and writes nothing',
+    async (_label, mutate, status, message) => {
+      const device = await provisioned('bad-input');
+      const before = await registryRecord(device.thingName);
+      for (const url of [stack.statusUrl, stack.renewUrl]) {
+        const operation = url === stack.statusUrl ? 'status' : 'renew';
+        const mutated = mutate(lifecycleBody(operation, device.thingName, device));
+        const body = typeof mutated === 'string' ? mutated : JSON.stringify(mutated);
+        if (operation === 'status' && body.includes('CERTIFICATE REQUEST')) continue; // renew-only field
+        const answer = await post(body, {}, url);
+        expect(answer.status).toBe(status);
+        expect(answer.body.message).toMatch(message);
+      }
+      expect(await registryRecord(device.thingName)).toEqual(before);
+    },
+  );
+});
+
 describe('POST /device-renew', () => {
   it('issues a new certificate; both connect until the device proves the new key, then only the new one', async () => {
     const device = await aged('rn-ok');

@@ -1,5 +1,6 @@
 /**
- * P5 and P6 of the crash-safety issue: callers who cannot sign write nothing and learn nothing,
+ * P5 and P6 of the crash-safety issue: callers who cannot sign write nothing and learn nothing
+ * (on every route: provisioning, status and renewal),
  * and bad input (CSRs, records, things that exist already) gets a clear 4xx, never a 500, and
  * leaves nothing behind.
  */
@@ -14,12 +15,17 @@ import {
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { addDevice } from '../local/stack';
 import { testCa } from '../support/ca';
+import { issueDeviceCertificate } from '../../functions/provisioning/certificate-authority';
 import {
+  Answer,
   clearFaults,
   iotIn,
+  lifecycleBody,
   makeCsr,
   PLACES,
   post,
+  postRenew,
+  postStatus,
   registryClient,
   registryRecord,
   setFaults,
@@ -67,6 +73,66 @@ describe('a caller who cannot sign', () => {
     }
     const after = await Promise.all([unknown, fresh, done, disabled].map(registryRecord));
     expect(after).toEqual(before);
+  });
+
+  it('gets the same 401 from /device-status and /device-renew whatever the record says, and writes nothing', async () => {
+    const states = {
+      unknown: uniqueThingName('lc-nobody'),
+      fresh: uniqueThingName('lc-fresh'),
+      done: uniqueThingName('lc-done'),
+      disabled: uniqueThingName('lc-disabled'),
+      revoked: uniqueThingName('lc-revoked'),
+    };
+    await addDevice(stack, states.fresh);
+    await addDevice(stack, states.done);
+    await addDevice(stack, states.disabled, { prov_status: { S: 'disabled' } }, true);
+    await addDevice(stack, states.revoked, { prov_status: { S: 'revoked' } }, true);
+    const provisioned = await post(v1Body(states.done), PLACES.tokyo);
+    expect(provisioned.status).toBe(200);
+    const names = Object.values(states);
+    const before = await Promise.all(names.map(registryRecord));
+
+    // A certificate for the thing name from the caller's own CA, correctly signed with its key.
+    const ownCa = await testCa('a stranger');
+    const ownKey = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const answers: Answer[] = [];
+    for (const thingName of names) {
+      const certificate = await issueDeviceCertificate(ownCa.certificate, ownCa.signer, {
+        thingName,
+        publicKeySpki: ownKey.publicKey.export({ type: 'spki', format: 'der' }),
+        validityDays: 30,
+      });
+      const credentials = {
+        certificatePem: certificate.pem,
+        privateKeyPem: ownKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+      };
+      answers.push(await postStatus(lifecycleBody('status', thingName, credentials)));
+      answers.push(await postRenew(lifecycleBody('renew', thingName, credentials)));
+    }
+    for (const answer of answers) {
+      expect(answer).toMatchObject({
+        status: 401,
+        body: {
+          status: 'error',
+          message: expect.stringMatching(/^certificate was not issued by this service for /),
+        },
+      });
+    }
+    // The device's real certificate, signed with another key.
+    const borrowed = {
+      certificatePem: String(provisioned.body.certificatePem),
+      privateKeyPem: ownKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+    };
+    for (const answer of [
+      await postStatus(lifecycleBody('status', states.done, borrowed)),
+      await postRenew(lifecycleBody('renew', states.done, borrowed)),
+    ]) {
+      expect(answer).toMatchObject({
+        status: 401,
+        body: { message: 'signature does not verify with the certificate sent' },
+      });
+    }
+    expect(await Promise.all(names.map(registryRecord))).toEqual(before);
   });
 
   it('holds no lease: the real device provisions right after a flood of forged requests', async () => {
