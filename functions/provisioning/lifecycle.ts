@@ -230,8 +230,15 @@ export interface RenewalRules {
   readonly nowSeconds: number;
   readonly renewMinIntervalSeconds: number;
   readonly renewGraceSeconds: number;
-  readonly reissueLimit: number;
 }
+
+/**
+ * Least time between two certificates issued for one renewal, for retries signed with the previous
+ * certificate. Paced, not counted: a count would run out, and at the end of the grace period the
+ * only certificate such a device holds (the previous one) is retired, cutting it off. A retry with
+ * the same CSR gets its certificate back at once.
+ */
+export const RENEWAL_RETRY_INTERVAL_SECONDS = 30;
 
 export type RenewalDecision =
   | { readonly kind: 'refuse'; readonly error: ProvisioningError }
@@ -255,7 +262,8 @@ export const MOVE_RETRY_AFTER_SECONDS = 60;
  * What a verified renewal request does. Signed with the current certificate, it starts a renewal:
  * the current certificate becomes the previous one. Signed with the previous certificate, it is a
  * retry after a lost answer: the unproven certificate is replaced (or sent again for the same CSR)
- * and the previous one stays, so no more than two are ever live.
+ * and the previous one stays, so no more than two are ever live. Such retries are paced
+ * (RENEWAL_RETRY_INTERVAL_SECONDS), never refused for good.
  */
 export function decideRenewal(
   record: DeviceRecord | undefined,
@@ -334,12 +342,13 @@ export function decideRenewal(
   if (facts.csrKeySha256 && facts.csrKeySha256 === device.certificateKeySha256 && device.certificatePem) {
     return { kind: 'same-certificate' };
   }
-  if (!resume && device.reissueCount >= rules.reissueLimit) {
+  const sinceIssued = rules.nowSeconds - (device.provisionedAtEpoch ?? 0);
+  if (!resume && sinceIssued < RENEWAL_RETRY_INTERVAL_SECONDS) {
     return refuse(
       rateLimited(
-        `${thingName}'s renewal was already issued again ${device.reissueCount} times; ` +
-          'connect with the newest certificate, or ask an operator to reset the device',
-        Math.max(1, previous.retireAfter - rules.nowSeconds),
+        `a certificate was issued for ${thingName}'s renewal ${sinceIssued} s ago; ` +
+          `send the same CSR again to get it back, or retry in ${RENEWAL_RETRY_INTERVAL_SECONDS - sinceIssued} s for a new one`,
+        RENEWAL_RETRY_INTERVAL_SECONDS - sinceIssued,
       ),
     );
   }

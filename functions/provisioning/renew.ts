@@ -80,7 +80,6 @@ export async function renewCertificate(
       nowSeconds: nowSeconds(),
       renewMinIntervalSeconds: config.lifecycle.renewMinIntervalSeconds,
       renewGraceSeconds: config.lifecycle.renewGraceSeconds,
-      reissueLimit: config.reissueLimit,
     },
   );
   if (decision.kind === 'refuse') throw decision.error;

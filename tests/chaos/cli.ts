@@ -60,10 +60,6 @@ async function main(): Promise<void> {
       ['renewal: answers by status (renew and status calls)', JSON.stringify(report.renewal.answers)],
       ['renewal: answers lost by devices', String(report.renewal.answersLostByDevices)],
       [
-        'renewal: stopped at the re-issue limit (kept the old certificate)',
-        String(report.renewal.devicesStoppedAtLimit),
-      ],
-      [
         'renewed exactly once (holds the only live certificate)',
         `${report.renewal.renewedExactlyOnce} of ${report.renewal.devices}`,
       ],

@@ -5,6 +5,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { issueDeviceCertificate } from '../../functions/provisioning/certificate-authority';
+import { RENEWAL_RETRY_INTERVAL_SECONDS } from '../../functions/provisioning/lifecycle';
 import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { connectDevice, disconnect } from '../../device/mqtt';
 import { getCalls, getFaults } from '../local/aws-proxy';
@@ -107,7 +108,7 @@ async function liveCertificates(thingName: string, region: string): Promise<stri
     .map((certificate) => certificate.certificateId);
 }
 
-/** Moves the record's clock: `seconds` later for everything the reconciler and status compare. */
+/** Moves one of the record's clocks (an epoch-seconds attribute), as time passing would. */
 async function ageRecord(thingName: string, attribute: string, epochSeconds: number) {
   await registryClient().send(
     new UpdateItemCommand({
@@ -368,7 +369,13 @@ describe('POST /device-renew', () => {
     const status = await postStatus(lifecycleBody('status', device.thingName, device));
     expect(status.body).toMatchObject({ action: 'renew', certificateStatus: 'RETIRING' });
 
-    // Key mode: the lost key can't be sent again, so a fresh certificate replaces the lost one.
+    // Key mode: the lost key can't be sent again, so a fresh certificate replaces the lost one,
+    // at most one per RENEWAL_RETRY_INTERVAL_SECONDS (paced, never refused for good).
+    const tooSoon = await postRenew(lifecycleBody('renew', device.thingName, device));
+    expect(tooSoon.status).toBe(429);
+    expect(Number(tooSoon.headers.get('retry-after'))).toBeLessThanOrEqual(RENEWAL_RETRY_INTERVAL_SECONDS);
+    const issuedAt = Number((await registryRecord(device.thingName))?.prov_epoch?.N);
+    await ageRecord(device.thingName, 'prov_epoch', issuedAt - RENEWAL_RETRY_INTERVAL_SECONDS);
     const retry = await postRenew(lifecycleBody('renew', device.thingName, device));
     expect(retry.status).toBe(200);
     expect(retry.body.certificateId).not.toBe(lostId);
@@ -379,7 +386,9 @@ describe('POST /device-renew', () => {
     const renewed = credentialsOf(retry, '');
     expect(await connects(device, renewed, device.endpointAddress)).toBe(true);
 
-    // CSR mode: the same CSR again gets the same certificate, with nothing written.
+    // CSR mode: the same CSR again gets the same certificate at once, with nothing written.
+    const reissuedAt = Number((await registryRecord(device.thingName))?.prov_epoch?.N);
+    await ageRecord(device.thingName, 'prov_epoch', reissuedAt - RENEWAL_RETRY_INTERVAL_SECONDS);
     const csr = await makeCsr(device.thingName);
     const first = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
     const again = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));

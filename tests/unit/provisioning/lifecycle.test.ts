@@ -14,6 +14,7 @@ import {
   decideStatus,
   LifecycleFacts,
   RenewalRules,
+  RENEWAL_RETRY_INTERVAL_SECONDS,
   StatusRules,
   Validity,
 } from '../../../functions/provisioning/lifecycle';
@@ -70,7 +71,6 @@ const renewalRules: RenewalRules = {
   nowSeconds: NOW,
   renewMinIntervalSeconds: DAY,
   renewGraceSeconds: 7 * DAY,
-  reissueLimit: 3,
 };
 
 describe('what a status call answers', () => {
@@ -195,9 +195,16 @@ describe('what a renewal does', () => {
     expect(decision).toEqual({ kind: 'same-certificate' });
   });
 
-  it('stops re-issuing at the limit', () => {
-    const decision = decideRenewal(renewed({ reissue_count: { N: '3' } }), facts(PREVIOUS), renewalRules);
-    expect(decision).toMatchObject({ error: { status: 429 } });
+  it('paces re-issues (429 with the wait) but never refuses them for good', () => {
+    const justIssued = renewed({ prov_epoch: { N: String(NOW - 10) }, reissue_count: { N: '3' } });
+    expect(decideRenewal(justIssued, facts(PREVIOUS), renewalRules)).toMatchObject({
+      error: { status: 429, retryAfterSeconds: RENEWAL_RETRY_INTERVAL_SECONDS - 10 },
+    });
+    const later = renewed({ reissue_count: { N: '30' } });
+    expect(decideRenewal(later, facts(PREVIOUS), renewalRules)).toMatchObject({
+      kind: 'renew',
+      reissueCount: 31,
+    });
   });
 
   it('retires the proven predecessor and the old copy of a finished move when the current certificate renews', () => {
