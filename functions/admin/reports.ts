@@ -3,10 +3,9 @@
  * with the disagreements between the record and AWS IoT. Pure: records and reports in, text or
  * plain objects out.
  */
-import { X509Certificate } from 'node:crypto';
 import { DeviceRecord, PROV_STATUS } from '../provisioning/device-record';
 import type { ThingReport } from '../provisioning/iot';
-import { validityOf } from '../provisioning/lifecycle';
+import { recordValidity } from '../provisioning/lifecycle';
 
 export interface ListRow {
   readonly thingName: string;
@@ -256,17 +255,14 @@ export interface CertificatePolicy {
 
 /** notBefore/notAfter/renewAfter of the record's certificate, under the deployment's renewal point. */
 export function certificateLifetime(record: DeviceRecord, policy: CertificatePolicy) {
-  if (!record.certificatePem) return undefined;
-  try {
-    const validity = validityOf(new X509Certificate(record.certificatePem), policy.renewAtPercent);
-    return {
+  const validity = recordValidity(record, policy.renewAtPercent);
+  return (
+    validity && {
       notBefore: validity.notBefore.toISOString(),
       notAfter: validity.notAfter.toISOString(),
       renewAfter: validity.renewAfter.toISOString(),
-    };
-  } catch {
-    return undefined;
-  }
+    }
+  );
 }
 
 export function showText(

@@ -141,6 +141,9 @@ async function lifecycle(
 ): Promise<APIGatewayProxyStructuredResultV2> {
   let request: LifecycleRequest | undefined;
   try {
+    if (!cameThroughCloudFront(event.headers ?? {}, deps.config.originVerifySecret)) {
+      throw forbidden('requests must come through the provisioning URL');
+    }
     request = parseLifecycleRequest(operation, event.body, event.isBase64Encoded);
     if (operation === 'status') {
       const outcome = await deviceStatus(request, deps, deadline);
@@ -185,14 +188,6 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
     const operation = lifecycleOperation(event);
     if (operation) {
       try {
-        if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
-          return refusal(
-            forbidden('requests must come through the provisioning URL'),
-            operation,
-            {},
-            started,
-          );
-        }
         return await lifecycle(operation, event, deps, deadline, started);
       } finally {
         metrics.publishStoredMetrics();

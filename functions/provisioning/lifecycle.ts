@@ -1,7 +1,7 @@
 /**
  * After day one: what a status call answers and what a renewal does, decided from the record and
- * the certificate the device signed with. Pure: the flows (status.ts, renew.ts) read, write and
- * call AWS; this module says what a record means for them.
+ * the certificate the device signed with (and whether that signature verifies). Pure: the flows
+ * (status.ts, renew.ts) read, write and call AWS; this module says what a record means for them.
  *
  * Who the caller is: the certificate it sent, once its signature verifies with that
  * certificate's key. The registry's current certificate, or a renewal's previous one in its grace
@@ -30,8 +30,10 @@ import {
   throttled,
   unauthenticated,
 } from './errors';
+import type { LifecycleRequest } from './request';
+import { precheckProof, verifyWith } from './signature';
 import type { DeviceAction } from './wire';
-import { singlePemBlock } from './wire';
+import { canonicalLifecycleMessage, singlePemBlock } from './wire';
 
 /** The certificate a lifecycle request was signed with, as the device sent it. */
 export interface PresentedCertificate {
@@ -84,6 +86,46 @@ export function validityOf(x509: X509Certificate, renewAtPercent: number): Valid
   const lifetime = notAfter.getTime() - notBefore.getTime();
   const renewAfter = new Date(notBefore.getTime() + Math.floor((lifetime * renewAtPercent) / 100));
   return { notBefore, notAfter, renewAfter };
+}
+
+/** The record's current certificate's validity; undefined when it has none or it is unreadable. */
+export function recordValidity(record: DeviceRecord, renewAtPercent: number): Validity | undefined {
+  if (!record.certificatePem) return undefined;
+  try {
+    return validityOf(new X509Certificate(record.certificatePem), renewAtPercent);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What every status or renewal request must pass before the registry is read: the timestamp, the
+ * certificate's form, and the signature with that certificate's key. Returns the certificate.
+ */
+export function verifyLifecycleProof(
+  request: LifecycleRequest,
+  maxClockSkewSeconds: number,
+  nowSeconds: number,
+  csrDer?: Uint8Array,
+): PresentedCertificate {
+  precheckProof({
+    proof: { version: 2, signature: request.signature, timestamp: request.timestamp, nonce: request.nonce },
+    acceptV1: false,
+    nowSeconds,
+    maxClockSkewSeconds,
+  });
+  const certificate = readPresentedCertificate(request.certificatePem);
+  const message = canonicalLifecycleMessage({
+    operation: request.operation,
+    thingName: request.thingName,
+    timestamp: request.timestamp,
+    nonce: request.nonce,
+    csrDer,
+  });
+  if (!verifyWith(certificate.publicKey, message, request.signature)) {
+    throw unauthenticated('signature does not verify with the certificate sent');
+  }
+  return certificate;
 }
 
 /** Which of the device's certificates signed: the current one, a renewal's previous, or another. */

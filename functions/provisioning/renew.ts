@@ -15,10 +15,9 @@ import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PendingCertificate } from './device-record';
 import { forbidden, unauthenticated } from './errors';
-import { decideRenewal, issuedFor, signerOf, validityOf } from './lifecycle';
+import { decideRenewal, issuedFor, signerOf, verifyLifecycleProof } from './lifecycle';
 import { makeLive, prepareCertificate, PreparedCertificate, ProvisioningDependencies } from './provision';
 import { LifecycleRequest } from './request';
-import { verifyLifecycleProof } from './status';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { RenewAnswer } from './wire';
 import { X509Certificate } from 'node:crypto';
@@ -61,7 +60,7 @@ export async function renewCertificate(
   const csr: CheckedCsr | undefined = request.csrPem
     ? await (await import('./csr')).checkCsr(request.csrPem, thingName)
     : undefined;
-  const certificate = verifyLifecycleProof(request, deps, nowSeconds(), csr?.der);
+  const certificate = verifyLifecycleProof(request, config.v2MaxClockSkewSeconds, nowSeconds(), csr?.der);
 
   deadline.beforeStage('reading the registry');
   const signal = deadline.workSignal();
@@ -143,6 +142,14 @@ export async function renewCertificate(
   );
 
   const outcome = decision.resume ? 'resumed' : decision.reissueCount > 0 ? 'reissued' : 'renewed';
+  const answer = answerFor(
+    pending.certificatePem,
+    pending.certificateId,
+    region,
+    endpointAddress,
+    decision.previous.retireAfter,
+    prepared.privateKeyPem,
+  );
   countMetric('Renewed');
   logger.info('renewed', {
     thingName,
@@ -150,19 +157,7 @@ export async function renewCertificate(
     outcome,
     certificateId: pending.certificateId,
     previousCertificateId: decision.previous.certificateId,
-    notAfter: validityOf(new X509Certificate(pending.certificatePem), config.lifecycle.renewAtPercent)
-      .notAfter,
+    notAfter: answer.notAfter,
   });
-  return {
-    answer: answerFor(
-      pending.certificatePem,
-      pending.certificateId,
-      region,
-      endpointAddress,
-      decision.previous.retireAfter,
-      prepared.privateKeyPem,
-    ),
-    outcome,
-    stages: timer.stages,
-  };
+  return { answer, outcome, stages: timer.stages };
 }

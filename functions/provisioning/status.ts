@@ -11,57 +11,11 @@
 import { ProvisioningDependencies, withRetries } from './provision';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PreviousCertificate } from './device-record';
-import { rateLimited, unauthenticated } from './errors';
-import { decideStatus, issuedFor, readPresentedCertificate, Validity, validityOf } from './lifecycle';
-import { X509Certificate } from 'node:crypto';
+import { rateLimited } from './errors';
+import { decideStatus, issuedFor, recordValidity, verifyLifecycleProof } from './lifecycle';
 import { LifecycleRequest } from './request';
-import { precheckProof, verifyWith } from './signature';
 import { countMetric, logger } from './telemetry';
-import { canonicalLifecycleMessage, StatusAnswer } from './wire';
-
-/** The record's current certificate's validity; undefined when it has none or it is unreadable. */
-export function currentValidity(
-  record: DeviceRecord | undefined,
-  renewAtPercent: number,
-): Validity | undefined {
-  if (!record?.certificatePem) return undefined;
-  try {
-    return validityOf(new X509Certificate(record.certificatePem), renewAtPercent);
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Checks what every lifecycle request must pass before the registry is read: the timestamp, the
- * certificate's form, and the signature with that certificate's key. Returns the certificate.
- */
-export function verifyLifecycleProof(
-  request: LifecycleRequest,
-  deps: ProvisioningDependencies,
-  nowSeconds: number,
-  csrDer?: Uint8Array,
-) {
-  const { config } = deps;
-  precheckProof({
-    proof: { version: 2, signature: request.signature, timestamp: request.timestamp, nonce: request.nonce },
-    acceptV1: false,
-    nowSeconds,
-    maxClockSkewSeconds: config.v2MaxClockSkewSeconds,
-  });
-  const certificate = readPresentedCertificate(request.certificatePem);
-  const message = canonicalLifecycleMessage({
-    operation: request.operation,
-    thingName: request.thingName,
-    timestamp: request.timestamp,
-    nonce: request.nonce,
-    csrDer,
-  });
-  if (!verifyWith(certificate.publicKey, message, request.signature)) {
-    throw unauthenticated('signature does not verify with the certificate sent');
-  }
-  return certificate;
-}
+import { StatusAnswer } from './wire';
 
 export interface StatusOutcome {
   readonly answer: StatusAnswer;
@@ -76,13 +30,13 @@ export async function deviceStatus(
   const { config, registry, iot } = deps;
   const nowSeconds = () => Math.floor((deps.clock ?? Date.now)() / 1000);
   const { thingName } = request;
-  const certificate = verifyLifecycleProof(request, deps, nowSeconds());
+  const certificate = verifyLifecycleProof(request, config.v2MaxClockSkewSeconds, nowSeconds());
 
   deadline.beforeStage('reading the registry');
   const record = await registry.read(thingName, deadline.workSignal());
   const now = nowSeconds();
   const nonceEntry = `${request.timestamp}.${request.nonce}`;
-  const validity = currentValidity(record, config.lifecycle.renewAtPercent);
+  const validity = record && recordValidity(record, config.lifecycle.renewAtPercent);
   const decision = decideStatus(
     record,
     {
