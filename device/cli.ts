@@ -32,7 +32,13 @@ import {
   type ExchangeTuning,
   type StatusCheckMode,
 } from './lifecycle';
-import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
+import {
+  connectDevice,
+  disconnect,
+  publishTelemetry,
+  telemetryTopic,
+  type DeviceConnectionOptions,
+} from './mqtt';
 import {
   provisionDevice,
   ProvisioningRejectedError,
@@ -342,7 +348,7 @@ async function followMove(
   };
   let connection: MqttClient;
   try {
-    connection = await device.connect(connectionOptions(settings, moved));
+    connection = await device.connect(connectionOptions(moved, settings.caPems));
   } catch (error) {
     output.error(
       `cannot connect to ${answer.endpointAddress} in ${answer.region} (${messageOf(error)}): ` +
@@ -396,19 +402,23 @@ function renewalContext(
     renewUrl: lifecycle.renewUrl,
     headers: settings.headers,
     tuning: lifecycleTuning(settings, output, device),
-    connect: (credentials) => device.connect(connectionOptions(settings, credentials)),
+    connect: (credentials) => device.connect(connectionOptions(credentials, settings.caPems)),
     report: (line) => output.line(line),
     now: device.now,
   };
 }
 
-function connectionOptions(settings: DeviceSettings, credentials: DeviceCredentials) {
+/** How stored credentials connect: to their endpoint, as their thing, trusting `caPems`. */
+export function connectionOptions(
+  credentials: DeviceCredentials,
+  caPems: readonly string[],
+): DeviceConnectionOptions {
   return {
     endpointAddress: credentials.identity.endpointAddress,
     thingName: credentials.identity.thingName,
     privateKeyPem: credentials.privateKeyPem,
     certificatePem: credentials.certificatePem,
-    caPems: settings.caPems,
+    caPems,
   };
 }
 
@@ -527,7 +537,7 @@ async function connectAndPublish(
         `authenticated by the certificate the service registered in ${identity.region}.`,
     );
     try {
-      client = await device.connect(connectionOptions(settings, credentials));
+      client = await device.connect(connectionOptions(credentials, settings.caPems));
     } catch (error) {
       output.error(`cannot connect to ${identity.endpointAddress}: ${messageOf(error)}`);
       if (fromEarlierRun) output.error(staleCredentialsAdvice(settings, credentials, error));

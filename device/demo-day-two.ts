@@ -12,7 +12,7 @@ import { REPO_ROOT } from '../tests/local/stack-state';
 import { seedAgedDevice } from '../tests/local/aged-device';
 import { addDevice, type LocalStack } from '../tests/local/stack';
 import type { WatchSubscription } from '../tests/local/watch';
-import { EXIT, runDevice, type DeviceSettings } from './cli';
+import { connectionOptions, EXIT, runDevice, type DeviceSettings } from './cli';
 import { certificateIdOf } from './keys';
 import { DEFAULT_STATUS_INTERVAL_SECONDS } from './lifecycle';
 import { connectDevice, disconnect } from './mqtt';
@@ -244,15 +244,7 @@ export class DayTwo {
 
   private async connects(credentials: DeviceCredentials): Promise<boolean> {
     try {
-      await disconnect(
-        await connectDevice({
-          endpointAddress: credentials.identity.endpointAddress,
-          thingName: credentials.identity.thingName,
-          privateKeyPem: credentials.privateKeyPem,
-          certificatePem: credentials.certificatePem,
-          caPems: [this.caPem],
-        }),
-      );
+      await disconnect(await connectDevice(connectionOptions(credentials, [this.caPem])));
       return true;
     } catch {
       return false;

@@ -18,6 +18,7 @@ import { addDevice, seed, startStack, stopStack, type LocalStack } from '../test
 import { LOCAL_DIR } from '../tests/local/stack-state';
 import { openWatch, type WatchSubscription } from '../tests/local/watch';
 import type { DeviceKeyType } from './keys';
+import { connectionOptions } from './cli';
 import { DayTwo, type DayTwoCheck } from './demo-day-two';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
 import { provisionDevice, ProvisioningRejectedError, type ProtocolVersion } from './provision';
@@ -186,13 +187,7 @@ class Demo {
   }
 
   connect(credentials: DeviceCredentials) {
-    return connectDevice({
-      endpointAddress: credentials.identity.endpointAddress,
-      thingName: credentials.identity.thingName,
-      privateKeyPem: credentials.privateKeyPem,
-      certificatePem: credentials.certificatePem,
-      caPems: [this.caPem],
-    });
+    return connectDevice(connectionOptions(credentials, [this.caPem]));
   }
 
   /** Publishes and returns how many of the messages the observer saw, in the right region. */

@@ -14,7 +14,6 @@ import type { ReconcileReport } from '../../functions/reconciler/reconcile';
 import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
 import { addDevice, readStack } from '../local/stack';
 import { auditDevice, certificatesOfOurCa, CertificateOfOurs } from '../integration/audit';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   Answer,
   DeviceCredentials,
@@ -24,7 +23,7 @@ import {
   post,
   postRenew,
   postStatus,
-  registryClient,
+  moveRecordClock,
   registryRecord,
   v1Body,
   v2Body,
@@ -118,34 +117,6 @@ function faultRules(prefix: string, probability: number): FaultRule[] {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/**
- * Moves the records' clocks rather than the test's: `attribute = <expression>` on every record
- * that has the attribute (`:value` in the expression is `value`).
- */
-async function setOnEveryRecord(
-  devices: readonly { readonly thingName: string }[],
-  attribute: string,
-  expression: string,
-  value: number,
-): Promise<void> {
-  const stack = readStack();
-  for (const device of devices) {
-    await registryClient()
-      .send(
-        new UpdateItemCommand({
-          TableName: stack.tableName,
-          Key: { thing_name: { S: device.thingName } },
-          ConditionExpression: `attribute_exists(${attribute})`,
-          UpdateExpression: `SET ${attribute} = ${expression}`,
-          ExpressionAttributeValues: { ':value': { N: String(value) } },
-        }),
-      )
-      .catch((error: Error) => {
-        if (error.name !== 'ConditionalCheckFailedException') throw error;
-      });
-  }
-}
 
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const stack = readStack();
@@ -241,7 +212,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   log(`provisioning phase: ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
   // A day later: renewals are allowed again (RENEW_MIN_INTERVAL_SECONDS).
-  await setOnEveryRecord(devices, 'prov_epoch', 'prov_epoch - :value', 86_400);
+  for (const device of devices) await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: 86_400 });
   const renewal = {
     requests: 0,
     answers: {} as Record<string, number>,
@@ -311,7 +282,9 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   log(`faults injected: ${JSON.stringify(faults)}`);
 
   // The grace periods end: whatever a status call could not retire, the reconciler does.
-  await setOnEveryRecord(devices, 'previous_retire_after', ':value', Math.floor(Date.now() / 1000) - 1);
+  const past = Math.floor(Date.now() / 1000) - 1;
+  for (const device of devices)
+    await moveRecordClock(device.thingName, 'previous_retire_after', { at: past });
   const reconcile = await localReconcile({ thingNamePrefix: prefix });
   log(
     `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesRetired} orphans, ` +

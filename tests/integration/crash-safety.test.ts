@@ -15,7 +15,7 @@ import {
   localReconcile,
   makeCsr,
   post,
-  registryClient,
+  moveRecordClock,
   registryRecord,
   setFaults,
   stack,
@@ -24,7 +24,6 @@ import {
   v2Body,
   Answer,
 } from './requests';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { X509Certificate } from 'node:crypto';
 import { sha256Hex } from '../../functions/provisioning/certificate-authority';
 
@@ -64,21 +63,8 @@ async function provisionLikeADevice(
 }
 
 /** Instead of waiting out the 60 s lease, age it: as if the time had passed. */
-async function expireLease(thingName: string): Promise<void> {
-  await registryClient()
-    .send(
-      new UpdateItemCommand({
-        TableName: stack.tableName,
-        Key: { thing_name: { S: thingName } },
-        ConditionExpression: 'attribute_exists(claim_id)',
-        UpdateExpression: 'SET claim_expires = :past',
-        ExpressionAttributeValues: { ':past': { N: String(Math.floor(Date.now() / 1000) - 1) } },
-      }),
-    )
-    .catch((error: Error) => {
-      if (error.name !== 'ConditionalCheckFailedException') throw error;
-    });
-}
+const expireLease = (thingName: string) =>
+  moveRecordClock(thingName, 'claim_expires', { at: Math.floor(Date.now() / 1000) - 1 });
 
 function expectProvisionedOnce(audit: DeviceAudit): void {
   expect(audit.problems).toEqual([]);

@@ -6,7 +6,6 @@ import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { issueDeviceCertificate } from '../../functions/provisioning/certificate-authority';
 import { RENEWAL_RETRY_INTERVAL_SECONDS } from '../../functions/provisioning/lifecycle';
-import { UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { connectDevice, disconnect } from '../../device/mqtt';
 import { getCalls, getFaults } from '../local/aws-proxy';
 import { addDevice } from '../local/stack';
@@ -22,11 +21,11 @@ import {
   lifecycleBody,
   localReconcile,
   makeCsr,
+  moveRecordClock,
   PLACES,
   post,
   postRenew,
   postStatus,
-  registryClient,
   registryRecord,
   setFaults,
   stack,
@@ -106,19 +105,6 @@ async function liveCertificates(thingName: string, region: string): Promise<stri
   return ours
     .filter((certificate) => certificate.commonName === thingName && certificate.status === 'ACTIVE')
     .map((certificate) => certificate.certificateId);
-}
-
-/** Moves one of the record's clocks (an epoch-seconds attribute), as time passing would. */
-async function ageRecord(thingName: string, attribute: string, epochSeconds: number) {
-  await registryClient().send(
-    new UpdateItemCommand({
-      TableName: stack.tableName,
-      Key: { thing_name: { S: thingName } },
-      UpdateExpression: 'SET #a = :v',
-      ExpressionAttributeNames: { '#a': attribute },
-      ExpressionAttributeValues: { ':v': { N: String(epochSeconds) } },
-    }),
-  );
 }
 
 const credentialsOf = (answer: Answer, privateKeyPem: string): DeviceCredentials => ({
@@ -374,8 +360,7 @@ describe('POST /device-renew', () => {
     const tooSoon = await postRenew(lifecycleBody('renew', device.thingName, device));
     expect(tooSoon.status).toBe(429);
     expect(Number(tooSoon.headers.get('retry-after'))).toBeLessThanOrEqual(RENEWAL_RETRY_INTERVAL_SECONDS);
-    const issuedAt = Number((await registryRecord(device.thingName))?.prov_epoch?.N);
-    await ageRecord(device.thingName, 'prov_epoch', issuedAt - RENEWAL_RETRY_INTERVAL_SECONDS);
+    await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: RENEWAL_RETRY_INTERVAL_SECONDS });
     const retry = await postRenew(lifecycleBody('renew', device.thingName, device));
     expect(retry.status).toBe(200);
     expect(retry.body.certificateId).not.toBe(lostId);
@@ -387,8 +372,7 @@ describe('POST /device-renew', () => {
     expect(await connects(device, renewed, device.endpointAddress)).toBe(true);
 
     // CSR mode: the same CSR again gets the same certificate at once, with nothing written.
-    const reissuedAt = Number((await registryRecord(device.thingName))?.prov_epoch?.N);
-    await ageRecord(device.thingName, 'prov_epoch', reissuedAt - RENEWAL_RETRY_INTERVAL_SECONDS);
+    await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: RENEWAL_RETRY_INTERVAL_SECONDS });
     const csr = await makeCsr(device.thingName);
     const first = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
     const again = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
@@ -411,7 +395,9 @@ describe('POST /device-renew', () => {
     expect(await certificateStatus(device.region, device.certificateId)).toBe('ACTIVE');
 
     // The grace period ends (the record's clock is moved, not the test's).
-    await ageRecord(device.thingName, 'previous_retire_after', Math.floor(Date.now() / 1000) - 1);
+    await moveRecordClock(device.thingName, 'previous_retire_after', {
+      at: Math.floor(Date.now() / 1000) - 1,
+    });
     const report = await localReconcile({ thingNamePrefix: device.thingName });
     expect(report.previousCertificatesRetired).toBe(1);
     expect(await certificateStatus(device.region, device.certificateId)).toBeUndefined();
@@ -491,7 +477,7 @@ describe('a renewal killed at every checkpoint', () => {
       expect(await certificateStatus(device.region, device.certificateId)).toBe('ACTIVE');
 
       // The lease of the dead request runs out (moved on the record), then the device retries.
-      await ageRecord(device.thingName, 'claim_expires', Math.floor(Date.now() / 1000) - 1);
+      await moveRecordClock(device.thingName, 'claim_expires', { at: Math.floor(Date.now() / 1000) - 1 });
       const retry = await postRenew(body());
       expect(retry.status).toBe(200);
       await localReconcile({ thingNamePrefix: device.thingName, graceSeconds: 0 });

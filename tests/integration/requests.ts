@@ -15,7 +15,7 @@ import { kmsSigner } from '../../functions/provisioning/kms';
 import { loadReconcilerConfig } from '../../functions/reconciler/config';
 import { reconcile } from '../../functions/reconciler/reconcile';
 import { reconcilerDependencies } from '../../functions/reconciler/wiring';
-import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   canonicalLifecycleMessage,
   canonicalV2Message,
@@ -24,6 +24,7 @@ import {
 } from '../../functions/provisioning/wire';
 import { makeCsr as makeCsrFor } from '../support/csr';
 import { LocalStack, readStack } from '../local/stack';
+import { useLocalStack } from '../local/stack-state';
 
 export const stack: LocalStack = readStack();
 export const fleetKey: KeyObject = createPrivateKey(readFileSync(stack.fleetSigningKey));
@@ -208,8 +209,33 @@ export async function clearFaults(): Promise<void> {
 
 /** Points SDK clients made in this process (the function's own adapters) at the local stack. */
 export function useLocalAws(): void {
-  const { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY } = stack.functionEnvironment;
-  Object.assign(process.env, { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY });
+  useLocalStack(stack);
+}
+
+/**
+ * Moves one of a record's clocks (an epoch-seconds attribute) as time passing would, instead of
+ * waiting: to `at`, or `earlierBy` seconds back. A record without the attribute is left alone.
+ */
+export async function moveRecordClock(
+  thingName: string,
+  attribute: string,
+  to: { readonly at: number } | { readonly earlierBy: number },
+): Promise<void> {
+  const earlier = 'earlierBy' in to;
+  await registryClient()
+    .send(
+      new UpdateItemCommand({
+        TableName: stack.tableName,
+        Key: { thing_name: { S: thingName } },
+        ConditionExpression: 'attribute_exists(#clock)',
+        UpdateExpression: earlier ? 'SET #clock = #clock - :value' : 'SET #clock = :value',
+        ExpressionAttributeNames: { '#clock': attribute },
+        ExpressionAttributeValues: { ':value': { N: String(earlier ? to.earlierBy : to.at) } },
+      }),
+    )
+    .catch((error: Error) => {
+      if (error.name !== 'ConditionalCheckFailedException') throw error;
+    });
 }
 
 /** A certificate of the local stack's device CA, signed through its KMS key, for a fresh EC key. */

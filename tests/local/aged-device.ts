@@ -16,7 +16,7 @@ import {
 import { awsDeviceIot } from '../../functions/provisioning/iot';
 import { kmsSigner } from '../../functions/provisioning/kms';
 import { dynamoRegistry, PROV_STATUS } from '../../functions/provisioning/registry';
-import type { LocalStack } from './stack-state';
+import { useLocalStack, type LocalStack } from './stack-state';
 
 export interface AgedDevice {
   readonly thingName: string;
@@ -37,12 +37,6 @@ export interface AgedDeviceOptions {
   readonly ageDays: number;
   /** Its certificate's validity from then. */
   readonly validityDays: number;
-}
-
-/** Points the SDK clients this process makes at the local stack (its proxy in front of moto). */
-function useLocalStack(stack: LocalStack): void {
-  const { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY } = stack.functionEnvironment;
-  Object.assign(process.env, { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY });
 }
 
 /**

@@ -184,3 +184,9 @@ export function readStack(): LocalStack {
     throw new LocalStackError(`local stack not running (${STACK_FILE} missing): run \`make local-up\``);
   return stack;
 }
+
+/** Points the SDK clients this process makes at the stack's AWS endpoint (the fault proxy), with its credentials. */
+export function useLocalStack(stack: LocalStack): void {
+  const { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY } = stack.functionEnvironment;
+  Object.assign(process.env, { AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY });
+}
