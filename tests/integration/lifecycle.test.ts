@@ -232,6 +232,42 @@ describe('POST /device-status', () => {
     expect(settled.body.action).toBe('none');
   }, 30_000);
 
+  it('recognises its own status write when the answer was lost, and counts it against the interval', async () => {
+    const device = await provisioned('st-lost-write');
+    await setFaults({
+      rules: [
+        {
+          match: { target: 'DynamoDB_20120810.UpdateItem', body: `${device.thingName}.*status_epoch` },
+          action: 'reset-after',
+          times: 1,
+        },
+      ],
+    });
+    const answer = await postStatus(lifecycleBody('status', device.thingName, device));
+    expect((await getFaults(stack.faultsUrl)).rules).toEqual([]); // the fault fired
+    await clearFaults();
+    expect(answer.status).toBe(200);
+    expect((await registryRecord(device.thingName))?.status_epoch).toBeDefined();
+    expect((await postStatus(lifecycleBody('status', device.thingName, device))).status).toBe(429);
+  });
+
+  it('still answers when retiring the previous certificate fails; the record keeps it for the reconciler', async () => {
+    const device = await aged('st-retire-fails');
+    const csr = await makeCsr(device.thingName);
+    const renewed = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
+    expect(renewed.status).toBe(200);
+    await setFaults({
+      rules: [{ match: { service: 'iot', region: device.region }, error: 'InternalFailure' }],
+    });
+    const answer = await postStatus(
+      lifecycleBody('status', device.thingName, credentialsOf(renewed, csr.privateKeyPem)),
+    );
+    await clearFaults();
+    expect(answer.status).toBe(200);
+    expect((await registryRecord(device.thingName))?.previous_certificate_id?.S).toBe(device.certificateId);
+    expect(await certificateStatus(device.region, device.certificateId)).toBe('ACTIVE');
+  }, 40_000);
+
   it('answers renew past 80 % of the lifetime', async () => {
     const device = await aged('st-renew');
     const answer = await postStatus(lifecycleBody('status', device.thingName, device));
