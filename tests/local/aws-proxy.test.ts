@@ -49,7 +49,7 @@ describeWithStack('fault-injecting AWS proxy', () => {
 
   it('logs every call with when it arrived and when its answer finished: parallel calls overlap, calls in series do not', async () => {
     const before = (await getCalls(proxy.faultsUrl)).at(-1)?.seq ?? 0;
-    await setFaults(proxy.faultsUrl, { delayMs: 30 });
+    await setFaults(proxy.faultsUrl, { delayMs: 300 });
     const iot = new IoTClient(config('eu-central-1'));
     const kms = new KMSClient(config('eu-central-1'));
     await Promise.all([iot.send(new ListThingsCommand({})), kms.send(new ListKeysCommand({}))]);
