@@ -221,8 +221,7 @@ export async function provision(
       ? { pending: decision.pending }
       : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
 
-  // Stage 2.
-  deadline.beforeStage('claiming the record');
+  // Stages 2–5 (makeLive checks the deadline before its claim).
   const now = nowSeconds();
   const pending: PendingCertificate = { ...prepared.pending, region, since: now };
   const reissue = decision.kind === 'issue' && decision.reissue;
