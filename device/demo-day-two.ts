@@ -10,12 +10,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../tests/local/stack-state';
 import { seedAgedDevice } from '../tests/local/aged-device';
+import { viewerHeaders } from '../tests/local/edge';
 import { addDevice, type LocalStack } from '../tests/local/stack';
 import type { WatchSubscription } from '../tests/local/watch';
 import { connectionOptions, EXIT, runDevice, type DeviceSettings } from './cli';
 import { certificateIdOf } from './keys';
 import { DEFAULT_STATUS_INTERVAL_SECONDS } from './lifecycle';
-import { connectDevice, disconnect } from './mqtt';
+import { canConnect, telemetryTopic } from './mqtt';
 import { loadCredentials, saveCredentials, type DeviceCredentials } from './store';
 
 export interface DayTwoCheck {
@@ -27,16 +28,8 @@ const MESSAGES = 2;
 const OBSERVER_WAIT_MS = 5000;
 
 // Near, not at, the region's site: Mainz is 30 km from Frankfurt (eu-central-1).
-const MAINZ = {
-  'X-Local-Viewer-Latitude': '49.99',
-  'X-Local-Viewer-Longitude': '8.25',
-  'X-Local-Viewer-Country': 'DE',
-};
-const KUALA_LUMPUR = {
-  'X-Local-Viewer-Latitude': '3.14',
-  'X-Local-Viewer-Longitude': '101.69',
-  'X-Local-Viewer-Country': 'MY',
-};
+const MAINZ = viewerHeaders({ latitude: 49.99, longitude: 8.25, country: 'DE' });
+const KUALA_LUMPUR = viewerHeaders({ latitude: 3.14, longitude: 101.69, country: 'MY' });
 
 /**
  * The device's own words for the steps the scene is about, without the details that make a line
@@ -242,22 +235,18 @@ export class DayTwo {
     return result.code === 0;
   }
 
-  private async connects(credentials: DeviceCredentials): Promise<boolean> {
-    try {
-      await disconnect(await connectDevice(connectionOptions(credentials, [this.caPem])));
-      return true;
-    } catch {
-      return false;
-    }
+  private connects(credentials: DeviceCredentials): Promise<boolean> {
+    return canConnect(connectionOptions(credentials, [this.caPem]));
   }
 
   /** Messages of this device the observer saw in `region`, waiting for `expected`. */
-  private async observed(thingName: string, region: string, expected = MESSAGES): Promise<number> {
-    const topic = `data/${thingName}/misc`;
-    const count = () => this.watch.messages.filter((m) => m.topic === topic && m.region === region).length;
-    const deadline = Date.now() + OBSERVER_WAIT_MS;
-    while (count() < expected && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
-    return count();
+  private observed(thingName: string, region: string, expected = MESSAGES): Promise<number> {
+    const topic = telemetryTopic(thingName);
+    return this.watch.countWithin(
+      (message) => message.topic === topic && message.region === region,
+      expected,
+      OBSERVER_WAIT_MS,
+    );
   }
 
   private say(who: string, line: string): void {

@@ -8,27 +8,25 @@
  */
 import { Command } from 'commander';
 import { version } from '../package.json';
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import { IoTClient, UpdateCertificateCommand } from '@aws-sdk/client-iot';
+import { viewerHeaders, type ViewerPlace } from '../tests/local/edge';
 import { addDevice, seed, startStack, stopStack, type LocalStack } from '../tests/local/stack';
 import { LOCAL_DIR } from '../tests/local/stack-state';
 import { openWatch, type WatchSubscription } from '../tests/local/watch';
-import type { DeviceKeyType } from './keys';
+import { certificateIdOf, type DeviceKeyType } from './keys';
 import { connectionOptions } from './cli';
 import { DayTwo, type DayTwoCheck } from './demo-day-two';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from './mqtt';
 import { provisionDevice, ProvisioningRejectedError, type ProtocolVersion } from './provision';
 import { loadCredentials, saveCredentials, type DeviceCredentials } from './store';
 
-interface Place {
+interface Place extends ViewerPlace {
   readonly name: string;
-  readonly latitude?: number;
-  readonly longitude?: number;
-  readonly country: string;
   readonly expectedRegion: string;
   readonly ownKey: boolean;
   readonly keyType: DeviceKeyType;
@@ -126,14 +124,6 @@ const log = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
 
-function headersFor(place: Place): Record<string, string> {
-  return {
-    'X-Local-Viewer-Country': place.country,
-    ...(place.latitude !== undefined ? { 'X-Local-Viewer-Latitude': String(place.latitude) } : {}),
-    ...(place.longitude !== undefined ? { 'X-Local-Viewer-Longitude': String(place.longitude) } : {}),
-  };
-}
-
 function keyMode(place: Place): string {
   return `${place.ownKey ? `CSR ${place.keyType.toUpperCase()}` : 'service key'}, ${place.protocol}`;
 }
@@ -179,7 +169,7 @@ class Demo {
       ownKey: place.ownKey,
       keyType: place.keyType,
       protocol: place.protocol,
-      headers: headersFor(place),
+      headers: viewerHeaders(place),
       onRetry: (retry) => log(`  ${thingName}: attempt ${retry.attempt} failed (${retry.reason}); retrying`),
     });
     await saveCredentials(join(this.dataRoot, thingName), result.credentials);
@@ -200,10 +190,11 @@ class Demo {
       await disconnect(client);
     }
     const topic = telemetryTopic(thingName);
-    const observed = () => this.watch.messages.filter((m) => m.topic === topic && m.region === region).length;
-    const deadline = Date.now() + OBSERVER_WAIT_MS;
-    while (observed() < MESSAGES_PER_DEVICE && Date.now() < deadline) await sleep(50);
-    return observed();
+    return this.watch.countWithin(
+      (message) => message.topic === topic && message.region === region,
+      MESSAGES_PER_DEVICE,
+      OBSERVER_WAIT_MS,
+    );
   }
 
   async geoSource(thingName: string): Promise<string> {
@@ -263,7 +254,7 @@ class Demo {
         keyType: 'rsa',
         protocol: 'v1',
         fakeSignature: true,
-        headers: headersFor(PLACES[0] as Place),
+        headers: viewerHeaders(PLACES[0] as Place),
       });
       return { what: `forged signature (${thingName}): provisioned, but must be refused`, ok: false };
     } catch (error) {
@@ -281,9 +272,7 @@ class Demo {
     const what = `revoked certificate (${row.device})`;
     if (!row.ok) return { what: `${what}: not tested, the device did not publish first`, ok: false };
     const credentials = await this.loadSaved(REVOKED_PLACE);
-    const certificateId = new X509Certificate(credentials.certificatePem).fingerprint256
-      .replace(/:/g, '')
-      .toLowerCase();
+    const certificateId = certificateIdOf(credentials.certificatePem);
     const iot = new IoTClient({
       region: credentials.identity.region,
       endpoint: this.stack.awsEndpoint,
@@ -313,10 +302,6 @@ class Demo {
   close(): void {
     this.registry.destroy();
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((done) => setTimeout(done, ms));
 }
 
 function messageOf(error: unknown): string {

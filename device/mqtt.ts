@@ -65,6 +65,16 @@ export async function connectDevice(options: DeviceConnectionOptions): Promise<M
   });
 }
 
+/** Whether the endpoint accepts these credentials now: connects once and leaves at once. */
+export async function canConnect(options: DeviceConnectionOptions): Promise<boolean> {
+  try {
+    await disconnect(await connectDevice(options));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function telemetryTopic(thingName: string): string {
   return `data/${thingName}/misc`;
 }

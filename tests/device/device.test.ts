@@ -8,29 +8,20 @@ import { createPublicKey, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { EXIT, runDevice, type DeviceOutput, type DeviceSettings } from '../../device/cli';
-import { connectDevice, disconnect, publishTelemetry } from '../../device/mqtt';
-import { PRIVATE_KEY_FILE, loadCredentials, type DeviceCredentials } from '../../device/store';
+import { EXIT, runDevice, type DeviceSettings } from '../../device/cli';
+import { certificateIdOf } from '../../device/keys';
+import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from '../../device/mqtt';
+import { PRIVATE_KEY_FILE } from '../../device/store';
+import { viewerHeaders } from '../local/edge';
 import { addDevice, readStack, type LocalStack } from '../local/stack';
 import { openWatch, type WatchSubscription } from '../local/watch';
 import { iotClient, setCertificateStatus, uniqueThingName } from './support/iot-fixtures';
+import { capture, stored } from './support/device-run';
 
-const TOKYO = {
-  'X-Local-Viewer-Latitude': '35.68',
-  'X-Local-Viewer-Longitude': '139.69',
-  'X-Local-Viewer-Country': 'JP',
-};
-const SYDNEY = {
-  'X-Local-Viewer-Latitude': '-33.87',
-  'X-Local-Viewer-Longitude': '151.21',
-  'X-Local-Viewer-Country': 'AU',
-};
+const TOKYO = viewerHeaders({ latitude: 35.68, longitude: 139.69, country: 'JP' });
+const SYDNEY = viewerHeaders({ latitude: -33.87, longitude: 151.21, country: 'AU' });
 // Mumbai: the retry tests inject faults into ap-south-1 only, so parallel test files are unaffected.
-const MUMBAI = {
-  'X-Local-Viewer-Latitude': '19.08',
-  'X-Local-Viewer-Longitude': '72.88',
-  'X-Local-Viewer-Country': 'IN',
-};
+const MUMBAI = viewerHeaders({ latitude: 19.08, longitude: 72.88, country: 'IN' });
 
 let stack: LocalStack;
 let watch: WatchSubscription;
@@ -47,17 +38,6 @@ afterAll(() => {
   watch?.close();
   if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
 });
-
-interface Captured extends DeviceOutput {
-  readonly lines: string[];
-  readonly errors: string[];
-}
-
-function capture(): Captured {
-  const lines: string[] = [];
-  const errors: string[] = [];
-  return { lines, errors, line: (text) => lines.push(text), error: (text) => errors.push(text) };
-}
 
 async function newDevice(overrides: Partial<DeviceSettings> = {}): Promise<DeviceSettings> {
   const thingName = overrides.thingName ?? uniqueThingName();
@@ -78,24 +58,6 @@ async function newDevice(overrides: Partial<DeviceSettings> = {}): Promise<Devic
     headers: TOKYO,
     ...overrides,
   };
-}
-
-async function stored(settings: DeviceSettings): Promise<DeviceCredentials> {
-  const credentials = await loadCredentials(settings.dataDir);
-  if (!credentials) throw new Error(`nothing stored in ${settings.dataDir}`);
-  return credentials;
-}
-
-function certificateId(certificatePem: string): string {
-  return new X509Certificate(certificatePem).fingerprint256.replace(/:/g, '').toLowerCase();
-}
-
-/** How many messages the observer saw on `topic`, waiting up to 5 s for `expected` of them. */
-async function observedCount(topic: string, expected: number): Promise<number> {
-  const count = () => watch.messages.filter((message) => message.topic === topic).length;
-  const deadline = Date.now() + 5000;
-  while (count() < expected && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
-  return count();
 }
 
 async function setFaults(rules: readonly object[]): Promise<void> {
@@ -196,7 +158,8 @@ describe('virtual device against the local stack', () => {
 
     expect(output.lines.join('\n')).toMatch(/already provisioned/);
     expect((await stored(settings)).certificatePem).toBe(first.certificatePem);
-    expect(await observedCount(`data/${settings.thingName}/misc`, 2)).toBe(2);
+    const topic = telemetryTopic(settings.thingName);
+    expect(await watch.countWithin((message) => message.topic === topic, 2, 5000)).toBe(2);
   });
 
   describe('when AWS IoT fails in the device’s region', () => {
@@ -227,7 +190,7 @@ describe('virtual device against the local stack', () => {
     expect(await runDevice(settings, capture())).toBe(EXIT.ok);
     const credentials = await stored(settings);
     const iot = iotClient(credentials.identity.region, stack.awsEndpoint);
-    await setCertificateStatus(iot, certificateId(credentials.certificatePem), 'REVOKED');
+    await setCertificateStatus(iot, certificateIdOf(credentials.certificatePem), 'REVOKED');
     iot.destroy();
 
     const output = capture();

@@ -9,14 +9,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import {
-  EXIT,
-  parseDeviceArguments,
-  runDevice,
-  type DeviceOutput,
-  type DeviceSettings,
-} from '../../device/cli';
-import { createKeyAndCsr, signedLifecycleRequest } from '../../device/keys';
+import { EXIT, parseDeviceArguments, runDevice, type DeviceSettings } from '../../device/cli';
+import { certificateIdOf, createKeyAndCsr, signedLifecycleRequest } from '../../device/keys';
 import {
   DEFAULT_STATUS_INTERVAL_SECONDS,
   LifecycleRefusedError,
@@ -46,7 +40,8 @@ import {
   RENEW_PATH,
   STATUS_PATH,
 } from '../../functions/provisioning/wire';
-import { certificateId, FakeLifecycleService, RENEW_URL, STATUS_URL } from './support/fake-lifecycle-service';
+import { FakeLifecycleService, RENEW_URL, STATUS_URL } from './support/fake-lifecycle-service';
+import { capture } from './support/device-run';
 
 let dir: string;
 beforeEach(() => (dir = mkdtempSync(join(tmpdir(), 'device-lifecycle-'))));
@@ -217,9 +212,9 @@ async function renewalContext(
       const current = await loadCredentials(dir);
       const pending = await loadPendingCredentials(dir);
       const connection = {
-        certificateId: certificateId(credentials.certificatePem),
-        storedCurrent: current && certificateId(current.certificatePem),
-        storedPending: pending && certificateId(pending.certificatePem),
+        certificateId: certificateIdOf(credentials.certificatePem),
+        storedCurrent: current && certificateIdOf(current.certificatePem),
+        storedPending: pending && certificateIdOf(pending.certificatePem),
       };
       connections.push(connection);
       return connection;
@@ -232,7 +227,7 @@ describe('renewing the certificate', () => {
   it('keeps the old set current until the new one connected, then retires the old one with a status call', async () => {
     const { service, credentials } = await FakeLifecycleService.withDevice('wm101');
     await saveCredentials(dir, credentials);
-    const oldId = certificateId(credentials.certificatePem);
+    const oldId = certificateIdOf(credentials.certificatePem);
     const { context, lines, connections } = await renewalContext(service);
 
     const outcome = await renewCertificate(context, credentials);
@@ -242,7 +237,7 @@ describe('renewing the certificate', () => {
     expect(newId).not.toBe(oldId);
     // At the moment the renewed set connected, the old one was still the stored current set.
     expect(connections).toEqual([{ certificateId: newId, storedCurrent: oldId, storedPending: newId }]);
-    expect(certificateId((await loadCredentials(dir))?.certificatePem ?? '')).toBe(newId);
+    expect(certificateIdOf((await loadCredentials(dir))?.certificatePem ?? '')).toBe(newId);
     expect(await loadPendingCredentials(dir)).toBeUndefined();
     // The renewal was signed with the old certificate, the status call after it with the new one.
     expect(service.callsTo(RENEW_PATH).map((call) => call.signedWith)).toEqual([oldId]);
@@ -298,7 +293,7 @@ describe('renewing the certificate', () => {
     expect(renewals).toHaveLength(2);
     expect(renewals[1]?.body.CSR).toBe(renewals[0]?.body.CSR);
     expect(outcome.kind).toBe('renewed');
-    expect(certificateId(outcome.credentials.certificatePem)).toBe(service.currentCertificateId);
+    expect(certificateIdOf(outcome.credentials.certificatePem)).toBe(service.currentCertificateId);
   });
 
   it('sends the same key and CSR again on a later run when no answer ever came', async () => {
@@ -387,7 +382,7 @@ describe('renewing the certificate', () => {
   it('is content with a throttled status call after the renewal: the service retires the old one later', async () => {
     const { service, credentials } = await FakeLifecycleService.withDevice('wm101');
     await saveCredentials(dir, credentials);
-    const oldId = certificateId(credentials.certificatePem);
+    const oldId = certificateIdOf(credentials.certificatePem);
     service
       .then({ path: STATUS_PATH, status: 429, retryAfter: '5' })
       .then({ path: STATUS_PATH, status: 429, retryAfter: '5' });
@@ -402,7 +397,7 @@ describe('renewing the certificate', () => {
       /status call throttled \(HTTP 429\): the service retires it at the end of the grace period \(2026-12-10/,
     );
     // Kept until a later status call confirms it.
-    expect(certificateId((await loadPreviousCredentials(dir))?.certificatePem ?? '')).toBe(oldId);
+    expect(certificateIdOf((await loadPreviousCredentials(dir))?.certificatePem ?? '')).toBe(oldId);
   });
 });
 
@@ -437,9 +432,9 @@ describe('starting after a crash in the middle of a renewal', () => {
     const outcome = await resumeInterruptedRenewal(context);
 
     expect(outcome?.kind).toBe('renewed');
-    expect(connections[0]?.certificateId).toBe(certificateId(renewed.certificatePem));
+    expect(connections[0]?.certificateId).toBe(certificateIdOf(renewed.certificatePem));
     expect((await loadCredentials(dir))?.certificatePem).toBe(renewed.certificatePem);
-    expect(service.certificates.get(certificateId(credentials.certificatePem))).toBe('RETIRED');
+    expect(service.certificates.get(certificateIdOf(credentials.certificatePem))).toBe('RETIRED');
     expect(lines[0]).toMatch(/a renewal was interrupted .* trying it first/);
   });
 
@@ -507,12 +502,6 @@ class FakeClient extends EventEmitter {
 }
 
 describe('gdp-device on start, against the stand-in service', () => {
-  function capture(): DeviceOutput & { lines: string[]; errors: string[] } {
-    const lines: string[] = [];
-    const errors: string[] = [];
-    return { lines, errors, line: (text) => lines.push(text), error: (text) => errors.push(text) };
-  }
-
   async function provisionedDevice(overrides: Partial<DeviceSettings['lifecycle']> = {}) {
     const { service, credentials } = await FakeLifecycleService.withDevice('wm101');
     await saveCredentials(dir, credentials);
@@ -649,7 +638,7 @@ describe('gdp-device on start, against the stand-in service', () => {
 
     expect(endpoints).toEqual(['frankfurt.iot.test']);
     expect((await loadCredentials(dir))?.certificatePem).not.toBe(credentials.certificatePem);
-    expect(service.certificates.get(certificateId(credentials.certificatePem))).toBe('RETIRED');
+    expect(service.certificates.get(certificateIdOf(credentials.certificatePem))).toBe('RETIRED');
   });
 
   it('with --no-check-status starts as devices did before status checks', async () => {

@@ -9,38 +9,31 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import {
+  connectionOptions,
   EXIT,
   runDevice,
   type DeviceDependencies,
-  type DeviceOutput,
   type DeviceSettings,
 } from '../../device/cli';
 import { certificateIdOf } from '../../device/keys';
 import { DEFAULT_STATUS_INTERVAL_SECONDS } from '../../device/lifecycle';
-import { connectDevice, disconnect, type DeviceConnectionOptions } from '../../device/mqtt';
+import { canConnect, connectDevice, telemetryTopic } from '../../device/mqtt';
 import {
-  loadCredentials,
   loadLifecycleState,
   loadPendingCredentials,
   saveCredentials,
   type DeviceCredentials,
 } from '../../device/store';
 import { seedAgedDevice } from '../local/aged-device';
+import { viewerHeaders } from '../local/edge';
 import { addDevice, readStack, type LocalStack } from '../local/stack';
 import { openWatch, type WatchSubscription } from '../local/watch';
 import { admin } from '../support/admin';
+import { capture, stored } from './support/device-run';
 import { uniqueThingName } from './support/iot-fixtures';
 
-const FRANKFURT = {
-  'X-Local-Viewer-Latitude': '50.11',
-  'X-Local-Viewer-Longitude': '8.68',
-  'X-Local-Viewer-Country': 'DE',
-};
-const SINGAPORE = {
-  'X-Local-Viewer-Latitude': '1.35',
-  'X-Local-Viewer-Longitude': '103.82',
-  'X-Local-Viewer-Country': 'SG',
-};
+const FRANKFURT = viewerHeaders({ latitude: 50.11, longitude: 8.68, country: 'DE' });
+const SINGAPORE = viewerHeaders({ latitude: 1.35, longitude: 103.82, country: 'SG' });
 
 let stack: LocalStack;
 let watch: WatchSubscription;
@@ -59,24 +52,6 @@ afterAll(() => {
   watch?.close();
   if (dataRoot) rmSync(dataRoot, { recursive: true, force: true });
 });
-
-interface Captured extends DeviceOutput {
-  readonly lines: string[];
-  readonly errors: string[];
-  text(): string;
-}
-
-function capture(): Captured {
-  const lines: string[] = [];
-  const errors: string[] = [];
-  return {
-    lines,
-    errors,
-    line: (text) => lines.push(text),
-    error: (text) => errors.push(text),
-    text: () => [...lines, ...errors].join('\n'),
-  };
-}
 
 function settingsFor(thingName: string, headers: Record<string, string> = FRANKFURT): DeviceSettings {
   return {
@@ -138,39 +113,15 @@ async function agedDevice(): Promise<{ settings: DeviceSettings; aged: DeviceCre
   return { settings, aged };
 }
 
-async function stored(settings: DeviceSettings): Promise<DeviceCredentials> {
-  const credentials = await loadCredentials(settings.dataDir);
-  if (!credentials) throw new Error(`nothing stored in ${settings.dataDir}`);
-  return credentials;
-}
-
 /** Whether the region's MQTT endpoint accepts these credentials now. */
-async function connects(credentials: DeviceCredentials): Promise<boolean> {
-  try {
-    await disconnect(await connectDevice(connectionOf(credentials)));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function connectionOf(credentials: DeviceCredentials): DeviceConnectionOptions {
-  return {
-    endpointAddress: credentials.identity.endpointAddress,
-    thingName: credentials.identity.thingName,
-    privateKeyPem: credentials.privateKeyPem,
-    certificatePem: credentials.certificatePem,
-    caPems,
-  };
+function connects(credentials: DeviceCredentials): Promise<boolean> {
+  return canConnect(connectionOptions(credentials, caPems));
 }
 
 /** Messages on the device's topic the observer saw in `region`, waiting up to 5 s for `expected`. */
-async function observedIn(thingName: string, region: string, expected: number): Promise<number> {
-  const topic = `data/${thingName}/misc`;
-  const count = () => watch.messages.filter((m) => m.topic === topic && m.region === region).length;
-  const deadline = Date.now() + 5000;
-  while (count() < expected && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
-  return count();
+function observedIn(thingName: string, region: string, expected: number): Promise<number> {
+  const topic = telemetryTopic(thingName);
+  return watch.countWithin((message) => message.topic === topic && message.region === region, expected, 5000);
 }
 
 describe('gdp-device after day one, against the local stack', () => {

@@ -48,6 +48,22 @@ const LOCAL_VIEWER_HEADERS: Record<string, string> = {
   'x-local-viewer-address': 'cloudfront-viewer-address',
 };
 
+/** A place on the map, as CloudFront's viewer geolocation would report it. */
+export interface ViewerPlace {
+  readonly latitude?: number;
+  readonly longitude?: number;
+  readonly country: string;
+}
+
+/** The local-only headers that place a caller at `place` (this edge turns them into CloudFront's). */
+export function viewerHeaders(place: ViewerPlace): Record<string, string> {
+  return {
+    ...(place.latitude !== undefined ? { 'X-Local-Viewer-Latitude': String(place.latitude) } : {}),
+    ...(place.longitude !== undefined ? { 'X-Local-Viewer-Longitude': String(place.longitude) } : {}),
+    'X-Local-Viewer-Country': place.country,
+  };
+}
+
 export interface EdgeOptions {
   readonly host: '127.0.0.1';
   readonly port: number;

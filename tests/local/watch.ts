@@ -14,6 +14,12 @@ export interface WatchSubscription {
   readonly messages: readonly WatchedMessage[];
   /** Resolves with the first message (already seen or future) that matches, or rejects on timeout. */
   waitFor(predicate: (message: WatchedMessage) => boolean, timeoutMs: number): Promise<WatchedMessage>;
+  /** How many messages match, waiting up to `timeoutMs` for `expected` of them (fewer on timeout). */
+  countWithin(
+    predicate: (message: WatchedMessage) => boolean,
+    expected: number,
+    timeoutMs: number,
+  ): Promise<number>;
   close(): void;
 }
 
@@ -68,6 +74,13 @@ export function openWatch(
             }, timeoutMs);
             waiters.add(waiter);
           });
+        },
+        async countWithin(predicate, expected, timeoutMs) {
+          const count = () => messages.filter(predicate).length;
+          const deadline = Date.now() + timeoutMs;
+          while (count() < expected && Date.now() < deadline)
+            await new Promise((done) => setTimeout(done, 50));
+          return count();
         },
         close() {
           outgoing.destroy();

@@ -18,7 +18,7 @@ import {
   type RenewAnswer,
   type StatusAnswer,
 } from '../../../functions/provisioning/wire';
-import { createKeyAndCsr, type DeviceKeyType } from '../../../device/keys';
+import { certificateIdOf, createKeyAndCsr, type DeviceKeyType } from '../../../device/keys';
 import type { DeviceCredentials } from '../../../device/store';
 import { testCa, type TestCa } from '../../support/ca';
 import * as x509 from '../../support/x509';
@@ -112,7 +112,7 @@ export class FakeLifecycleService {
     const body = JSON.parse(String(init?.body)) as LifecycleRequestBody;
     const scripted = this.takeScripted(url.pathname);
     if (scripted?.status !== undefined && !scripted.dropAfterApplying) {
-      this.calls.push({ path: url.pathname, body, signedWith: certificateId(body.certificate) });
+      this.calls.push({ path: url.pathname, body, signedWith: certificateIdOf(body.certificate) });
       return json(
         scripted.status,
         { status: 'error', message: scripted.message ?? 'scripted' },
@@ -131,7 +131,7 @@ export class FakeLifecycleService {
   }
 
   private answer(path: string, body: LifecycleRequestBody): Response | Promise<Response> {
-    const signedWith = certificateId(body.certificate);
+    const signedWith = certificateIdOf(body.certificate);
     this.calls.push({ path, body, signedWith });
     if (path !== STATUS_PATH && path !== RENEW_PATH) return json(404, { message: 'Not Found' });
     const operation = path === STATUS_PATH ? 'status' : 'renew';
@@ -211,10 +211,6 @@ export class FakeLifecycleService {
       previousRetiredBy: '2026-12-10T00:00:00.000Z',
     };
   }
-}
-
-export function certificateId(pem: string): string {
-  return new X509Certificate(pem).fingerprint256.replace(/:/g, '').toLowerCase();
 }
 
 function json(status: number, body: object, retryAfter?: string): Response {
