@@ -27,6 +27,17 @@ export const ROLLBACK_INCOMPLETE_METRIC = 'RollbackIncomplete';
 export const RECONCILER_FIXED_METRIC = 'ReconcilerFixed';
 export const RECONCILER_FAILED_METRIC = 'ReconcilerFailed';
 
+/**
+ * Admission control (functions/provisioning/admission.ts), each with a Region dimension beside
+ * `service`; IotThrottled with Api and Region: every attempt AWS IoT throttled.
+ */
+export const ADMISSION_METRICS = {
+  admitted: 'Admitted',
+  refused: 'AdmissionRefused',
+  backlogSeconds: 'AdmissionBacklogSeconds',
+  iotThrottled: 'IotThrottled',
+} as const;
+
 const FIVE_MINUTES = 300;
 const FIFTEEN_MINUTES = 900;
 
@@ -141,6 +152,25 @@ export class Alarms extends Construct {
       period: FIVE_MINUTES,
       threshold: thresholds.lambdaErrorsPerFiveMinutes,
     });
+
+    // A backlog that stays: devices wait minutes to provision. Normal for a factory batch larger
+    // than the quota serves at once; sustained, the region's quotas want raising (docs/deploy.md).
+    for (const region of config.iotRegions) {
+      new CloudwatchMetricAlarm(this, `admission-backlog-${region}`, {
+        ...common,
+        alarmName: `${config.appName}-admission-backlog-${region}`,
+        alarmDescription:
+          `Devices in ${region} wait more than ${config.admission.backlogAlarmSeconds} s for AWS IoT quota, ` +
+          "for 15 minutes: raise the region's IoT quotas and its admission budget (docs/deploy.md)",
+        namespace: config.metricsNamespace,
+        metricName: ADMISSION_METRICS.backlogSeconds,
+        dimensions: { ...serviceDimensions, Region: region },
+        statistic: 'Maximum',
+        period: FIVE_MINUTES,
+        evaluationPeriods: 3,
+        threshold: config.admission.backlogAlarmSeconds,
+      });
+    }
 
     // Each of these should be 0 in a healthy deployment: alarm on the first one.
     const anyAtAll = { comparisonOperator: 'GreaterThanThreshold', threshold: 0 };

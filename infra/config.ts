@@ -9,6 +9,13 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { enabledRegionSites } from '../functions/provisioning/regions';
+import {
+  ApiRates,
+  budgetProblems,
+  budgetsFor,
+  IotApi,
+  requestsPerSecond,
+} from '../functions/provisioning/admission-budget';
 
 export const REPO_ROOT = resolve(__dirname, '..');
 export const DEFAULT_DEPLOYMENT_FILE = resolve(__dirname, 'deployment.json');
@@ -98,6 +105,35 @@ const deploymentSchema = z
       statusThrottleRatePerSecond: z.number().positive().default(100),
       statusThrottleBurst: positiveInt.default(200),
     }),
+    /** Admission control per region (functions/provisioning/admission.ts; docs/deploy.md). */
+    admission: z
+      .object({
+        tableName: z.string().regex(/^[a-zA-Z0-9_.-]{3,255}$/),
+        /** Calls per second per AWS IoT API in every region: AWS's defaults unless raised. */
+        rates: z.record(z.string(), z.unknown()).default({}),
+        /** Per region overrides, for quotas raised in Service Quotas. */
+        regionRates: z.record(z.string(), z.unknown()).default({}),
+        maxWaitMs: z.number().int().min(0).max(10_000).default(1_000),
+        jitterSeconds: z.number().int().min(0).max(60).default(2),
+        maxRetryAfterSeconds: positiveInt.max(86_400).default(900),
+        whenUnavailable: z.enum(['open', 'closed']).default('open'),
+        /** API Gateway admits at least this many times what the budgets can serve (refusals are cheap). */
+        apiHeadroom: z.number().min(1).default(3),
+        /** The backlog alarm fires when a region's backlog stays above this. */
+        backlogAlarmSeconds: positiveInt.default(60),
+      })
+      .strict()
+      .default({
+        tableName: 'global-device-provisioning-admission',
+        rates: {},
+        regionRates: {},
+        maxWaitMs: 1_000,
+        jitterSeconds: 2,
+        maxRetryAfterSeconds: 900,
+        whenUnavailable: 'open',
+        apiHeadroom: 3,
+        backlogAlarmSeconds: 60,
+      }),
     alarms: z.object({
       fiveXxRatePercent: z.number().positive().max(100),
       throttledRequestsPerFiveMinutes: positiveInt,
@@ -174,11 +210,48 @@ export function parseDeploymentConfig(raw: unknown, source = 'deployment config'
         `(${config.leaseSeconds}): the reconciler must not undo a request that still holds its claim`,
     );
   }
+  const budgetErrors = budgetProblems(
+    config.admission.rates,
+    config.admission.regionRates,
+    config.iotRegions,
+    {
+      rates: 'admission.rates',
+      regionRates: 'admission.regionRates',
+    },
+  );
+  if (budgetErrors.length > 0) fail(budgetErrors.join('; '));
+  if (config.admission.tableName === config.tableName) fail('admission.tableName must differ from tableName');
   const caFiles = [config.caCertificateFile, ...config.caPreviousCertificates.map((ca) => ca.file)];
   if (new Set(caFiles.map(repoPath)).size !== caFiles.length) {
     fail('caCertificateFile and caPreviousCertificates name the same file twice');
   }
   return config;
+}
+
+/** Each enabled region's admission budget: AWS's defaults, admission.rates, its own overrides. */
+export function admissionBudgets(config: DeploymentConfig): Record<string, ApiRates> {
+  return budgetsFor(
+    config.iotRegions,
+    config.admission.rates as Partial<Record<IotApi, number>>,
+    config.admission.regionRates as Record<string, Partial<Record<IotApi, number>>>,
+  );
+}
+
+/**
+ * API Gateway's throttle for provisioning and renewal: the configured one, raised to what every
+ * region's budget can serve times admission.apiHeadroom, so that admission, which knows the
+ * region, decides, and API Gateway only stops what no budget could serve.
+ */
+export function apiThrottle(config: DeploymentConfig): { ratePerSecond: number; burst: number } {
+  const served = Object.values(admissionBudgets(config)).reduce(
+    (sum, rates) => sum + requestsPerSecond(rates),
+    0,
+  );
+  const ratePerSecond = Math.max(
+    config.api.throttleRatePerSecond,
+    Math.ceil(served * config.admission.apiHeadroom),
+  );
+  return { ratePerSecond, burst: Math.max(config.api.throttleBurst, 2 * ratePerSecond) };
 }
 
 /** Reads DEPLOYMENT_CONFIG (if set) or infra/deployment.json. */

@@ -12,6 +12,7 @@ import {
   RECONCILER_FAILED_METRIC,
   RECONCILER_FIXED_METRIC,
   ROLLBACK_INCOMPLETE_METRIC,
+  ADMISSION_METRICS,
   THROTTLED_METRIC,
 } from './alarms';
 
@@ -73,6 +74,13 @@ export class Dashboard extends Construct {
       'service',
       props.reconcilerServiceName,
       { stat: 'Sum' },
+    ];
+    // Per region and per API series: a search finds whichever regions and APIs reported.
+    const search = (metric: string, dimensions: string[], stat: string, queryId: string): MetricLine => [
+      {
+        expression: `SEARCH('{${namespace},service,${dimensions.join(',')}} MetricName="${metric}" service="${service}"', '${stat}', 300)`,
+        id: queryId,
+      },
     ];
     const widget = (
       title: string,
@@ -159,6 +167,27 @@ export class Dashboard extends Construct {
           STATUS_ACTIONS.map((action) => ours(`StatusAction_${action}`)),
           0,
           24,
+        ),
+        widget(
+          'Admission, by region',
+          [
+            search(ADMISSION_METRICS.admitted, ['Region'], 'Sum', 'a'),
+            search(ADMISSION_METRICS.refused, ['Region'], 'Sum', 'r'),
+          ],
+          12,
+          24,
+        ),
+        widget(
+          'Admission backlog (s), by region',
+          [search(ADMISSION_METRICS.backlogSeconds, ['Region'], 'Maximum', 'b')],
+          0,
+          30,
+        ),
+        widget(
+          'AWS IoT throttles, by API and region',
+          [search(ADMISSION_METRICS.iotThrottled, ['Api', 'Region'], 'Sum', 't')],
+          12,
+          30,
         ),
       ],
     };

@@ -20,7 +20,7 @@ import { LambdaPermission } from '@cdktf/provider-aws/lib/lambda-permission';
 import { Route53Record } from '@cdktf/provider-aws/lib/route53-record';
 import { ORIGIN_VERIFY_HEADER } from '../functions/provisioning/config';
 import { PROVISIONING_PATH, RENEW_PATH, STATUS_PATH } from '../functions/provisioning/wire';
-import type { DeploymentConfig } from './config';
+import { apiThrottle, type DeploymentConfig } from './config';
 
 /**
  * AWS managed cache policy "CachingDisabled": every request reaches the origin. A status answer
@@ -125,8 +125,9 @@ export class Edge extends Construct {
       name: STAGE_NAME,
       autoDeploy: true,
       defaultRouteSettings: {
-        throttlingRateLimit: config.api.throttleRatePerSecond,
-        throttlingBurstLimit: config.api.throttleBurst,
+        // Sized from the admission budgets (apiThrottle): admission, not this, paces a region.
+        throttlingRateLimit: apiThrottle(config).ratePerSecond,
+        throttlingBurstLimit: apiThrottle(config).burst,
       },
       routeSettings: [
         {

@@ -50,6 +50,13 @@ export function functionEnvironment(
     RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),
     RENEW_MIN_INTERVAL_SECONDS: String(config.certificates.renewMinIntervalSeconds),
     STATUS_MIN_INTERVAL_SECONDS: String(config.certificates.statusMinIntervalSeconds),
+    ADMISSION_TABLE_NAME: config.admission.tableName,
+    ADMISSION_RATES: JSON.stringify(config.admission.rates),
+    ADMISSION_REGION_RATES: JSON.stringify(config.admission.regionRates),
+    ADMISSION_MAX_WAIT_MS: String(config.admission.maxWaitMs),
+    ADMISSION_JITTER_SECONDS: String(config.admission.jitterSeconds),
+    ADMISSION_MAX_RETRY_AFTER_SECONDS: String(config.admission.maxRetryAfterSeconds),
+    ADMISSION_WHEN_UNAVAILABLE: config.admission.whenUnavailable,
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };

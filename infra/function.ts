@@ -11,6 +11,7 @@ import { IamRolePolicy } from '@cdktf/provider-aws/lib/iam-role-policy';
 import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
 import type { DeploymentConfig } from './config';
 import { functionEnvironment } from './function-environment';
+import { ADMISSION_ACTIONS } from './admission';
 import { RandomPassword } from './random-password';
 import { CA_SIGNING_ALGORITHM } from './device-ca';
 import { encryptionContextCondition } from './secrets';
@@ -81,6 +82,8 @@ export interface ProvisioningFunctionProps {
   readonly accountId: string;
   readonly partition: string;
   readonly tableArn: string;
+  /** The admission schedules (infra/admission.ts). */
+  readonly admissionTableArn: string;
   readonly kmsKeyArn: string;
   readonly ipstackKeyParameterArn: string;
   /** The device CA: the KMS key that signs device certificates, and the CA certificate's PEM. */
@@ -121,6 +124,12 @@ export class ProvisioningFunction extends Construct {
         Resource: `${this.logGroup.arn}:*`,
       },
       { Sid: 'Registry', Effect: 'Allow', Action: [...REGISTRY_ACTIONS], Resource: props.tableArn },
+      {
+        Sid: 'Admission',
+        Effect: 'Allow',
+        Action: [...ADMISSION_ACTIONS],
+        Resource: props.admissionTableArn,
+      },
       {
         Sid: 'DecryptIpstackKey',
         Effect: 'Allow',

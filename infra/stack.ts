@@ -24,6 +24,7 @@ import { BOOTSTRAP_OUTPUT, DeploymentConfig, stackName } from './config';
 import { devicePolicyDocument } from './device-policy';
 import { functionRole, ProvisioningFunction } from './function';
 import { RegistryTable } from './registry';
+import { AdmissionTable } from './admission';
 import { IpstackKeyStore } from './secrets';
 import { Edge } from './edge';
 import { Alarms } from './alarms';
@@ -104,6 +105,7 @@ export class ProvisioningStack extends TerraformStack {
     const caCertificatePem = caCertificates[0]!.pem;
 
     const registry = new RegistryTable(this, 'registry', { config, provider: home });
+    const admission = new AdmissionTable(this, 'admission', { config, provider: home });
     const role = functionRole(this, config, home);
     const ipstackKey = new IpstackKeyStore(this, 'ipstack-key', {
       config,
@@ -126,6 +128,7 @@ export class ProvisioningStack extends TerraformStack {
       accountId: account.accountId,
       partition: partition.partition,
       tableArn: registry.table.arn,
+      admissionTableArn: admission.table.arn,
       kmsKeyArn: ipstackKey.key.arn,
       ipstackKeyParameterArn: ipstackKey.parameter.arn,
       caKeyArn: caKey.key.arn,

@@ -9,6 +9,15 @@
  */
 export const AWS_CALL_TIMEOUT_MS = 3_000;
 
+/**
+ * AWS IoT control-plane calls: one attempt and one retry. Admission (admission.ts) paces a
+ * region's requests to its quota, so a throttle that still happens means the quota is spent for
+ * now: more retries inside the function would spend it again while the device waits, and the
+ * device retries anyway (429 + Retry-After). One layer of retry, the device's. The one retry
+ * stays for a lost answer or a 5xx, which every IoT step survives (iot.ts: each can be repeated).
+ */
+export const IOT_MAX_ATTEMPTS = 2;
+
 export function awsClientSettings(region: string, maxAttempts = 3) {
   return {
     region,

@@ -10,6 +10,8 @@ import * as z from 'zod/mini';
 import './zod-messages';
 import { CaCertificate, parseCaCertificate } from './ca-certificate';
 import { enabledRegionSites, RegionSite } from './regions';
+import type { AdmissionSettings } from './admission';
+import { ApiRates, budgetProblems, budgetsFor, IotApi } from './admission-budget';
 
 /** Variables the function reads, and whether the deployment must set them. */
 export const FUNCTION_ENVIRONMENT = {
@@ -38,6 +40,13 @@ export const FUNCTION_ENVIRONMENT = {
   RENEW_GRACE_SECONDS: 'optional',
   RENEW_MIN_INTERVAL_SECONDS: 'optional',
   STATUS_MIN_INTERVAL_SECONDS: 'optional',
+  ADMISSION_TABLE_NAME: 'optional',
+  ADMISSION_RATES: 'optional',
+  ADMISSION_REGION_RATES: 'optional',
+  ADMISSION_MAX_WAIT_MS: 'optional',
+  ADMISSION_JITTER_SECONDS: 'optional',
+  ADMISSION_MAX_RETRY_AFTER_SECONDS: 'optional',
+  ADMISSION_WHEN_UNAVAILABLE: 'optional',
   POWERTOOLS_SERVICE_NAME: 'optional',
   POWERTOOLS_METRICS_NAMESPACE: 'optional',
 } as const;
@@ -89,6 +98,8 @@ export interface ProvisioningConfig {
   readonly reissueLimit: number;
   /** After day one: /device-status and /device-renew (docs/protocol.md). */
   readonly lifecycle: LifecycleSettings;
+  /** Admission control per region (admission.ts); undefined when ADMISSION_TABLE_NAME is unset. */
+  readonly admission?: AdmissionSettings & { readonly tableName: string };
 }
 
 export interface LifecycleSettings {
@@ -128,6 +139,21 @@ export const wholeNumber = (fallback: number, minimum = 1) =>
     fallback,
   );
 const nonEmpty = (minimum = 1, message?: string) => z.string().check(z.minLength(minimum, message));
+/** A JSON object in a variable; its content is checked after parsing (budgetProblems). */
+const jsonObject = z.pipe(
+  z.pipe(
+    z._default(z.string(), '{}'),
+    z.transform((text: string, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.issues.push({ code: 'custom', message: 'not valid JSON', input: text });
+        return z.NEVER;
+      }
+    }),
+  ),
+  z.record(z.string(), z.unknown()),
+);
 
 export const environmentSchema = z.object({
   TABLE_NAME: nonEmpty(3),
@@ -189,6 +215,13 @@ export const environmentSchema = z.object({
   RENEW_GRACE_SECONDS: wholeNumber(7 * 86_400, 60),
   RENEW_MIN_INTERVAL_SECONDS: wholeNumber(86_400, 0),
   STATUS_MIN_INTERVAL_SECONDS: wholeNumber(5, 0),
+  ADMISSION_TABLE_NAME: z.optional(nonEmpty(3)),
+  ADMISSION_RATES: jsonObject,
+  ADMISSION_REGION_RATES: jsonObject,
+  ADMISSION_MAX_WAIT_MS: wholeNumber(1_000, 0),
+  ADMISSION_JITTER_SECONDS: wholeNumber(2, 0),
+  ADMISSION_MAX_RETRY_AFTER_SECONDS: wholeNumber(900),
+  ADMISSION_WHEN_UNAVAILABLE: z._default(z.enum(['open', 'closed']), 'open'),
 });
 
 /** Parses an environment with `schema`; throws ConfigError naming each bad variable. */
@@ -252,6 +285,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     fail('IPSTACK_KEY_PARAMETER', 'required when IPSTACK_URL is set');
   }
 
+  const problems = budgetProblems(
+    settings.ADMISSION_RATES,
+    settings.ADMISSION_REGION_RATES,
+    regions.map((site) => site.region),
+    { rates: 'ADMISSION_RATES', regionRates: 'ADMISSION_REGION_RATES' },
+  );
+  if (problems.length > 0) throw new ConfigError(`invalid function configuration: ${problems.join('; ')}`);
+  const admissionRates: Record<string, ApiRates> = budgetsFor(
+    regions.map((site) => site.region),
+    settings.ADMISSION_RATES as Partial<Record<IotApi, number>>,
+    settings.ADMISSION_REGION_RATES as Record<string, Partial<Record<IotApi, number>>>,
+  );
+
   return {
     tableName: settings.TABLE_NAME,
     registryRegion: settings.REGISTRY_REGION,
@@ -285,5 +331,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
       renewMinIntervalSeconds: settings.RENEW_MIN_INTERVAL_SECONDS,
       statusMinIntervalSeconds: settings.STATUS_MIN_INTERVAL_SECONDS,
     },
+    admission: settings.ADMISSION_TABLE_NAME
+      ? {
+          tableName: settings.ADMISSION_TABLE_NAME,
+          rates: admissionRates,
+          maxWaitMs: settings.ADMISSION_MAX_WAIT_MS,
+          jitterSeconds: settings.ADMISSION_JITTER_SECONDS,
+          maxRetryAfterSeconds: settings.ADMISSION_MAX_RETRY_AFTER_SECONDS,
+          whenUnavailable: settings.ADMISSION_WHEN_UNAVAILABLE,
+        }
+      : undefined,
   };
 }

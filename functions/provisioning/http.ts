@@ -15,7 +15,8 @@ import { dynamoRegistry } from './registry';
 import { deviceKeyPool } from './device-key';
 import { keyRegion, kmsClient, kmsSigner } from './kms';
 import { kmsSecretSource } from './secrets';
-import { countMetric, logger, metrics, MetricUnit } from './telemetry';
+import { countMetric, countMetricFor, logger, metrics, MetricUnit } from './telemetry';
+import { dynamoAdmissionState } from './admission-state';
 import {
   LifecycleRequest,
   parseLifecycleRequest,
@@ -56,7 +57,17 @@ export function awsDependencies(config: ProvisioningConfig): ProvisioningDepende
       policyName: config.iotPolicyName,
       caCertificatePem: config.caCertificate.pem,
       caCertificateId: config.caCertificate.id,
+      onThrottle: (api, region) => countMetricFor('IotThrottled', { Api: api, Region: region }),
     }),
+    admission: config.admission
+      ? {
+          settings: config.admission,
+          state: dynamoAdmissionState({
+            region: config.registryRegion,
+            tableName: config.admission.tableName,
+          }),
+        }
+      : undefined,
     deviceKeys: deviceKeyPool(config.generatedKeyType),
     signer: kmsSigner(kmsClient(keyRegion(config.caKmsKeyId, config.registryRegion)), config.caKmsKeyId),
     geolocator: config.ipstack && secrets ? ipstackGeolocator(config.ipstack.baseUrl, secrets) : undefined,

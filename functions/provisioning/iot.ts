@@ -9,8 +9,8 @@
  * retiring tolerates parts already gone.
  *
  * Quotas: RegisterCertificate ~10 TPS, AttachPolicy/AttachThingPrincipal/CreateThing ~15 TPS per
- * account per region (docs/deploy.md). A factory batch meets throttling here first: the SDK
- * retries with backoff, then the device gets 429 with Retry-After.
+ * account per region (docs/deploy.md). Admission (admission.ts) paces requests to them; a throttle
+ * that still happens is retried once by the SDK (IOT_MAX_ATTEMPTS), then the device gets 429.
  */
 import {
   AttachPolicyCommand,
@@ -35,7 +35,7 @@ import {
 } from '@aws-sdk/client-iot';
 import { KeyObject, X509Certificate } from 'node:crypto';
 import { devicePolicyDocument } from '../../infra/device-policy';
-import { awsClientSettings } from './aws-client-settings';
+import { awsClientSettings, IOT_MAX_ATTEMPTS } from './aws-client-settings';
 import { hasName, isThrottling, isTransient } from './aws-errors';
 import { ProvisioningError, throttled, unavailable } from './errors';
 
@@ -134,6 +134,8 @@ export interface DeviceIotSettings {
   readonly caCertificatePem: string;
   /** SHA-256 of the CA's DER: AWS IoT's caCertificateId. */
   readonly caCertificateId: string;
+  /** Told of every throttled attempt (the function counts IotThrottled per API). */
+  readonly onThrottle?: (api: string, region: string) => void;
 }
 
 /** Turns SDK errors into the service's closed set; rethrows anything else unchanged. */
@@ -144,6 +146,29 @@ export function translateIotError(error: unknown, what: string): unknown {
     return unavailable(`AWS IoT is unavailable (${what}); retry shortly`, error);
   }
   return error;
+}
+
+/**
+ * Reports every attempt AWS IoT throttles, by API and region, retried ones included: inside the
+ * SDK's retry loop, around the deserializer that raises them.
+ */
+function countThrottles(
+  client: IoTClient,
+  region: string,
+  onThrottle: (api: string, region: string) => void,
+): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      try {
+        return await next(args);
+      } catch (error) {
+        if (isThrottling(error))
+          onThrottle(context.commandName?.replace(/Command$/, '') ?? 'unknown', region);
+        throw error;
+      }
+    },
+    { step: 'deserialize', priority: 'high', name: 'countIotThrottles' },
+  );
 }
 
 const certificateIdOf = (arn: string) => arn.slice(arn.lastIndexOf('/') + 1);
@@ -169,7 +194,8 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
   const client = (region: string): IoTClient => {
     let existing = clients.get(region);
     if (!existing) {
-      existing = new IoTClient(awsClientSettings(region, 4));
+      existing = new IoTClient(awsClientSettings(region, IOT_MAX_ATTEMPTS));
+      if (settings.onThrottle) countThrottles(existing, region, settings.onThrottle);
       clients.set(region, existing);
     }
     return existing;

@@ -3,6 +3,7 @@
  *
  *   1. read the record (consistent)  ∥ locate the device  ∥ make the key (key mode) and the certificate (KMS Sign)
  *   2. claim: lease + intent (the certificate id and region), compare-and-set on the record as read
+ *      ∥ admission: a slot in the region's AWS IoT quota budget, or 429 (admission.ts)
  *   3. RegisterCertificate           ∥ CreateThing  (∥ policy + endpoint, cached per container)
  *   4. AttachPolicy                  ∥ AttachThingPrincipal
  *   5. mark the record provisioned
@@ -15,6 +16,7 @@
  * docs/protocol.md states the guarantees.
  */
 import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
+import { Admission, admit, retryAfterThrottle } from './admission';
 import { checkpoint } from './checkpoints';
 import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
@@ -32,7 +34,7 @@ import {
   PendingCertificate,
   PreviousCertificate,
 } from './device-record';
-import { ProvisioningError, unauthenticated } from './errors';
+import { ProvisioningError, throttled, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
@@ -53,6 +55,8 @@ export interface ProvisioningDependencies {
   readonly deviceKeys: () => Promise<GeneratedKey>;
   /** Milliseconds since the epoch. */
   readonly clock?: () => number;
+  /** Admission control per region (admission.ts); without it every request is admitted. */
+  readonly admission?: Admission;
 }
 
 export type Outcome = 'provisioned' | 'reprovisioned' | 'resumed' | 'same-certificate';
@@ -288,6 +292,8 @@ export interface LiveCertificatePlan {
   readonly keepThing: boolean;
   /** Certificates of ours to retire once the new one is recorded. */
   readonly retire: readonly CertificateRef[];
+  /** Admitted already (a renewal admits before its IoT check); else admission runs beside the claim. */
+  readonly admitted?: boolean;
 }
 
 /**
@@ -310,16 +316,23 @@ export async function makeLive(
   let claim: Claim;
   try {
     claim = await timer.time('claim', () =>
-      registry.claim(
-        {
-          record,
-          claimId,
-          nowSeconds: nowSeconds(),
-          leaseSeconds: deps.config.leaseSeconds,
-          pending,
-          recentNonces: live.recentNonces,
-        },
-        deadline.workSignal(),
+      claimAdmitted(
+        registry.claim(
+          {
+            record,
+            claimId,
+            nowSeconds: nowSeconds(),
+            leaseSeconds: deps.config.leaseSeconds,
+            pending,
+            recentNonces: live.recentNonces,
+          },
+          deadline.workSignal(),
+        ),
+        // Beside the claim, not before it: admission costs no stage of its own (admission.ts).
+        deps.admission && !live.admitted
+          ? admit(deps.admission, pending.region, live.retire.length, deadline.workSignal())
+          : undefined,
+        (held) => registry.release(held, deadline.undoSignal()),
       ),
     );
   } catch (error) {
@@ -343,13 +356,47 @@ export async function makeLive(
     // Taken over: the record and whatever it references belong to another request now. Our
     // certificate, if it was registered, is referenced by nothing: the reconciler's sweep retires it.
     if (!(error instanceof ClaimLost)) await undo(deps, claim, live.keepThing, deadline);
-    throw error;
+    throw await honestRetryAfter(deps, pending.region, error, deadline);
   }
   checkpoint('marked', thingName);
 
   if (live.retire.length > 0) await retirePrevious(deps, thingName, live.retire, deadline);
   checkpoint('retired', thingName);
   return endpointAddress;
+}
+
+/**
+ * The claim and the admission verdict, both settled: a claim written for a request admission
+ * refused is released (the nonce it recorded stays spent), and the refusal is thrown.
+ */
+async function claimAdmitted(
+  claiming: Promise<Claim>,
+  admitted: Promise<void> | undefined,
+  release: (claim: Claim) => Promise<void>,
+): Promise<Claim> {
+  const [claimed, admission] = await Promise.allSettled([claiming, admitted]);
+  if (claimed.status === 'rejected') throw claimed.reason;
+  if (admission.status === 'rejected') {
+    await release(claimed.value).catch(() => undefined);
+    throw admission.reason;
+  }
+  return claimed.value;
+}
+
+/**
+ * A throttle that happened although the request was admitted: its Retry-After (the adapter's
+ * constant) becomes a place in the region's queue, so the device returns when there is room.
+ */
+async function honestRetryAfter(
+  deps: ProvisioningDependencies,
+  region: string,
+  error: unknown,
+  deadline: Deadline,
+): Promise<unknown> {
+  if (!deps.admission || !(error instanceof ProvisioningError) || error.kind !== 'throttled') return error;
+  const fallback = error.retryAfterSeconds ?? 1;
+  const retryAfter = await retryAfterThrottle(deps.admission, region, fallback, deadline.undoSignal());
+  return throttled(error.message, retryAfter, error.cause);
 }
 
 /** What the mark records besides the certificate and where it lives. */

@@ -4,12 +4,13 @@
  * records it as intent, every later step can be repeated, and the mark makes it current while the
  * old one stays ACTIVE as `previous` for its grace period.
  *
- *   1. read the record ∥ the signing certificate's state in AWS IoT (it must be ACTIVE)
+ *   1. read the record, admission (admission.ts), the signing certificate's state in AWS IoT (ACTIVE)
  *   2. make the key (key mode) and the certificate (KMS Sign)
  *   3. claim: lease + intent
  *   4. RegisterCertificate ∥ CreateThing (joins the existing thing) → attach → mark
  *   5. retire what the renewal replaces (the proven predecessor, an unproven re-issue)
  */
+import { Admission, admit } from './admission';
 import { sha256Hex } from './ca-certificate';
 import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
@@ -85,6 +86,12 @@ export async function renewCertificate(
   const device = record as DeviceRecord;
   const region = device.region as string;
 
+  // A renewal that will make IoT calls is admitted before the first of them (admission.ts).
+  if (deps.admission && decision.kind !== 'same-certificate')
+    await timer.time('admission', () =>
+      admit(deps.admission as Admission, region, decision.retire.length, signal),
+    );
+
   // The signing certificate must still be ACTIVE in AWS IoT: an operator may have deactivated it
   // there. Renewals are rare, so this IoT call is affordable here (a status call skips it).
   const signerRegion =
@@ -135,6 +142,7 @@ export async function renewCertificate(
       // The thing is the device's: an undo keeps it.
       keepThing: true,
       retire: decision.retire,
+      admitted: true,
     },
     timer,
     deadline,

@@ -21,6 +21,22 @@ export function countMetric(name: string, value = 1): void {
   metrics.addMetric(name, MetricUnit.Count, value);
 }
 
+/**
+ * One value of a metric under its own dimensions (Region, Api), emitted at once: the request's
+ * other metrics keep the service dimension only, so a per-region series stays per region.
+ */
+export function countMetricFor(
+  name: string,
+  dimensions: Readonly<Record<string, string>>,
+  value = 1,
+  unit: (typeof MetricUnit)[keyof typeof MetricUnit] = MetricUnit.Count,
+): void {
+  const single = metrics.singleMetric();
+  for (const [dimension, dimensionValue] of Object.entries(dimensions))
+    single.addDimension(dimension, dimensionValue);
+  single.addMetric(name, unit, value);
+}
+
 /** Records how long each stage of a request took, for logs and metrics. */
 export class StageTimer {
   private readonly started = performance.now();

@@ -6,7 +6,7 @@ import {
   ORIGIN_VERIFY_HEADER,
 } from '../../functions/provisioning/config';
 import { BUNDLE_ENTRY_FILE } from '../../functions/bundle-layout';
-import { loadDeploymentConfig } from '../../infra/config';
+import { apiThrottle, loadDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { API_ROUTE_PATHS, CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
 import { IOT_UNSCOPABLE_ACTIONS } from '../../infra/function';
@@ -30,7 +30,7 @@ const config = loadDeploymentConfig();
 const { json } = synthesize();
 
 describe('registry table', () => {
-  const table = only(json, 'aws_dynamodb_table');
+  const table = byId(json, 'aws_dynamodb_table', 'registry');
 
   it('keeps the sample key schema, on demand, with PITR, deletion protection, SSE and TTL', () => {
     expect(table).toMatchObject({
@@ -238,8 +238,9 @@ describe('edge', () => {
       name: '$default',
       auto_deploy: true,
       default_route_settings: {
-        throttling_rate_limit: config.api.throttleRatePerSecond,
-        throttling_burst_limit: config.api.throttleBurst,
+        // Sized from the admission budgets (tests/infra/admission.test.ts).
+        throttling_rate_limit: apiThrottle(config).ratePerSecond,
+        throttling_burst_limit: apiThrottle(config).burst,
       },
       route_settings: [
         {
@@ -488,9 +489,12 @@ describe('function IAM', () => {
     const dynamo = policy.filter((statement) =>
       list(statement.Action).some((action) => action.startsWith('dynamodb:')),
     );
-    expect(dynamo).toHaveLength(1);
-    expect(dynamo[0]!.Resource).toMatch(/^\$\{aws_dynamodb_table\..+\.arn\}$/);
-    expect(list(dynamo[0]!.Action).sort()).toEqual(['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+    // The registry and the admission schedules (tests/infra/admission.test.ts).
+    expect(dynamo.map((statement) => statement.Sid).sort()).toEqual(['Admission', 'Registry']);
+    for (const statement of dynamo) {
+      expect(statement.Resource).toMatch(/^\$\{aws_dynamodb_table\..+\.arn\}$/);
+      expect(list(statement.Action).sort()).toEqual(['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+    }
     const [decrypt] = byAction('kms:Decrypt');
     expect(decrypt!.Resource).toMatch(/^\$\{aws_kms_key\..+\.arn\}$/);
     expect(Object.keys(decrypt!.Condition!.StringEquals!)).toEqual(
@@ -515,7 +519,8 @@ describe('operations', () => {
   ]);
 
   it('alarms on 5xx rate, throttles, ipstack failures, Lambda errors, unfinished undo and reconciler findings', () => {
-    expect(alarms).toHaveLength(8);
+    // Besides one admission backlog alarm per region (tests/infra/admission.test.ts).
+    expect(alarms.filter((alarm) => alarm.metric_name !== 'AdmissionBacklogSeconds')).toHaveLength(8);
     expect(metricNames).toEqual(
       expect.arrayContaining([
         '5xx',

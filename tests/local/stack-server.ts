@@ -127,6 +127,21 @@ async function bootstrap(
     if (!(error instanceof ResourceInUseException)) throw error;
   }
   progress(`table ${tableName} ready in ${region}`);
+  // The admission schedules (infra/admission.ts): one item per IoT region.
+  const admissionTable = loadDeploymentConfig().admission.tableName;
+  await dynamodb
+    .send(
+      new CreateTableCommand({
+        TableName: admissionTable,
+        AttributeDefinitions: [{ AttributeName: 'region', AttributeType: 'S' }],
+        KeySchema: [{ AttributeName: 'region', KeyType: 'HASH' }],
+        BillingMode: 'PAY_PER_REQUEST',
+      }),
+    )
+    .catch((error: unknown) => {
+      if (!(error instanceof ResourceInUseException)) throw error;
+    });
+  progress(`table ${admissionTable} ready in ${region}`);
 
   const kms = new KMSClient(clientConfig);
   const key = await kms.send(

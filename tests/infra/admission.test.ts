@@ -1,0 +1,103 @@
+import { readFileSync } from 'node:fs';
+import {
+  apiThrottle,
+  DEFAULT_DEPLOYMENT_FILE,
+  loadDeploymentConfig,
+  parseDeploymentConfig,
+} from '../../infra/config';
+import { functionEnvironment } from '../../infra/function-environment';
+import { loadConfig } from '../../functions/provisioning/config';
+import { AWS_DEFAULT_RATES } from '../../functions/provisioning/admission-budget';
+import { all, byId, statements, synthesize, TEST_CA_CERTIFICATE, TEST_FLEET_PUBLIC_KEY } from './synth';
+
+const deployment = JSON.parse(readFileSync(DEFAULT_DEPLOYMENT_FILE, 'utf8')) as Record<string, unknown>;
+const config = loadDeploymentConfig();
+const admissionWith = (changes: Record<string, unknown>) =>
+  parseDeploymentConfig(
+    { ...deployment, admission: { ...(deployment.admission as object), ...changes } },
+    'test',
+  );
+
+describe('admission budgets in deployment.json', () => {
+  it('start from AWS defaults', () => {
+    expect(config.admission.rates).toEqual(AWS_DEFAULT_RATES);
+  });
+
+  it.each([
+    [
+      { rates: { RegisterCertificate: -10 } },
+      'admission.rates.RegisterCertificate: expected a positive number',
+    ],
+    [{ rates: { RegisterCert: 10 } }, 'admission.rates.RegisterCert: unknown API'],
+    [
+      { regionRates: { 'us-west-1': { CreateThing: 100 } } },
+      'admission.regionRates.us-west-1: not an enabled region',
+    ],
+    [{ whenUnavailable: 'maybe' }, 'admission.whenUnavailable'],
+  ])('fail synth naming the setting: %j', (change, message) => {
+    expect(() => admissionWith(change)).toThrow(message);
+  });
+
+  it('reach the function, which reads them back per region', () => {
+    const raised = admissionWith({ regionRates: { 'eu-central-1': { RegisterCertificate: 40 } } });
+    const environment = functionEnvironment(raised, {
+      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+      originVerifySecret: 'a-long-enough-secret',
+      kmsKeyId: 'key',
+      ca: { kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/ca', certificatePem: TEST_CA_CERTIFICATE },
+    });
+    const function_ = loadConfig(environment as NodeJS.ProcessEnv);
+    expect(function_.admission?.tableName).toBe(config.admission.tableName);
+    expect(function_.admission?.rates['eu-central-1']?.RegisterCertificate).toBe(40);
+    expect(function_.admission?.rates['us-east-2']?.RegisterCertificate).toBe(10);
+  });
+
+  it('size API Gateway above what every region can serve, with headroom', () => {
+    // 14 regions at 10 requests/s, times 3.
+    expect(apiThrottle(config).ratePerSecond).toBe(
+      config.iotRegions.length * 10 * config.admission.apiHeadroom,
+    );
+    const raised = admissionWith({
+      regionRates: {
+        'eu-central-1': { RegisterCertificate: 100, UpdateCertificate: 100, DeleteCertificate: 100 },
+      },
+    });
+    expect(apiThrottle(raised).ratePerSecond).toBeGreaterThan(apiThrottle(config).ratePerSecond);
+  });
+});
+
+describe('admission infrastructure', () => {
+  const { json } = synthesize();
+
+  it('is a plain on-demand table in the home region, keyed by region, not global', () => {
+    const table = byId(json, 'aws_dynamodb_table', 'admission');
+    expect(table).toMatchObject({
+      name: config.admission.tableName,
+      hash_key: 'region',
+      billing_mode: 'PAY_PER_REQUEST',
+      provider: 'aws',
+    });
+    expect(table.replica).toBeUndefined();
+  });
+
+  it('lets the function read and update its items only', () => {
+    const policies = all(json, 'aws_iam_role_policy').flatMap((policy) => statements(policy.policy));
+    const admission = policies.filter((statement) => statement.Sid === 'Admission');
+    expect(admission).toHaveLength(1);
+    expect(admission[0]!.Resource).toMatch(/^\$\{aws_dynamodb_table\.admission.+\.arn\}$/);
+    expect([admission[0]!.Action].flat().sort()).toEqual(['dynamodb:GetItem', 'dynamodb:UpdateItem']);
+  });
+
+  it('alarms on a sustained backlog in each region, and shows admission on the dashboard', () => {
+    const alarms = all(json, 'aws_cloudwatch_metric_alarm').filter(
+      (alarm) => alarm.metric_name === 'AdmissionBacklogSeconds',
+    );
+    expect(alarms.map((alarm) => (alarm.dimensions as Record<string, string>).Region).sort()).toEqual(
+      [...config.iotRegions].sort(),
+    );
+    expect(alarms[0]).toMatchObject({ statistic: 'Maximum', evaluation_periods: 3 });
+    const body = String(all(json, 'aws_cloudwatch_dashboard')[0]!.dashboard_body);
+    for (const metric of ['Admitted', 'AdmissionRefused', 'AdmissionBacklogSeconds', 'IotThrottled'])
+      expect(body).toContain(`MetricName=\\"${metric}\\"`);
+  });
+});
