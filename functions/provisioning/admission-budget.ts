@@ -120,3 +120,12 @@ export function budgetsFor(
     enabledRegions.map((region) => [region, { ...AWS_DEFAULT_RATES, ...rates, ...regionRates[region] }]),
   );
 }
+
+/**
+ * AWS's default rates times `factor`: what the local stack's quota mode serves when it scales
+ * AWS's quotas down so that they bind before the machine does. A storm run gives the function
+ * the same budget as ADMISSION_RATES (JSON) so that admission and the proxy agree.
+ */
+export function scaledRates(factor: number, rates: ApiRates = AWS_DEFAULT_RATES): ApiRates {
+  return Object.fromEntries(IOT_APIS.map((api) => [api, rates[api] * factor])) as Record<IotApi, number>;
+}

@@ -6,6 +6,7 @@
  *
  *   make local-up && LOCAL_PORT_BASE=… npx tsx tests/bench/admission-cost.ts [requests per mode, default 15] [delay ms, default 50]
  */
+import '../support/quiet-powertools';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
 import { clearFaults, getCalls, setFaults } from '../local/aws-proxy';

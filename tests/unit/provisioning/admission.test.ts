@@ -15,6 +15,7 @@ import {
   callsOfRequest,
   costMs,
   requestsPerSecond,
+  scaledRates,
 } from '../../../functions/provisioning/admission-budget';
 import { ProvisioningError } from '../../../functions/provisioning/errors';
 
@@ -66,6 +67,10 @@ describe('what a request costs of its region', () => {
       RegisterCertificate: 1,
     });
     expect(costMs(callsOfRequest(3), AWS_DEFAULT_RATES)).toBe(300);
+  });
+
+  it('scales with the local stack quota mode: AWS defaults × 0.2 admit 2 requests a second', () => {
+    expect(requestsPerSecond(scaledRates(0.2))).toBe(2);
   });
 
   it('follows a raised quota: RegisterCertificate at 50/s leaves the 15/s APIs binding', () => {
