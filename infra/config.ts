@@ -113,8 +113,8 @@ const deploymentSchema = z
         rates: z.record(z.string(), z.unknown()).default({}),
         /** Per region overrides, for quotas raised in Service Quotas. */
         regionRates: z.record(z.string(), z.unknown()).default({}),
-        maxWaitMs: z.number().int().min(0).max(10_000).default(1_000),
-        jitterSeconds: z.number().int().min(0).max(60).default(2),
+        maxWaitMs: z.number().int().min(0).max(10_000).default(2_000),
+        jitterSeconds: z.number().int().min(0).max(60).default(1),
         maxRetryAfterSeconds: positiveInt.max(86_400).default(900),
         whenUnavailable: z.enum(['open', 'closed']).default('open'),
         /** API Gateway admits at least this many times what the budgets can serve (refusals are cheap). */
@@ -127,8 +127,8 @@ const deploymentSchema = z
         tableName: 'global-device-provisioning-admission',
         rates: {},
         regionRates: {},
-        maxWaitMs: 1_000,
-        jitterSeconds: 2,
+        maxWaitMs: 2_000,
+        jitterSeconds: 1,
         maxRetryAfterSeconds: 900,
         whenUnavailable: 'open',
         apiHeadroom: 3,

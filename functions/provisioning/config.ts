@@ -218,8 +218,8 @@ export const environmentSchema = z.object({
   ADMISSION_TABLE_NAME: z.optional(nonEmpty(3)),
   ADMISSION_RATES: jsonObject,
   ADMISSION_REGION_RATES: jsonObject,
-  ADMISSION_MAX_WAIT_MS: wholeNumber(1_000, 0),
-  ADMISSION_JITTER_SECONDS: wholeNumber(2, 0),
+  ADMISSION_MAX_WAIT_MS: wholeNumber(2_000, 0),
+  ADMISSION_JITTER_SECONDS: wholeNumber(1, 0),
   ADMISSION_MAX_RETRY_AFTER_SECONDS: wholeNumber(900),
   ADMISSION_WHEN_UNAVAILABLE: z._default(z.enum(['open', 'closed']), 'open'),
 });

@@ -33,7 +33,7 @@ describe('admission configuration', () => {
     });
     expect(config.admission).toMatchObject({
       tableName: 'admission',
-      maxWaitMs: 1000,
+      maxWaitMs: 2000,
       whenUnavailable: 'open',
     });
     expect(config.admission?.rates['us-east-2']).toMatchObject({ RegisterCertificate: 10, CreateThing: 100 });
