@@ -165,7 +165,7 @@ describe('virtual device against the local stack', () => {
   describe('when AWS IoT fails in the device’s region', () => {
     afterEach(clearFaults);
 
-    // The function's IoT client retries 4 times itself; failing 4 calls makes it answer the device.
+    // The function's IoT client tries twice itself (IOT_MAX_ATTEMPTS); failing 4 calls makes it answer the device twice.
     it.each([
       { error: 'ThrottlingException', status: /HTTP 429/ },
       { error: 'InternalFailure', status: /HTTP 5\d\d/ },
