@@ -13,6 +13,8 @@ import { memoryAdmissionState, Verdict } from '../../functions/provisioning/admi
 import { dynamoAdmissionState } from '../../functions/provisioning/admission-state';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
+import { awsDeviceIot } from '../../functions/provisioning/iot';
+import { readFileSync } from 'node:fs';
 import { addDevice } from '../local/stack';
 import { CallRecord, getCalls } from '../local/aws-proxy';
 import {
@@ -196,6 +198,29 @@ describe('admission', () => {
     expect(calls.filter((call) => call.what.includes('/certificate/register'))).toHaveLength(2);
     expect(await thingExists(REGION, thingName)).toBe(false);
     expect((await registryRecord(thingName))?.claim_id).toBeUndefined();
+  });
+});
+
+describe('IoT throttles', () => {
+  it('are reported per API for each attempt, and the SDK makes two', async () => {
+    const seen: string[] = [];
+    const iot = awsDeviceIot({
+      policyName: stack.iotPolicyName,
+      caCertificatePem: readFileSync(stack.deviceCaCertificate, 'utf8'),
+      caCertificateId: stack.deviceCaCertificateId,
+      onThrottle: (api, region) => seen.push(`${api} ${region}`),
+    });
+    const certificateId = 'ab'.repeat(32);
+    await setFaults({
+      rules: [
+        {
+          match: { service: 'iot', region: REGION, path: `^/certificates/${certificateId}` },
+          error: 'ThrottlingException',
+        },
+      ],
+    });
+    await expect(iot.describeCertificate(REGION, certificateId)).rejects.toBeDefined();
+    expect(seen).toEqual([`DescribeCertificate ${REGION}`, `DescribeCertificate ${REGION}`]);
   });
 });
 
