@@ -112,15 +112,17 @@ export class Alarms extends Construct {
       ...common,
       alarmName: `${config.appName}-throttled`,
       alarmDescription:
-        'Requests answered 429 (AWS IoT control-plane quota) plus Lambda throttles in 5 minutes: ' +
+        'Requests answered 429 (AWS IoT control-plane quota, not admission) plus Lambda throttles in 5 minutes: ' +
         'raise the IoT quotas of the busy region or the function concurrency',
       threshold: thresholds.throttledRequestsPerFiveMinutes,
       metricQuery: [
         metric('throttled', config.metricsNamespace, THROTTLED_METRIC, serviceDimensions),
+        // Admission's refusals are 429s by design during a storm: the backlog alarms watch them.
+        metric('admissionRefused', config.metricsNamespace, ADMISSION_METRICS.refused, serviceDimensions),
         metric('lambdaThrottles', 'AWS/Lambda', 'Throttles', { FunctionName: props.functionName }),
         {
           id: 'total',
-          expression: 'FILL(throttled, 0) + FILL(lambdaThrottles, 0)',
+          expression: 'FILL(throttled, 0) - FILL(admissionRefused, 0) + FILL(lambdaThrottles, 0)',
           label: 'throttled',
           returnData: true,
         },

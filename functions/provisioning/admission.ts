@@ -158,6 +158,9 @@ function record(region: string, verdict: Verdict): void {
     return;
   }
   countMetricFor(verdict.kind === 'admitted' ? 'Admitted' : 'AdmissionRefused', { Region: region });
+  // Also without the region: the throttle alarm subtracts refusals, which a storm makes by design
+  // (the backlog alarm watches those), from the 429s it counts.
+  if (verdict.kind === 'refused') countMetric('AdmissionRefused');
   countMetricFor(
     'AdmissionBacklogSeconds',
     { Region: region },

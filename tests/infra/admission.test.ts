@@ -96,6 +96,13 @@ describe('admission infrastructure', () => {
       [...config.iotRegions].sort(),
     );
     expect(alarms[0]).toMatchObject({ statistic: 'Maximum', evaluation_periods: 3 });
+    // The throttle alarm counts 429s that are not admission's (a storm's refusals are by design).
+    const throttled = all(json, 'aws_cloudwatch_metric_alarm').find((alarm) =>
+      String(alarm.alarm_name).endsWith('-throttled'),
+    ) as { metric_query: { id: string; expression?: string }[] };
+    expect(throttled.metric_query.find((query) => query.id === 'total')?.expression).toContain(
+      '- FILL(admissionRefused, 0)',
+    );
     const body = String(all(json, 'aws_cloudwatch_dashboard')[0]!.dashboard_body);
     for (const metric of ['Admitted', 'AdmissionRefused', 'AdmissionBacklogSeconds', 'IotThrottled'])
       expect(body).toContain(`MetricName=\\"${metric}\\"`);
