@@ -99,10 +99,9 @@ export class AlarmTopic extends Construct {
           {
             Sid: 'AccountAdministersThroughIam',
             Effect: 'Allow',
-            Principal: { AWS: '*' },
+            Principal: { AWS: accountId },
             Action: 'kms:*',
             Resource: '*',
-            Condition: { StringEquals: { 'aws:PrincipalAccount': accountId } },
           },
           {
             Sid: 'AlarmsAndEventsPublish',

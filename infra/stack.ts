@@ -13,7 +13,7 @@
  * 750 MB to load).
  */
 import { createPublicKey } from 'node:crypto';
-import { LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
+import { dependable, LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
 import type { Construct } from 'constructs';
 import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-identity';
@@ -155,6 +155,8 @@ export class ProvisioningStack extends TerraformStack {
       caCertificatePem,
       caRegistrations,
     });
+    // A retired key is disabled only after the function has moved to the current key.
+    for (const retired of retiredCaKeys) retired.key.dependsOn = [dependable(fn.function)];
     const reconciler = new Reconciler(this, 'reconciler', {
       config,
       provider: home,

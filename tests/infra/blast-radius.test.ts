@@ -69,6 +69,8 @@ describe('finding 2: deploys cannot silently remove a CA', () => {
     expect(caKeys).toHaveLength(2);
     const old = caKeys.find(([id]) => id === oldId);
     expect(old?.[1]).toMatchObject({ is_enabled: false, lifecycle: { prevent_destroy: true } });
+    // Disabled only once the function signs with the new key.
+    expect(old?.[1].depends_on).toEqual([expect.stringMatching(/^aws_lambda_function\.function_[0-9A-F]+$/)]);
     expect(caKeys.find(([id]) => id !== oldId)?.[1]).toMatchObject({ is_enabled: true });
     // The aliases stay too: the retired one still names the retired key.
     expect(all(rotated, 'aws_kms_alias').map((alias) => alias.name)).toEqual(
