@@ -1,9 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_DEPLOYMENT_FILE, loadDeploymentConfig, parseDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { environmentSchema } from '../../functions/provisioning/config';
 
+const REPO_ROOT = join(__dirname, '..', '..');
 const deployment = JSON.parse(readFileSync(DEFAULT_DEPLOYMENT_FILE, 'utf8')) as Record<string, unknown>;
 const withChanges = (changes: Record<string, unknown>) =>
   parseDeploymentConfig({ ...deployment, ...changes }, 'test');
@@ -205,5 +208,22 @@ describe('deployment config: production needs state, an alarm destination, CA ro
     expect(() => withChanges({ reconciler: { ...reconciler, schedule: 'rate(2 hours)' } })).toThrow(
       /heartbeat/,
     );
+  });
+});
+
+describe('make synth with a production config that names no state', () => {
+  it('fails before synthesizing, naming the field', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'synth-config-')), 'deployment.json');
+    writeFileSync(file, JSON.stringify({ ...deployment, sandbox: false }));
+    const run = spawnSync(
+      join(REPO_ROOT, 'node_modules', '.bin', 'tsx'),
+      [join(REPO_ROOT, 'infra', 'main.ts')],
+      {
+        env: { ...process.env, DEPLOYMENT_CONFIG: file },
+        encoding: 'utf8',
+      },
+    );
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/synth failed: .*terraformState is required for a production deployment/);
   });
 });
