@@ -1011,7 +1011,8 @@ async function main(): Promise<number> {
   return runDevice(settings);
 }
 
-if (require.main === module) {
+/** `tsx device/cli.ts …`, `npm run device`, and the `gdp-device` bin (bin/gdp-device.js). */
+export function runCommandLine(): void {
   main().then(
     (status) => process.exit(status),
     (error: unknown) => {
@@ -1020,3 +1021,5 @@ if (require.main === module) {
     },
   );
 }
+
+if (require.main === module) runCommandLine();

@@ -16,6 +16,7 @@ import { PROV_STATUS, type DeviceRecord } from '../provisioning/device-record';
 import type { RecordFilter } from '../provisioning/registry';
 import { loadReconcilerConfig, ReconcilerConfig } from '../reconciler/config';
 import { deploymentEnvironment, localStackEnvironment, STACK_FILE } from '../reconciler/environments';
+import { reconcileProgress } from '../reconciler/cli';
 import { reconcile } from '../reconciler/reconcile';
 import { reconcilerDependencies } from '../reconciler/wiring';
 import { auditEntry } from './audit';
@@ -580,6 +581,7 @@ export function program(): Command {
           ...(options.grace !== undefined ? { graceSeconds: options.grace as number } : {}),
           ...(options.prefix ? { thingNamePrefix: options.prefix as string } : {}),
           log: options.json ? () => undefined : (line) => console.log(line),
+          onProgress: await reconcileProgress(ctx.deps.registry),
         });
         if (options.json) console.log(JSON.stringify(report, null, 2));
         if (report.failures.length > 0) setExit(EXIT.failed);
@@ -621,6 +623,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
+/** `tsx functions/admin/cli.ts …`, `npm run admin`, and the `gdp-admin` bin (bin/gdp-admin.js). */
+export function runCommandLine(): void {
   main(process.argv).then((code) => process.exit(code));
 }
+
+if (require.main === module) runCommandLine();
