@@ -21,7 +21,7 @@ import type { MqttClient } from 'mqtt';
 import { RENEW_PATH, STATUS_PATH, type StatusAnswer } from '../functions/provisioning/wire';
 import { version } from '../package.json';
 import { AMAZON_ROOT_CAS } from './amazon-root-ca';
-import { certificateIdOf, type DeviceKeyType } from './keys';
+import type { DeviceKeyType } from './keys';
 import {
   DEFAULT_STATUS_INTERVAL_SECONDS,
   LifecycleRefusedError,
@@ -46,6 +46,7 @@ import {
   type ProtocolVersion,
 } from './provision';
 import { renewCertificate, resumeInterruptedRenewal, short, type RenewalContext } from './renewal';
+import { collectFacts, deviceReport, type DeviceFacts, type DeviceReport } from './run-report';
 import {
   defaultDataDir,
   discardPending,
@@ -123,45 +124,6 @@ export interface DeviceOutput {
   note?(facts: DeviceFacts): void;
 }
 
-/** What a run did after day one: the status check and what the device did with its answer. */
-export interface DayTwoFacts {
-  /** answered, skipped (not due, or no status URL), refused (4xx) or failed (unreachable). */
-  readonly statusCheck?: 'answered' | 'skipped' | 'refused' | 'failed';
-  /** The service's answer: none, renew, move or reprovision. */
-  readonly action?: StatusAnswer['action'];
-  /** Why the check was skipped, refused or failed. */
-  readonly reason?: string;
-  /** A renewal interrupted by an earlier run, finished or undone on start. */
-  readonly resumedRenewal?: string;
-  readonly renewed?: boolean;
-  /** The region a move took the device to; absent when it stayed. */
-  readonly movedTo?: string;
-  readonly reprovisioned?: boolean;
-}
-
-export interface DeviceFacts {
-  /** provisioned by this run (first boot, --reset or a reprovision answer), or earlier. */
-  readonly provisioned?: 'now' | 'earlier';
-  readonly attempts?: number;
-  readonly latencyMs?: number;
-  readonly httpStatus?: number;
-  readonly error?: string;
-  readonly published?: number;
-  readonly dayTwo?: DayTwoFacts;
-}
-
-/** `gdp-device --json`: one object on stdout when the run ends (docs/device.md, "For scripts"). */
-export interface DeviceReport extends Omit<DeviceFacts, 'dayTwo'> {
-  readonly outcome: (typeof OUTCOME)[keyof typeof OUTCOME];
-  readonly exitCode: number;
-  readonly thingName: string;
-  readonly region?: string;
-  readonly endpoint?: string;
-  readonly certificateId?: string;
-  readonly dataDir: string;
-  readonly dayTwo?: DayTwoFacts;
-}
-
 /** The outcome of a run, one per exit status. */
 export const OUTCOME = {
   [EXIT.ok]: 'ok',
@@ -184,16 +146,11 @@ export async function runDeviceForScripts(
   humans: Pick<DeviceOutput, 'error'> = consoleOutput,
   dependencies: Partial<DeviceDependencies> = {},
 ): Promise<DeviceReport> {
-  const facts: { -readonly [K in keyof DeviceFacts]: DeviceFacts[K] } = {};
-  let dayTwo: DayTwoFacts | undefined;
+  const facts = collectFacts();
   const output: DeviceOutput = {
     line: (text) => humans.error(text),
     error: (text) => humans.error(text),
-    note: (more) => {
-      if (more.dayTwo) dayTwo = { ...dayTwo, ...more.dayTwo };
-      const { dayTwo: _dayTwo, ...rest } = more;
-      Object.assign(facts, rest);
-    },
+    note: facts.note,
   };
   let exitCode: number;
   try {
@@ -201,25 +158,16 @@ export async function runDeviceForScripts(
   } catch (error) {
     humans.error(`unexpected error: ${messageOf(error)}`);
     exitCode = EXIT.unexpected;
-    facts.error ??= messageOf(error);
+    facts.note({ error: messageOf(error) });
   }
-  const stored = await loadCredentials(settings.dataDir).catch(() => undefined);
-  const current = stored?.identity.thingName === settings.thingName ? stored : undefined;
-  return {
-    outcome: OUTCOME[exitCode as keyof typeof OUTCOME] ?? 'unexpected-error',
+  return deviceReport({
+    outcome: OUTCOME[exitCode as keyof typeof OUTCOME] ?? OUTCOME[EXIT.unexpected],
     exitCode,
     thingName: settings.thingName,
-    ...(current
-      ? {
-          region: current.identity.region,
-          endpoint: current.identity.endpointAddress,
-          certificateId: certificateIdOf(current.certificatePem),
-        }
-      : {}),
     dataDir: settings.dataDir,
-    ...facts,
-    ...(dayTwo ? { dayTwo } : {}),
-  };
+    stored: await loadCredentials(settings.dataDir).catch(() => undefined),
+    facts: facts.collected(),
+  });
 }
 
 const consoleOutput: DeviceOutput = {

@@ -9,7 +9,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { EXIT, type DeviceReport } from '../../device/cli';
+import { EXIT } from '../../device/cli';
+import type { DeviceReport } from '../../device/run-report';
 import { loadCredentials, saveCredentials, type DeviceCredentials } from '../../device/store';
 import { version } from '../../package.json';
 
