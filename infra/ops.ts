@@ -4,6 +4,7 @@
  * synthesizing, so a missing prerequisite fails in one clear line within a second or two.
  * `outputs` of local state reads the state file and needs neither credentials nor terraform init.
  */
+import '../functions/cli-runtime';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
