@@ -8,6 +8,7 @@
  * a device CA, a CA key or the registry table unless `--allow-destroy=<address>` names it
  * (infra/plan-check.ts); deploy and destroy then apply exactly the plan file that was checked.
  */
+import '../functions/cli-runtime';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';

@@ -1,0 +1,309 @@
+/**
+ * The registry as the device path uses it (provisioning, status, renewal): read the record, claim
+ * it with an intent, mark it provisioned, record a status call, forget a retired previous
+ * certificate, release a claim. Every write is conditional and recognisable as ours when its
+ * answer was lost and the SDK's retry finds the condition false: the claim carries our claim id,
+ * the mark our certificate id. So "applied, answer lost" never turns into a refusal or an undo.
+ */
+import {
+  AttributeValue,
+  ConditionalCheckFailedException,
+  GetItemCommand,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import {
+  DeviceRecord,
+  IN_FLIGHT_RETRY_AFTER_SECONDS,
+  PendingCertificate,
+  PreviousCertificate,
+  provDatetime,
+  PROV_STATUS,
+  toDeviceRecord,
+} from './device-record';
+import { ProvisioningError, throttled } from './errors';
+import {
+  MOVE_ATTRIBUTES,
+  PENDING_ATTRIBUTES,
+  PREVIOUS_ATTRIBUTES,
+  RegistryTable,
+  translate,
+  unchanged,
+} from './registry-table';
+
+/** A lease on one device's record, with the certificate it intends to make live. */
+export interface Claim {
+  readonly thingName: string;
+  readonly claimId: string;
+  readonly pending: PendingCertificate;
+}
+
+export interface ClaimRequest {
+  readonly record: DeviceRecord;
+  readonly claimId: string;
+  readonly nowSeconds: number;
+  readonly leaseSeconds: number;
+  readonly pending: PendingCertificate;
+  /** v2: the nonces to keep, this request's included. */
+  readonly recentNonces?: readonly string[];
+}
+
+export interface ProvisionedFacts {
+  readonly region: string;
+  readonly certificateArn: string;
+  readonly thingArn: string;
+  readonly geoSource: string;
+  readonly nowSeconds: number;
+  readonly firstProvisionedAtEpoch: number;
+  readonly reissueCount: number;
+  /** The region's endpoint: recorded so a status call needs no IoT call. */
+  readonly endpointAddress: string;
+  /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. Else none is kept. */
+  readonly previous?: PreviousCertificate;
+}
+
+/** One answered status call: its nonce spent, its time recorded (the per-device interval). */
+export interface StatusCall {
+  readonly record: DeviceRecord;
+  readonly nowSeconds: number;
+  /** `timestamp.nonce` of this call. */
+  readonly nonceEntry: string;
+  /** status_nonces to keep, this call's included. */
+  readonly statusNonces: readonly string[];
+  /** The region the device said it connects to (advisory, for operators). */
+  readonly reportedRegion?: string;
+}
+
+export interface DeviceRegistry {
+  /** The record as it stands (strongly consistent), or undefined when the device is unknown. */
+  read(thingName: string, signal?: AbortSignal): Promise<DeviceRecord | undefined>;
+  /** Takes the lease and records the intent, if the record is still as read; else 429. */
+  claim(request: ClaimRequest, signal?: AbortSignal): Promise<Claim>;
+  /** Makes the pending certificate the live one and ends the claim. */
+  markProvisioned(claim: Claim, facts: ProvisionedFacts, signal?: AbortSignal): Promise<void>;
+  /**
+   * Records an answered status call, if no other was recorded since the record was read: one
+   * conditional write. False when another call got there first (the device is over its rate).
+   */
+  recordStatusCall(call: StatusCall, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Forgets a renewal's previous certificate once it is retired, if the record still names it.
+   * False when the record moved on.
+   */
+  forgetPrevious(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
+  /** Ends the claim and drops its intent (after the undo); harmless when no longer ours. */
+  release(claim: Claim, signal?: AbortSignal): Promise<void>;
+}
+
+/** Our claim is no longer on the record: another request took it over after our lease. */
+export class ClaimLost extends ProvisioningError {
+  constructor(thingName: string, cause?: unknown) {
+    super('unavailable', `the claim on ${thingName} was taken over before provisioning finished; retry`, 2, {
+      cause,
+    });
+  }
+}
+
+export function deviceRegistry(table: RegistryTable): DeviceRegistry {
+  const { dynamodb, TableName, key, updateRecognisingOwn, updateIfStill } = table;
+  return {
+    async read(thingName, signal) {
+      try {
+        const answer = await dynamodb.send(
+          new GetItemCommand({ TableName, Key: key(thingName), ConsistentRead: true }),
+          { abortSignal: signal },
+        );
+        return answer.Item ? toDeviceRecord(answer.Item) : undefined;
+      } catch (error) {
+        throw translate(error, 'read');
+      }
+    },
+
+    async claim(request, signal) {
+      const { record, pending } = request;
+      const values: Record<string, AttributeValue> = {
+        ':claim': { S: request.claimId },
+        ':expires': { N: String(request.nowSeconds + request.leaseSeconds) },
+        ':pendingId': { S: pending.certificateId },
+        ':pendingPem': { S: pending.certificatePem },
+        ':pendingRegion': { S: pending.region },
+        ':pendingKey': { S: pending.keySha256 },
+        ':pendingMode': { S: pending.keyMode },
+        ':pendingSince': { N: String(pending.since) },
+        ':version': { N: String(record.version + 1) },
+      };
+      // Compare-and-set against the record we decided on: any write in between (another
+      // request's claim, an operator's change of status) makes this one fail.
+      const condition = [
+        unchanged(record, 'record_version', values),
+        unchanged(record, 'prov_status', values),
+        unchanged(record, 'claim_id', values),
+      ].join(' AND ');
+      let update =
+        'SET claim_id = :claim, claim_expires = :expires, pending_certificate_id = :pendingId,' +
+        ' pending_certificate_pem = :pendingPem, pending_region = :pendingRegion,' +
+        ' pending_key_sha256 = :pendingKey, pending_key_mode = :pendingMode, pending_since = :pendingSince,' +
+        ' record_version = :version';
+      if (request.recentNonces && request.recentNonces.length > 0) {
+        values[':nonces'] = { SS: [...request.recentNonces] };
+        // used_nonces was the unbounded set of an earlier version.
+        update += ', recent_nonces = :nonces REMOVE used_nonces';
+      }
+      const claim: Claim = { thingName: record.thingName, claimId: request.claimId, pending };
+      let written: boolean;
+      try {
+        written = await updateRecognisingOwn(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(record.thingName),
+            ConditionExpression: condition,
+            UpdateExpression: update,
+            ExpressionAttributeValues: values,
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+          (old) => old?.claim_id?.S === request.claimId,
+          signal,
+        );
+      } catch (error) {
+        throw translate(error, 'claim');
+      }
+      if (!written) {
+        throw throttled(
+          `another request for ${record.thingName} is in progress; retry shortly`,
+          IN_FLIGHT_RETRY_AFTER_SECONDS,
+        );
+      }
+      return claim;
+    },
+
+    async markProvisioned(claim, facts, signal) {
+      const certificateId = claim.pending.certificateId;
+      const values: Record<string, AttributeValue> = {
+        ':claim': { S: claim.claimId },
+        ':provisioned': { S: PROV_STATUS.provisioned },
+        ':region': { S: facts.region },
+        ':datetime': { S: provDatetime(facts.nowSeconds) },
+        ':epoch': { N: String(facts.nowSeconds) },
+        ':firstEpoch': { N: String(facts.firstProvisionedAtEpoch) },
+        ':reissues': { N: String(facts.reissueCount) },
+        ':certificateId': { S: certificateId },
+        ':certificateArn': { S: facts.certificateArn },
+        ':certificatePem': { S: claim.pending.certificatePem },
+        ':keySha': { S: claim.pending.keySha256 },
+        ':keyMode': { S: claim.pending.keyMode },
+        ':thingArn': { S: facts.thingArn },
+        ':geoSource': { S: facts.geoSource },
+        ':endpoint': { S: facts.endpointAddress },
+        ':zero': { N: '0' },
+        ':one': { N: '1' },
+      };
+      let set =
+        'SET prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch,' +
+        ' first_prov_epoch = :firstEpoch, reissue_count = :reissues,' +
+        ' certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem,' +
+        ' certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource,' +
+        ' endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one';
+      // A move's copies were of the previous certificate: the function retires them (decide).
+      let remove = `REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}, ${MOVE_ATTRIBUTES}`;
+      if (facts.previous) {
+        set +=
+          ', previous_certificate_id = :previousId, previous_region = :previousRegion,' +
+          ' previous_retire_after = :retireAfter';
+        values[':previousId'] = { S: facts.previous.certificateId };
+        values[':previousRegion'] = { S: facts.previous.region };
+        values[':retireAfter'] = { N: String(facts.previous.retireAfter) };
+      } else {
+        remove += `, ${PREVIOUS_ATTRIBUTES}`;
+      }
+      try {
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(claim.thingName),
+            // The second half recognises our own mark when the SDK retries one whose answer was lost.
+            ConditionExpression:
+              'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
+            UpdateExpression: `${set} ${remove}`,
+            ExpressionAttributeValues: values,
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) throw new ClaimLost(claim.thingName, error);
+        throw translate(error, 'mark provisioned');
+      }
+    },
+
+    async recordStatusCall(call, signal) {
+      const { record } = call;
+      const values: Record<string, AttributeValue> = {
+        ':epoch': { N: String(call.nowSeconds) },
+        ':nonces': { SS: [...call.statusNonces] },
+      };
+      // Only status calls write these two: comparing status_epoch orders them without touching
+      // record_version, so status calls never make a provisioning claim or an operator retry.
+      const condition = [unchanged(record, 'status_epoch', values), 'attribute_exists(thing_name)'].join(
+        ' AND ',
+      );
+      let update = 'SET status_epoch = :epoch, status_nonces = :nonces';
+      if (call.reportedRegion) {
+        values[':reported'] = { S: call.reportedRegion };
+        update += ', status_region = :reported';
+      }
+      try {
+        return await updateRecognisingOwn(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(record.thingName),
+            ConditionExpression: condition,
+            UpdateExpression: update,
+            ExpressionAttributeValues: values,
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+          (old) => old?.status_nonces?.SS?.includes(call.nonceEntry) ?? false,
+          signal,
+        );
+      } catch (error) {
+        throw translate(error, 'status');
+      }
+    },
+
+    async forgetPrevious(record, signal) {
+      const values: Record<string, AttributeValue> = { ':zero': { N: '0' }, ':one': { N: '1' } };
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: unchanged(record, 'previous_certificate_id', values),
+          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE ${PREVIOUS_ATTRIBUTES}`,
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      ).catch((error: unknown) => {
+        throw translate(error, 'forget previous certificate');
+      });
+    },
+
+    async release(claim, signal) {
+      try {
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(claim.thingName),
+            ConditionExpression: 'claim_id = :claim',
+            UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
+            ExpressionAttributeValues: {
+              ':claim': { S: claim.claimId },
+              ':zero': { N: '0' },
+              ':one': { N: '1' },
+            },
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        // Released already (a retried call), or taken over since: nothing of ours to release.
+        if (error instanceof ConditionalCheckFailedException) return;
+        throw translate(error, 'release');
+      }
+    },
+  };
+}

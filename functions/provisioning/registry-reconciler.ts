@@ -1,0 +1,75 @@
+/**
+ * The registry as the reconciler uses it: finish what a dead request left (a stale claim) and
+ * reset a record whose certificate is gone. Each write is conditional on the record as judged.
+ */
+import { AttributeValue, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeviceRecord, PROV_STATUS } from './device-record';
+import {
+  MOVE_ATTRIBUTES,
+  PENDING_ATTRIBUTES,
+  PREVIOUS_ATTRIBUTES,
+  RegistryTable,
+  unchanged,
+} from './registry-table';
+
+export interface ReconcilerRegistry {
+  /**
+   * Drops a stale claim and its intent, if the record still holds exactly that claim (the
+   * reconciler, once the intent's certificate is retired). False when the record moved on.
+   */
+  dropStaleClaim(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Puts a provisioned record whose certificate no longer exists back to unprovisioned, if it
+   * still points at that certificate. False when the record moved on.
+   */
+  resetMissingCertificate(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
+}
+
+export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
+  const { TableName, key, updateIfStill } = table;
+  return {
+    async dropStaleClaim(record, signal) {
+      const values: Record<string, AttributeValue> = { ':zero': { N: '0' }, ':one': { N: '1' } };
+      const condition = [
+        unchanged(record, 'claim_id', values),
+        unchanged(record, 'pending_certificate_id', values),
+      ].join(' AND ');
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: condition,
+          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      );
+    },
+
+    async resetMissingCertificate(record, signal) {
+      const values: Record<string, AttributeValue> = {
+        ':unprovisioned': { S: PROV_STATUS.unprovisioned },
+        ':zero': { N: '0' },
+        ':one': { N: '1' },
+      };
+      const condition = [
+        unchanged(record, 'prov_status', values),
+        unchanged(record, 'certificate_id', values),
+        'attribute_not_exists(claim_id)',
+      ].join(' AND ');
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: condition,
+          UpdateExpression:
+            'SET prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one' +
+            ' REMOVE certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode,' +
+            ` first_prov_epoch, reissue_count, endpoint_address, ${MOVE_ATTRIBUTES}, ${PREVIOUS_ATTRIBUTES}`,
+          ExpressionAttributeValues: values,
+        }),
+        signal,
+      );
+    },
+  };
+}

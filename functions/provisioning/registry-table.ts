@@ -1,0 +1,97 @@
+/**
+ * The registry table's one DynamoDB client and the helpers every part of the registry adapter
+ * shares: key shape, conditional updates that recognise our own writes, error translation. The
+ * parts are split by who calls them (registry-device, registry-operator, registry-import,
+ * registry-reconciler); registry.ts puts them together as the one adapter.
+ */
+import {
+  AttributeValue,
+  ConditionalCheckFailedException,
+  DynamoDBClient,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import { awsClientSettings } from './aws-client-settings';
+import { isThrottling, isTransient } from './aws-errors';
+import type { DeviceRecord } from './device-record';
+import { ProvisioningError, throttled, unavailable } from './errors';
+
+export interface RegistryTable {
+  readonly dynamodb: DynamoDBClient;
+  readonly TableName: string;
+  readonly key: (thingName: string) => Record<string, AttributeValue>;
+  /**
+   * A conditional update that asked for the old item on failure: true when written, or when the
+   * condition failed on our own write (applied with its answer lost, then retried by the SDK);
+   * false when another write got there first.
+   */
+  readonly updateRecognisingOwn: (
+    command: UpdateItemCommand,
+    isOurs: (old: Record<string, AttributeValue> | undefined) => boolean,
+    signal?: AbortSignal,
+  ) => Promise<boolean>;
+  /** A conditional update: true when written, false when the record no longer matched. */
+  readonly updateIfStill: (command: UpdateItemCommand, signal?: AbortSignal) => Promise<boolean>;
+}
+
+export function registryTable(settings: { region: string; tableName: string }): RegistryTable {
+  const dynamodb = new DynamoDBClient(awsClientSettings(settings.region));
+  const updateRecognisingOwn: RegistryTable['updateRecognisingOwn'] = async (command, isOurs, signal) => {
+    try {
+      await dynamodb.send(command, { abortSignal: signal });
+      return true;
+    } catch (error) {
+      if (error instanceof ConditionalCheckFailedException) return isOurs(error.Item);
+      throw error;
+    }
+  };
+  return {
+    dynamodb,
+    TableName: settings.tableName,
+    key: (thingName) => ({ thing_name: { S: thingName } }),
+    updateRecognisingOwn,
+    updateIfStill: (command, signal) => updateRecognisingOwn(command, () => false, signal),
+  };
+}
+
+export const PENDING_ATTRIBUTES =
+  'pending_certificate_id, pending_certificate_pem, pending_region, pending_key_sha256, pending_key_mode, pending_since';
+
+export const MOVE_ATTRIBUTES = 'move_to_region, move_started, moved_from_region, moved_at';
+
+export const PREVIOUS_ATTRIBUTES = 'previous_certificate_id, previous_region, previous_retire_after';
+
+export function translate(error: unknown, what: string): unknown {
+  if (error instanceof ProvisioningError) return error;
+  if (isThrottling(error)) return throttled(`registry is busy (${what}); retry shortly`, 1, error);
+  if (isTransient(error) || (error as Error | undefined)?.name === 'AbortError') {
+    return unavailable(`registry is unavailable (${what}); retry shortly`, error);
+  }
+  return error;
+}
+
+/** `name = :value` for the value as read, or `attribute_not_exists(name)` when it was absent. */
+export function unchanged(
+  record: DeviceRecord,
+  attribute: string,
+  values: Record<string, AttributeValue>,
+): string {
+  const seen = record.raw[attribute];
+  if (seen === undefined) return `attribute_not_exists(${attribute})`;
+  values[`:seen_${attribute}`] = seen;
+  return `${attribute} = :seen_${attribute}`;
+}
+
+/** How often one batch is sent again (UnprocessedItems or throttling) before the import fails. */
+export const MAX_BATCH_ATTEMPTS = 12;
+
+/** Exponential backoff with full jitter: up to 50 ms · 2^attempt, at most 5 s. */
+export function backoff(attempt: number, signal?: AbortSignal): Promise<void> {
+  const ceiling = Math.min(5_000, 50 * 2 ** attempt);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, Math.random() * ceiling);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    });
+  });
+}
