@@ -8,6 +8,7 @@
  * Each run shows where the rotation is; `--step` writes the next step into the deployment
  * config, and `make deploy` carries it out. Run it again after each deploy.
  */
+import '../functions/cli-runtime';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { DEFAULT_DEPLOYMENT_FILE, DeploymentConfig, loadDeploymentConfig } from './config';
