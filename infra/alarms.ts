@@ -224,7 +224,9 @@ export class Alarms extends Construct {
       provider,
       name: `${config.appName}-api-throttled`,
       logGroupName: props.accessLogGroupName,
-      pattern: '{ $.status = "429" }',
+      // A 429 the stage throttle answered never reached the function: no integration latency
+      // ("-"). The function's own 429s (IoT quotas, a device calling too often) have one.
+      pattern: '{ $.status = "429" && $.integrationLatency = "-" }',
       metricTransformation: {
         name: API_THROTTLED_METRIC,
         namespace: config.metricsNamespace,

@@ -201,7 +201,7 @@ describe('finding 5: alarms reach a person', () => {
       );
     }
     const filter = only(json, 'aws_cloudwatch_log_metric_filter');
-    expect(filter).toMatchObject({ pattern: '{ $.status = "429" }' });
+    expect(filter).toMatchObject({ pattern: '{ $.status = "429" && $.integrationLatency = "-" }' });
   });
 
   it('alarms on duration near the timeout, a missing ipstack key and a rising v1 share', () => {
