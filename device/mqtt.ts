@@ -52,18 +52,12 @@ export interface DeviceConnectionOptions {
   readonly protocolVersion?: 4 | 5;
 }
 
-/** MQTT 3.1.1 CONNACK return codes (3.2.2.3), in words. */
-const RETURN_CODES: Readonly<Record<number, string>> = {
-  1: 'unacceptable protocol version',
-  2: 'client identifier rejected',
-  3: 'server unavailable',
-  4: 'bad user name or password',
-  5: 'not authorized',
-};
-
-/** MQTT 5 reason codes in words ("Not authorized" → "not authorized"), as mqtt.js names them. */
+/**
+ * A CONNACK code in words, as mqtt.js names them ("Not authorized"); 1–5 are also MQTT 3.1.1's
+ * return codes, with the same meaning.
+ */
 function reasonInWords(code: number): string {
-  return ((ReasonCodes as Readonly<Record<number, string>>)[code] ?? 'unknown reason code').toLowerCase();
+  return (ReasonCodes as Readonly<Record<number, string>>)[code] ?? `unknown code ${code}`;
 }
 
 /** The endpoint answered CONNECT with a refusal: what it refused and, where it said, why. */
@@ -73,7 +67,7 @@ export class ConnectionRefusedError extends Error {
     /** CONNACK return code (3.1.1) or reason code (MQTT 5): 5 / 0x87 is "not authorized". */
     readonly code: number,
     readonly protocolVersion: 4 | 5,
-    /** The code in words: "not authorized", "client identifier not valid", ... */
+    /** The code in words: "Not authorized", "Client Identifier not valid", ... */
     readonly refusal: string,
     /** The endpoint's reason string (MQTT 5 only, when it sent one). */
     readonly reason: string | undefined,
@@ -154,11 +148,10 @@ function refusalOf(
 ): ConnectionRefusedError | undefined {
   const code = protocolVersion === 5 ? connack?.reasonCode : connack?.returnCode;
   if (!connack || code === undefined || code === 0) return undefined;
-  const refusal = protocolVersion === 5 ? reasonInWords(code) : (RETURN_CODES[code] ?? 'unknown return code');
   return new ConnectionRefusedError(
     code,
     protocolVersion,
-    refusal,
+    reasonInWords(code),
     connack.properties?.reasonString,
     clientId,
   );

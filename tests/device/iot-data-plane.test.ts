@@ -165,7 +165,7 @@ describe.each([
       await setCertificateStatus(home(), device.certificateId, status);
       const refusal = await refusalOf(connect(device, HOME));
       expect(refusal.notAuthorized).toBe(true);
-      expect(refusal.message).toMatch(/refused the connection as .*: not authorized/);
+      expect(refusal.message).toMatch(/refused the connection as .*: Not authorized/);
       if (protocolVersion === 5) {
         expect(refusal.code).toBe(0x87);
         expect(refusal.reason).toBe(`certificate ${device.certificateId} is ${status}`);
