@@ -362,8 +362,11 @@ export function createMqttBroker<Authority>(hooks: BrokerHooks<Authority>): Mqtt
   };
 
   const armKeepAlive = (session: Session<Authority>, keepaliveSeconds: number): void => {
-    clearTimeout(session.keepAliveTimer);
     if (keepaliveSeconds <= 0 || session.closed) return;
+    if (session.keepAliveTimer) {
+      session.keepAliveTimer.refresh();
+      return;
+    }
     // MQTT: one and a half times the keep-alive without a packet ends the connection.
     session.keepAliveTimer = setTimeout(
       () => drop(session, REASON.keepAliveTimeout, 'keep-alive timeout'),
