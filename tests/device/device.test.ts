@@ -196,6 +196,11 @@ describe('virtual device against the local stack', () => {
     const output = capture();
     expect(await runDevice(settings, output)).toBe(EXIT.connectFailed);
     expect(output.errors.join('\n')).toMatch(/Not authorized/);
+    // What was refused and why, from the CONNACK's reason code and reason string (MQTT 5).
+    expect(output.errors.join('\n')).toContain(
+      `refused the connection as ${settings.thingName}: Not authorized (MQTT 5 reason code 0x87): ` +
+        `certificate ${certificateIdOf(credentials.certificatePem)} is REVOKED`,
+    );
     expect(output.errors.join('\n')).toMatch(/does not accept the certificate stored in .*--reset/s);
   });
 
