@@ -7,7 +7,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 TSX := node_modules/.bin/tsx
 
 .PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
-        rotate-ipstack-key rotate-origin-secret init-ca local-up local-down seed local-watch bench demo reconcile admin chaos clean
+        rotate-ipstack-key rotate-origin-secret init-ca local-up local-down seed local-watch local-publish bench demo reconcile admin chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
@@ -49,6 +49,9 @@ seed: ## Add mydevice1..mydevice10 to the local registry as unprovisioned
 
 local-watch: ## Print every MQTT message published in any local region as JSON lines
 	@$(TSX) tests/local/watch.ts
+
+local-publish: ## Send a command to a device through the local MQTT endpoints: make local-publish ARGS="--thing mydevice1 --message '{}'" (--help)
+	@$(TSX) tests/local/publish.ts $(ARGS)
 
 reconcile: install ## Run the reconciler once: the local stack's if one runs, else AWS (see README)
 	$(TSX) functions/reconciler/cli.ts $(ARGS)

@@ -9,7 +9,7 @@
  * Exit status: 0 provisioned (or already) and every message published; 1 unexpected error;
  * 2 bad usage; 3 the service refused the device (4xx, its message printed); 4 the service stayed
  * unreachable or busy through every retry; 5 the MQTT endpoint refused or could not be reached;
- * 6 a publish was refused (the endpoint closed the connection) or failed; 7 the status check or
+ * 6 a publish was refused (PUBACK 0x87, or the endpoint closed the connection) or failed; 7 the status check or
  * renewal was refused with 403: revoked, disabled or no longer on the allowlist.
  */
 import '../functions/cli-runtime';

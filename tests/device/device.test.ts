@@ -236,6 +236,11 @@ describe('virtual device against the local stack', () => {
     const output = capture();
     expect(await runDevice(settings, output)).toBe(EXIT.connectFailed);
     expect(output.errors.join('\n')).toMatch(/Not authorized/);
+    // What was refused and why, from the CONNACK's reason code and reason string (MQTT 5).
+    expect(output.errors.join('\n')).toContain(
+      `refused the connection as ${settings.thingName}: Not authorized (MQTT 5 reason code 0x87): ` +
+        `certificate ${certificateIdOf(credentials.certificatePem)} is REVOKED`,
+    );
     expect(output.errors.join('\n')).toMatch(/does not accept the certificate stored in .*--reset/s);
   });
 
@@ -272,16 +277,18 @@ describe('virtual device against the local stack', () => {
     ).rejects.toThrow(/Not authorized/);
   });
 
-  it('loses its connection when it publishes outside data/<thing>/', async () => {
+  it('loses its connection when it publishes outside data/<thing>/ (MQTT 3.1.1)', async () => {
     const settings = await newDevice();
     expect(await runDevice(settings, capture())).toBe(EXIT.ok);
     const credentials = await stored(settings);
+    // MQTT 5 refuses just the message (PUBACK 0x87): tests/device/iot-data-plane.test.ts pins that.
     const client = await connectDevice({
       endpointAddress: credentials.identity.endpointAddress,
       thingName: settings.thingName,
       privateKeyPem: credentials.privateKeyPem,
       certificatePem: credentials.certificatePem,
       caPems: settings.caPems,
+      protocolVersion: 4,
     });
     const foreign = `data/${uniqueThingName()}/misc`;
 
