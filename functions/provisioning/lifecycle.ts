@@ -11,6 +11,8 @@
  * same 401, whatever the record says.
  */
 import { createHash, KeyObject, X509Certificate } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { Certificate } from '@peculiar/asn1-x509';
 import type { CaCertificate } from './ca-certificate';
 import {
   CertificateRef,
@@ -30,6 +32,7 @@ import {
   throttled,
   unauthenticated,
 } from './errors';
+import { checkPublicKey, KeyVerdict } from './key-soundness';
 import type { LifecycleRequest } from './request';
 import { precheckProof, verifyWith } from './signature';
 import type { DeviceAction } from './wire';
@@ -43,7 +46,11 @@ export interface PresentedCertificate {
   readonly x509: X509Certificate;
 }
 
-/** Parses the `certificate` field; 400 naming the problem when it is not one PEM certificate. */
+/**
+ * Parses the `certificate` field; 400 naming the problem when it is not one PEM certificate. A
+ * certificate whose key can't be read, or is one nobody can hold (key-soundness.ts), gets the
+ * same 401 as any certificate we did not issue: we never issue one, so it proves nothing.
+ */
 export function readPresentedCertificate(pem: string): PresentedCertificate {
   let der: Buffer;
   let x509: X509Certificate;
@@ -53,7 +60,19 @@ export function readPresentedCertificate(pem: string): PresentedCertificate {
   } catch (error) {
     throw malformed(`certificate: ${(error as Error).message}`);
   }
-  return { id: createHash('sha256').update(der).digest('hex'), publicKey: x509.publicKey, x509 };
+  // The key as the certificate carries it, read by @peculiar/asn1-x509: OpenSSL re-encodes what it
+  // loads (a hybrid point, explicit curve parameters), so its KeyObject can't be judged.
+  let verdict: KeyVerdict;
+  try {
+    const spki = AsnConvert.parse(der, Certificate).tbsCertificate.subjectPublicKeyInfo;
+    verdict = checkPublicKey(Buffer.from(AsnConvert.serialize(spki)));
+  } catch {
+    verdict = { sound: false, problem: 'it cannot be decoded' };
+  }
+  if (!verdict.sound) {
+    throw unauthenticated(`certificate key refused: ${verdict.problem}; this service never issued it`);
+  }
+  return { id: createHash('sha256').update(der).digest('hex'), publicKey: verdict.key, x509 };
 }
 
 /** Whether this deployment's CA issued the certificate for this thing (CN = thing name). */

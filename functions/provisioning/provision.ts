@@ -14,7 +14,7 @@
  * killed function leaves, the next request for the device or the reconciler finishes.
  * docs/protocol.md states the guarantees.
  */
-import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
+import { KeyObject, randomUUID } from 'node:crypto';
 import { checkpoint } from './checkpoints';
 import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
@@ -34,11 +34,12 @@ import {
 } from './device-record';
 import { ProvisioningError, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
+import { checkPublicKeyPem } from './key-soundness';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
-import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
+import { precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
 
@@ -74,22 +75,18 @@ export interface PreparedCertificate {
 function deviceKeyOf(record: DeviceRecord | undefined, thingName: string): KeyObject | undefined {
   const pem = record?.devicePublicKeyPem;
   if (!pem) return undefined;
-  let key: KeyObject | undefined;
-  try {
-    key = createPublicKey(pem);
-  } catch {
-    key = undefined;
-  }
-  if (!key || !describeSigningKey(key)) {
+  const verdict = checkPublicKeyPem(pem);
+  if (!verdict.sound) {
     // Not the fleet key instead: the record demands its own. The caller learns no more than
     // from a wrong signature; the operator finds the reason in the log.
-    logger.error('registered device_public_key is not an RSA ≥ 2048 or EC P-256 public key; fix the record', {
+    logger.error('registered device_public_key is refused; fix the record', {
       thingName,
+      problem: verdict.problem,
     });
     countMetric('RegistryRecordInvalid');
     throw unauthenticated('signature does not verify');
   }
-  return key;
+  return verdict.key;
 }
 
 export async function prepareCertificate(
