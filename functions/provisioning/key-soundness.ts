@@ -18,7 +18,7 @@
 import { createPublicKey, KeyObject } from 'node:crypto';
 import { id_rsaEncryption, RSAPublicKey } from '@peculiar/asn1-rsa';
 import { AsnConvert } from '@peculiar/asn1-schema';
-import { SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { Certificate, SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 
 export type KeyVerdict =
   | {
@@ -211,6 +211,22 @@ export function checkPublicKey(input: KeyObject | Uint8Array): KeyVerdict {
   if (loaded !== kind)
     return refuse('OpenSSL reads the key as another type than its SubjectPublicKeyInfo says');
   return { sound: true, key, spki, kind, description };
+}
+
+/**
+ * Judges the key of an X.509 certificate (DER) as the certificate carries it: OpenSSL re-encodes
+ * what it loads (a hybrid point comes out uncompressed, explicit parameters as the curve's name),
+ * so the key of node's X509Certificate can't be judged.
+ */
+export function checkCertificateKey(certificateDer: Uint8Array): KeyVerdict {
+  let spki: Buffer;
+  try {
+    const info = AsnConvert.parse(certificateDer, Certificate).tbsCertificate.subjectPublicKeyInfo;
+    spki = Buffer.from(AsnConvert.serialize(info));
+  } catch {
+    return refuse("the certificate's key cannot be decoded");
+  }
+  return checkPublicKey(spki);
 }
 
 /** PEM labels that hold a key or certificate someone must not put where a public key goes. */

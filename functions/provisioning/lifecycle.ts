@@ -11,8 +11,6 @@
  * same 401, whatever the record says.
  */
 import { createHash, KeyObject, X509Certificate } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { Certificate } from '@peculiar/asn1-x509';
 import type { CaCertificate } from './ca-certificate';
 import {
   CertificateRef,
@@ -32,7 +30,6 @@ import {
   throttled,
   unauthenticated,
 } from './errors';
-import { checkPublicKey, KeyVerdict } from './key-soundness';
 import type { LifecycleRequest } from './request';
 import { precheckProof, verifyWith } from './signature';
 import type { DeviceAction } from './wire';
@@ -51,7 +48,7 @@ export interface PresentedCertificate {
  * certificate whose key can't be read, or is one nobody can hold (key-soundness.ts), gets the
  * same 401 as any certificate we did not issue: we never issue one, so it proves nothing.
  */
-export function readPresentedCertificate(pem: string): PresentedCertificate {
+export async function readPresentedCertificate(pem: string): Promise<PresentedCertificate> {
   let der: Buffer;
   let x509: X509Certificate;
   try {
@@ -60,15 +57,8 @@ export function readPresentedCertificate(pem: string): PresentedCertificate {
   } catch (error) {
     throw malformed(`certificate: ${(error as Error).message}`);
   }
-  // The key as the certificate carries it, read by @peculiar/asn1-x509: OpenSSL re-encodes what it
-  // loads (a hybrid point, explicit curve parameters), so its KeyObject can't be judged.
-  let verdict: KeyVerdict;
-  try {
-    const spki = AsnConvert.parse(der, Certificate).tbsCertificate.subjectPublicKeyInfo;
-    verdict = checkPublicKey(Buffer.from(AsnConvert.serialize(spki)));
-  } catch {
-    verdict = { sound: false, problem: 'it cannot be decoded' };
-  }
+  // Loaded on the first lifecycle request, not at cold start: it brings the ASN.1 parser.
+  const verdict = (await import('./key-soundness')).checkCertificateKey(der);
   if (!verdict.sound) {
     throw unauthenticated(`certificate key refused: ${verdict.problem}; this service never issued it`);
   }
@@ -121,19 +111,19 @@ export function recordValidity(record: DeviceRecord, renewAtPercent: number): Va
  * What every status or renewal request must pass before the registry is read: the timestamp, the
  * certificate's form, and the signature with that certificate's key. Returns the certificate.
  */
-export function verifyLifecycleProof(
+export async function verifyLifecycleProof(
   request: LifecycleRequest,
   maxClockSkewSeconds: number,
   nowSeconds: number,
   csrDer?: Uint8Array,
-): PresentedCertificate {
+): Promise<PresentedCertificate> {
   precheckProof({
     proof: { version: 2, signature: request.signature, timestamp: request.timestamp, nonce: request.nonce },
     acceptV1: false,
     nowSeconds,
     maxClockSkewSeconds,
   });
-  const certificate = readPresentedCertificate(request.certificatePem);
+  const certificate = await readPresentedCertificate(request.certificatePem);
   const message = canonicalLifecycleMessage({
     operation: request.operation,
     thingName: request.thingName,

@@ -34,7 +34,6 @@ import {
 } from './device-record';
 import { ProvisioningError, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
-import { checkPublicKeyPem } from './key-soundness';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
 import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
@@ -72,10 +71,14 @@ export interface PreparedCertificate {
 }
 
 /** The record's own key, undefined when it has none; throws 401 when it has an unusable one. */
-function deviceKeyOf(record: DeviceRecord | undefined, thingName: string): KeyObject | undefined {
+async function deviceKeyOf(
+  record: DeviceRecord | undefined,
+  thingName: string,
+): Promise<KeyObject | undefined> {
   const pem = record?.devicePublicKeyPem;
   if (!pem) return undefined;
-  const verdict = checkPublicKeyPem(pem);
+  // Loaded only for records with their own key: it brings the ASN.1 parser.
+  const verdict = (await import('./key-soundness')).checkPublicKeyPem(pem);
   if (!verdict.sound) {
     // Not the fleet key instead: the record demands its own. The caller learns no more than
     // from a wrong signature; the operator finds the reason in the log.
@@ -162,7 +165,7 @@ export async function provision(
   const [record, placement] = await timer.time('read', () =>
     Promise.all([registry.read(thingName, signal), locateDevice(viewer, config, deps.geolocator)]),
   );
-  const deviceKey = deviceKeyOf(record, thingName);
+  const deviceKey = await deviceKeyOf(record, thingName);
   if (deviceKey) {
     if (!proofVerifies({ ...withCsr, deviceKey })) throw unauthenticated('signature does not verify');
     early = undefined; // verified with the device's own key: sign below, now that we know it's the device
