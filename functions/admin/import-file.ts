@@ -132,6 +132,12 @@ export function devicePublicKey(pem: string): { pem: string } | { problem: strin
   return { pem: toPem(verdict.spki, 'PUBLIC KEY') };
 }
 
+/** A cell's value for a message: quoted, control characters escaped, cut short when long. */
+function shownValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}…` : text;
+}
+
 export function formatOf(fileName: string, explicit?: string): ImportFormat {
   if (explicit === 'csv' || explicit === 'ndjson') return explicit;
   return /\.(nd)?jsonl?$/i.test(fileName) || /\.ndjson$/i.test(fileName) ? 'ndjson' : 'csv';
@@ -151,7 +157,11 @@ export function checkImportFile(
     const keyText = values.device_public_key ?? '';
     const region = values.region ?? '';
     if (typeof thingName !== 'string' || !THING_NAME_PATTERN.test(thingName)) {
-      reject("thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'");
+      reject(
+        thingName === undefined || thingName === ''
+          ? 'thing_name is missing'
+          : `thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'; got ${shownValue(thingName)}`,
+      );
       continue;
     }
     if (typeof keyText !== 'string' || typeof region !== 'string') {
@@ -180,6 +190,12 @@ export function checkImportFile(
       thingName,
       ...(key ? { devicePublicKeyPem: key.pem } : {}),
       ...(region ? { regionPin: region } : {}),
+    });
+  }
+  if (raw.length === 0 && rejected.length === 0) {
+    rejected.push({
+      line: 1,
+      reason: `no devices: the file is empty${format === 'csv' ? ' or holds only its header row' : ''}`,
     });
   }
   rejected.sort((a, b) => a.line - b.line);

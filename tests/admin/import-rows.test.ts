@@ -1,6 +1,7 @@
 /**
- * gdp-admin import and the device_public_key column: a PEM in a CSV cell (quoted, with its line
- * breaks), and everything that is not a public key a device can hold, refused by line.
+ * gdp-admin import, row by row: a PEM in a CSV cell (quoted, with its line breaks), everything in
+ * device_public_key that is not a public key a device can hold, refused by line; an empty file;
+ * a bad name shown; and --update's counts, the same in --dry-run as in the real run.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -71,5 +72,54 @@ describe('gdp-admin import: device_public_key', () => {
     }
     // No key material in what the operator sees.
     expect(run.err).not.toMatch(/BEGIN|MII/);
+  });
+});
+
+describe('gdp-admin import: what it says', () => {
+  it('refuses an empty file and a file with only its header (exit 5), naming the file', async () => {
+    for (const [name, text] of [
+      ['empty.csv', ''],
+      ['header-only.csv', 'thing_name,region\n'],
+      ['empty.ndjson', '\n'],
+    ] as const) {
+      const file = path.join(dir, `${uniqueThingName('empty')}-${name}`);
+      writeFileSync(file, text);
+      const run = await admin('import', file);
+      expect(run.code).toBe(5);
+      expect(run.err).toContain(`${file}:1: no devices: the file is empty`);
+    }
+  });
+
+  it('shows the bad value of a thing name', async () => {
+    const file = path.join(dir, `${uniqueThingName('bad-name')}.csv`);
+    writeFileSync(file, 'thing_name\nshop 1\n');
+    const run = await admin('import', file);
+    expect(run.code).toBe(5);
+    expect(run.err).toContain(
+      `${file}:2: thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'; got "shop 1"`,
+    );
+  });
+
+  it('--update counts in --dry-run what the real run updates, and says so honestly', async () => {
+    const prefix = uniqueThingName('upd');
+    const names = [0, 1, 2].map((index) => `${prefix}-${index}`);
+    const file = path.join(dir, `${prefix}.csv`);
+    writeFileSync(file, ['thing_name,region', ...names.map((name) => `${name},`)].join('\n'));
+    expect((await admin('import', file)).code).toBe(0);
+    // Two of the three get a pin.
+    writeFileSync(
+      file,
+      ['thing_name,region', `${names[0]},eu-west-1`, `${names[1]},ap-south-1`, `${names[2]},`].join('\n'),
+    );
+
+    const dry = await admin('import', file, '--update', '--dry-run');
+    expect(dry.out).toContain('dry run: would add 0 devices, update 2, leave 1 existing as they are');
+    const real = await admin('import', file, '--update', '--json');
+    expect(JSON.parse(real.out)).toMatchObject({ new: 0, existing: 3, updated: 2, written: 0 });
+    expect((await registryRecord(names[1] as string))?.region_pin?.S).toBe('ap-south-1');
+    const again = await admin('import', file, '--update');
+    expect(again.out).toMatch(
+      /^added 0 devices, updated 0, left 3 existing as they are, rejected 0 — 3 rows in [\d.]+ s, \d+ rows\/s/,
+    );
   });
 });
