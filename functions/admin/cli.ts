@@ -19,8 +19,8 @@ import { deploymentEnvironment, localStackEnvironment, STACK_FILE } from '../rec
 import { reconcileProgress } from '../reconciler/cli';
 import { reconcile } from '../reconciler/reconcile';
 import { reconcilerDependencies } from '../reconciler/wiring';
-import { auditEntry } from './audit';
 import { AdminError, EXIT } from './exit-codes';
+import { importDevices, summaryText } from './import-devices';
 import { checkImportFile, formatOf } from './import-file';
 import { ChangeResult, disable, enable, move, OperatorDependencies, reset, revoke } from './operations';
 import {
@@ -175,86 +175,38 @@ async function runImport(
   const ctx = context(options);
   const checked = checkImportFile(text, formatOf(file, options.format), ctx.config.regions);
   for (const rejection of checked.rejected) err(`${file}:${rejection.line}: ${rejection.reason}`);
-  const started = Date.now();
-  const existing = await ctx.deps.registry.existingNames(checked.rows.map((row) => row.thingName));
-  const fresh = checked.rows.filter((row) => !existing.has(row.thingName));
-  const toUpdate = options.update ? checked.rows.filter((row) => existing.has(row.thingName)) : [];
-  const summary = {
-    rows: checked.rows.length + checked.rejected.length,
-    rejected: checked.rejected.length,
-    new: fresh.length,
-    existing: existing.size,
-    updated: 0,
-    written: 0,
-    seconds: 0,
-    rowsPerSecond: 0,
-    batchCalls: 0,
-    unprocessedRetried: 0,
-    throttledRetries: 0,
-    dryRun: options.dryRun === true,
-  };
-  if (!options.dryRun && (fresh.length > 0 || toUpdate.length > 0)) {
-    await confirm(
-      options,
-      `add ${fresh.length} devices${options.update ? ` and update ${toUpdate.length}` : ''} in ${ctx.config.tableName}?`,
-    );
-    const by = await ctx.operator.caller();
-    const bar = progress('import', fresh.length + toUpdate.length);
-    const writeStarted = Date.now();
-    try {
-      const report = await ctx.deps.registry.putNewDevices(fresh, {
-        audit: {
-          at: new Date().toISOString(),
-          by,
-          what: `import ${file}`,
-          before: {},
-          after: { prov_status: 'unprovisioned' },
-        },
+  let bar: ReturnType<typeof progress> | undefined;
+  let shown = 0;
+  let summary;
+  try {
+    summary = await importDevices(
+      {
+        registry: ctx.deps.registry,
+        caller: ctx.operator.caller,
+        confirm: (question) => confirm(options, question),
+        log: err,
+      },
+      checked,
+      {
+        file,
+        update: options.update === true,
+        dryRun: options.dryRun === true,
         concurrency: options.concurrency,
-        onWritten: (count) => bar.increment(count),
-      });
-      Object.assign(summary, {
-        written: report.written,
-        batchCalls: report.calls,
-        unprocessedRetried: report.unprocessedRetried,
-        throttledRetries: report.throttledRetries,
-      });
-      for (const row of toUpdate) {
-        const record = await ctx.deps.registry.read(row.thingName);
-        if (!record) continue;
-        const set = {
-          ...(row.devicePublicKeyPem && row.devicePublicKeyPem !== record.devicePublicKeyPem
-            ? { device_public_key: { S: row.devicePublicKeyPem } }
-            : {}),
-          ...(row.regionPin && row.regionPin !== record.regionPin
-            ? { region_pin: { S: row.regionPin } }
-            : {}),
-        };
-        if (Object.keys(set).length > 0) {
-          const audit = auditEntry(record, `import --update ${file}`, by, { set });
-          if (await ctx.deps.registry.change(record, { set, audit }, undefined)) summary.updated += 1;
-          else err(`${file}:${row.line}: ${row.thingName} changed while importing; run the import again`);
-        }
-        bar.increment(1);
-      }
-    } finally {
-      bar.stop();
-    }
-    summary.seconds = (Date.now() - writeStarted) / 1000;
-    summary.rowsPerSecond = Math.round(summary.written / Math.max(0.001, summary.seconds));
-  }
-  const total = (Date.now() - started) / 1000;
-  if (options.json) console.log(JSON.stringify(summary, null, 2));
-  else {
-    console.log(
-      `${options.dryRun ? 'dry run: would add' : 'added'} ${options.dryRun ? fresh.length : summary.written} devices, ` +
-        `${options.update ? `updated ${summary.updated}, ` : ''}left ${existing.size - summary.updated} existing as they are, rejected ${checked.rejected.length}` +
-        (options.dryRun
-          ? ''
-          : ` — ${summary.rowsPerSecond} rows/s (${summary.seconds.toFixed(1)} s writing, ${total.toFixed(1)} s in all; ${summary.batchCalls} BatchWriteItem calls, ${summary.unprocessedRetried} unprocessed items resent, ${summary.throttledRetries} throttled batches resent)`),
+        tableName: ctx.config.tableName,
+        onProgress: (done, total) => {
+          bar ??= progress('import', total);
+          bar.increment(done - shown);
+          shown = done;
+        },
+      },
     );
+  } finally {
+    bar?.stop();
   }
-  return checked.rejected.length > 0 ? EXIT.rejectedRows : EXIT.ok;
+  if (options.json) console.log(JSON.stringify(summary, null, 2));
+  else console.log(summaryText(summary, options.update === true));
+  if (checked.rejected.length > 0) return EXIT.rejectedRows;
+  return summary.updateLost > 0 ? EXIT.failed : EXIT.ok;
 }
 
 function filterFrom(options: {
@@ -355,7 +307,7 @@ export function program(): Command {
           'ndjson',
         ]),
       )
-      .option('--concurrency <n>', 'BatchWriteItem calls in flight', wholeNumber, 4)
+      .option('--concurrency <n>', 'TransactWriteItems calls (100 rows each) in flight', wholeNumber, 4)
       .option('--json', 'print the summary as JSON')
       .action(async (file: string, options) => setExit(await runImport(file, { ...globals(), ...options }))),
     'gdp-admin --local import factory-batch-17.csv --dry-run',

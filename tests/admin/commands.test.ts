@@ -96,7 +96,9 @@ describe('gdp-admin import', () => {
     expect(JSON.parse(run.out)).toMatchObject({ new: 2, written: 2, rejected: 4 });
     expect(run.err).toContain(`${file}:4: thing_name must be`);
     expect(run.err).toContain(`${file}:5: region us-west-1 is not enabled`);
-    expect(run.err).toContain(`${file}:6: device_public_key is not a PEM public key`);
+    expect(run.err).toContain(
+      `${file}:6: device_public_key refused: the PUBLIC KEY block is not well-formed PEM`,
+    );
     expect(run.err).toContain(`${file}:10: ${prefix}-a is already on line 2`);
     expect(await registryRecord(`${prefix}-b`)).toMatchObject({
       prov_status: { S: 'unprovisioned' },
