@@ -6,18 +6,44 @@
  * Exit codes: 0 done (whatever it fixed), 1 some fixes failed (see the lines marked FAILED),
  * 2 bad usage or configuration.
  */
+import '../cli-runtime';
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
+import { progressLines } from '../cli-runtime';
 import { ConfigError } from '../provisioning/config';
+import type { Registry } from '../provisioning/registry';
 import { loadReconcilerConfig } from './config';
 import { localStackEnvironment, STACK_FILE } from './environments';
-import { reconcile } from './reconcile';
+import { reconcile, type ReconcileDependencies } from './reconcile';
 import { reconcilerDependencies } from './wiring';
 
 export function wholeSeconds(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed < 0) throw new InvalidArgumentError('expected whole seconds ≥ 0');
   return parsed;
+}
+
+/**
+ * Progress lines on stderr while the reconciler scans the registry and lists certificates, every
+ * few seconds (GDP_PROGRESS_SECONDS), so a long run off a terminal is not silent. The record total
+ * is DynamoDB's item count, an estimate; certificates have no total.
+ */
+export async function reconcileProgress(
+  registry: Pick<Registry, 'approximateCount'>,
+): Promise<NonNullable<ReconcileDependencies['onProgress']>> {
+  const total = await registry.approximateCount().catch(() => 0);
+  const records = progressLines('reconcile: registry scan', { total });
+  const certificates = new Map<string, ReturnType<typeof progressLines>>();
+  return (step, region) => {
+    if (step === 'records') return records.add();
+    const key = region ?? '';
+    let listed = certificates.get(key);
+    if (!listed) {
+      listed = progressLines(`reconcile: certificates of our CA in ${key}`, { unit: 'certificates' });
+      certificates.set(key, listed);
+    }
+    listed.add();
+  };
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -49,7 +75,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   log(
     `reconciling ${config.tableName} in ${config.regions.length} regions${useLocal ? ' (local stack)' : ''}`,
   );
-  const report = await reconcile({ ...reconcilerDependencies(config), log });
+  const deps = reconcilerDependencies(config);
+  const report = await reconcile({ ...deps, log, onProgress: await reconcileProgress(deps.registry) });
   if (options.json) console.log(JSON.stringify(report, null, 2));
   return report.failures.length > 0 ? 1 : 0;
 }

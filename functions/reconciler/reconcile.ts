@@ -38,6 +38,8 @@ export interface ReconcileDependencies {
    * sweep of orphan certificates is account-wide either way.
    */
   readonly thingNamePrefix?: string;
+  /** Called for every record scanned and every certificate listed: progress for the CLI. */
+  readonly onProgress?: (step: 'records' | 'certificates', region?: string) => void;
 }
 
 export interface ReconcileReport {
@@ -79,6 +81,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
     recordsScanned += 1;
+    deps.onProgress?.('records');
     const inScope = record.thingName.startsWith(deps.thingNamePrefix ?? '');
     // The live copy, a pending intent, and a move's copy in the other region.
     for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
@@ -141,6 +144,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     try {
       for await (const certificate of iot.listCertificatesOfOurCa(region, signal)) {
         certificatesListed += 1;
+        deps.onProgress?.('certificates', region);
         ours.set(certificate.certificateId, certificate.status);
         const key = refKey(region, certificate.certificateId);
         const createdAt = certificate.createdAt?.getTime() ?? 0;

@@ -6,6 +6,7 @@ import {
   parseDeploymentConfig,
 } from '../../infra/config';
 import { functionEnvironment } from '../../infra/function-environment';
+import { checkPlan } from '../../infra/plan-check';
 import { loadConfig } from '../../functions/provisioning/config';
 import { AWS_DEFAULT_RATES } from '../../functions/provisioning/admission-budget';
 import { all, byId, statements, synthesize, TEST_CA_CERTIFICATE, TEST_FLEET_PUBLIC_KEY } from './synth';
@@ -106,5 +107,23 @@ describe('admission infrastructure', () => {
     const body = String(all(json, 'aws_cloudwatch_dashboard')[0]!.dashboard_body);
     for (const metric of ['Admitted', 'AdmissionRefused', 'AdmissionBacklogSeconds', 'IotThrottled'])
       expect(body).toContain(`MetricName=\\"${metric}\\"`);
+  });
+});
+
+describe('a deploy that replaces the admission table', () => {
+  it('is not stopped as the registry table would be: it holds seconds of schedule', () => {
+    const change = (address: string) => ({
+      address,
+      type: 'aws_dynamodb_table',
+      actions: ['delete', 'create'],
+      before: { arn: 'arn:aws:dynamodb:us-east-2:123456789012:table/x' },
+    });
+    const verdict = checkPlan([
+      change('aws_dynamodb_table.admission_table_2E269F82'),
+      change('aws_dynamodb_table.registry_table_CBC8F9E0'),
+    ]);
+    expect(verdict.refused.map((refused) => refused.address)).toEqual([
+      'aws_dynamodb_table.registry_table_CBC8F9E0',
+    ]);
   });
 });
