@@ -8,8 +8,9 @@
  *   5. mark the record provisioned
  *
  * Nothing is written before the request's signature verifies (a stranger can't hold a lease,
- * spend a nonce or learn a record's state), and nothing exists in AWS IoT before the registry
- * records it as intent. Every step after the claim can be repeated, and every write is
+ * spend a nonce or learn a record's state); from verification on, the request's nonce is spent
+ * whatever the answer (replay-guard.ts). Nothing exists in AWS IoT before the registry records it
+ * as intent. Every step after the claim can be repeated, and every write is
  * recognisable as ours when its answer was lost. A failure undoes within the deadline; what a
  * killed function leaves, the next request for the device or the reconciler finishes.
  * docs/protocol.md states the guarantees.
@@ -38,6 +39,7 @@ import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate'
 import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
+import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
 import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
@@ -176,93 +178,101 @@ export async function provision(
   }
 
   const nonceEntry = proof.version === 2 ? `${proof.timestamp}.${proof.nonce}` : undefined;
-  const decision = decide(
-    record,
-    { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
-    {
-      nowSeconds: nowSeconds(),
-      reprovisionWindowSeconds: config.reprovisionWindowSeconds,
-      reissueLimit: config.reissueLimit,
-    },
-  );
-  if (decision.kind === 'refuse') throw decision.error;
-  const existing = record as DeviceRecord;
+  // Verified from here on: whatever the answer, the nonce is spent (replay-guard.ts).
+  const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
+  return spendingTheNonce(deps, nonce, deadline, async () => {
+    const decision = decide(
+      record,
+      { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
+      {
+        nowSeconds: nowSeconds(),
+        reprovisionWindowSeconds: config.reprovisionWindowSeconds,
+        reissueLimit: config.reissueLimit,
+      },
+    );
+    if (decision.kind === 'refuse') throw decision.error;
+    const existing = record as DeviceRecord;
 
-  if (decision.kind === 'same-certificate') {
-    const endpointAddress = await timer.time('endpoint', () => iot.endpointAddress(decision.region, signal));
-    const distanceKm = distanceToRegionKm(placement.point, decision.region);
+    if (decision.kind === 'same-certificate') {
+      // Answered without a write: spend the nonce beside the endpoint lookup (no extra stage).
+      const [endpointAddress] = await Promise.all([
+        timer.time('endpoint', () => iot.endpointAddress(decision.region, signal)),
+        spendNonce(deps, nonce, deadline),
+      ]);
+      const distanceKm = distanceToRegionKm(placement.point, decision.region);
+      return {
+        answer: {
+          status: 'success',
+          region: decision.region,
+          distance: distanceKm,
+          endpointAddress,
+          certificatePem: decision.certificatePem,
+        },
+        placement: { ...placement, region: decision.region, distanceKm },
+        outcome: 'same-certificate',
+        stages: timer.stages,
+      };
+    }
+
+    // A re-issued device stays in the region its thing lives in; a resumed one where its intent was;
+    // a pinned one (region_pin, from `gdp-admin import`) goes to its pin while that region is enabled.
+    const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
+    const region =
+      decision.kind === 'resume'
+        ? decision.pending.region
+        : decision.reissue && enabled(existing.region)
+          ? (existing.region as string)
+          : enabled(existing.regionPin)
+            ? (existing.regionPin as string)
+            : placement.region;
+    const prepared: PreparedCertificate =
+      decision.kind === 'resume'
+        ? { pending: decision.pending }
+        : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
+
+    // Stages 2–5 (makeLive checks the deadline before its claim).
+    const now = nowSeconds();
+    const pending: PendingCertificate = { ...prepared.pending, region, since: now };
+    const reissue = decision.kind === 'issue' && decision.reissue;
+    const endpointAddress = await makeLive(
+      deps,
+      {
+        record: existing,
+        pending,
+        recentNonces: nonceEntry
+          ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
+          : undefined,
+        plan: {
+          geoSource: placement.geoSource,
+          firstProvisionedAtEpoch: reissue
+            ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
+            : undefined,
+          reissueCount: reissue ? existing.reissueCount + 1 : 0,
+        },
+        keepThing: reissue,
+        retire: decision.kind === 'issue' ? decision.retire : [],
+      },
+      timer,
+      deadline,
+      nowSeconds,
+    );
+    const distanceKm =
+      region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
+
     return {
       answer: {
         status: 'success',
-        region: decision.region,
+        region,
         distance: distanceKm,
         endpointAddress,
-        certificatePem: decision.certificatePem,
+        certificatePem: pending.certificatePem,
+        ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
       },
-      placement: { ...placement, region: decision.region, distanceKm },
-      outcome: 'same-certificate',
+      placement: { ...placement, region, distanceKm },
+      outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
       stages: timer.stages,
     };
-  }
-
-  // A re-issued device stays in the region its thing lives in; a resumed one where its intent was;
-  // a pinned one (region_pin, from `gdp-admin import`) goes to its pin while that region is enabled.
-  const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
-  const region =
-    decision.kind === 'resume'
-      ? decision.pending.region
-      : decision.reissue && enabled(existing.region)
-        ? (existing.region as string)
-        : enabled(existing.regionPin)
-          ? (existing.regionPin as string)
-          : placement.region;
-  const prepared: PreparedCertificate =
-    decision.kind === 'resume'
-      ? { pending: decision.pending }
-      : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
-
-  // Stages 2–5 (makeLive checks the deadline before its claim).
-  const now = nowSeconds();
-  const pending: PendingCertificate = { ...prepared.pending, region, since: now };
-  const reissue = decision.kind === 'issue' && decision.reissue;
-  const endpointAddress = await makeLive(
-    deps,
-    {
-      record: existing,
-      pending,
-      recentNonces: nonceEntry
-        ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
-        : undefined,
-      plan: {
-        geoSource: placement.geoSource,
-        firstProvisionedAtEpoch: reissue
-          ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
-          : undefined,
-        reissueCount: reissue ? existing.reissueCount + 1 : 0,
-      },
-      keepThing: reissue,
-      retire: decision.kind === 'issue' ? decision.retire : [],
-    },
-    timer,
-    deadline,
-    nowSeconds,
-  );
-  const distanceKm =
-    region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
-
-  return {
-    answer: {
-      status: 'success',
-      region,
-      distance: distanceKm,
-      endpointAddress,
-      certificatePem: pending.certificatePem,
-      ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
-    },
-    placement: { ...placement, region, distanceKm },
-    outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
-    stages: timer.stages,
-  };
+  });
 }
 
 /**

@@ -15,6 +15,8 @@ import {
   DeviceRecord,
   IN_FLIGHT_RETRY_AFTER_SECONDS,
   PendingCertificate,
+  nextRecentNonces,
+  nonceSpent,
   PreviousCertificate,
   provDatetime,
   PROV_STATUS,
@@ -28,6 +30,7 @@ import {
   RegistryTable,
   translate,
   unchanged,
+  updateExpression,
 } from './registry-table';
 
 /** A lease on one device's record, with the certificate it intends to make live. */
@@ -73,6 +76,22 @@ export interface StatusCall {
   readonly reportedRegion?: string;
 }
 
+/** Where a verified request's nonce is remembered: status calls keep their own list. */
+export type NonceList = 'recent_nonces' | 'status_nonces';
+
+/** A verified request's nonce, to be spent on the record as read. */
+export interface NonceSpend {
+  readonly record: DeviceRecord;
+  readonly list: NonceList;
+  /** `timestamp.nonce`. */
+  readonly entry: string;
+  readonly nowSeconds: number;
+  readonly maxClockSkewSeconds: number;
+}
+
+/** Attempts at spending a nonce while other writes keep changing the list (each sees the newer list). */
+const SPEND_ATTEMPTS = 3;
+
 export interface DeviceRegistry {
   /** The record as it stands (strongly consistent), or undefined when the device is unknown. */
   read(thingName: string, signal?: AbortSignal): Promise<DeviceRecord | undefined>;
@@ -90,6 +109,12 @@ export interface DeviceRegistry {
    * False when the record moved on.
    */
   forgetPrevious(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Adds a verified request's nonce to its list, if the list is still as read (else again on the
+   * list as it now is): the one write a refusal costs. False when the nonce was spent already (a
+   * replay, or this request's own claim or status write) or the record is gone: nothing written.
+   */
+  spendNonce(spend: NonceSpend, signal?: AbortSignal): Promise<boolean>;
   /** Ends the claim and drops its intent (after the undo); harmless when no longer ours. */
   release(claim: Claim, signal?: AbortSignal): Promise<void>;
 }
@@ -133,21 +158,26 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       };
       // Compare-and-set against the record we decided on: any write in between (another
       // request's claim, an operator's change of status) makes this one fail.
-      const condition = [
+      const conditions = [
         unchanged(record, 'record_version', values),
         unchanged(record, 'prov_status', values),
         unchanged(record, 'claim_id', values),
-      ].join(' AND ');
-      let update =
-        'SET claim_id = :claim, claim_expires = :expires, pending_certificate_id = :pendingId,' +
-        ' pending_certificate_pem = :pendingPem, pending_region = :pendingRegion,' +
-        ' pending_key_sha256 = :pendingKey, pending_key_mode = :pendingMode, pending_since = :pendingSince,' +
-        ' record_version = :version';
+      ];
+      const set = [
+        'claim_id = :claim, claim_expires = :expires, pending_certificate_id = :pendingId',
+        'pending_certificate_pem = :pendingPem, pending_region = :pendingRegion',
+        'pending_key_sha256 = :pendingKey, pending_key_mode = :pendingMode, pending_since = :pendingSince',
+        'record_version = :version',
+      ];
       if (request.recentNonces && request.recentNonces.length > 0) {
         values[':nonces'] = { SS: [...request.recentNonces] };
-        // used_nonces was the unbounded set of an earlier version.
-        update += ', recent_nonces = :nonces REMOVE used_nonces';
+        set.push('recent_nonces = :nonces');
+        // A refused request's nonce spent since the read (it leaves record_version alone) must not
+        // be overwritten by this list.
+        conditions.push(unchanged(record, 'recent_nonces', values));
       }
+      const condition = conditions.join(' AND ');
+      const update = updateExpression({ set });
       const claim: Claim = { thingName: record.thingName, claimId: request.claimId, pending };
       let written: boolean;
       try {
@@ -196,23 +226,24 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
         ':zero': { N: '0' },
         ':one': { N: '1' },
       };
-      let set =
-        'SET prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch,' +
-        ' first_prov_epoch = :firstEpoch, reissue_count = :reissues,' +
-        ' certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem,' +
-        ' certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource,' +
-        ' endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one';
+      const set = [
+        'prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch',
+        'first_prov_epoch = :firstEpoch, reissue_count = :reissues',
+        'certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem',
+        'certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource',
+        'endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one',
+      ];
       // A move's copies were of the previous certificate: the function retires them (decide).
-      let remove = `REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}, ${MOVE_ATTRIBUTES}`;
+      const remove = ['claim_id, claim_expires', PENDING_ATTRIBUTES, MOVE_ATTRIBUTES];
       if (facts.previous) {
-        set +=
-          ', previous_certificate_id = :previousId, previous_region = :previousRegion,' +
-          ' previous_retire_after = :retireAfter';
+        set.push(
+          'previous_certificate_id = :previousId, previous_region = :previousRegion, previous_retire_after = :retireAfter',
+        );
         values[':previousId'] = { S: facts.previous.certificateId };
         values[':previousRegion'] = { S: facts.previous.region };
         values[':retireAfter'] = { N: String(facts.previous.retireAfter) };
       } else {
-        remove += `, ${PREVIOUS_ATTRIBUTES}`;
+        remove.push(PREVIOUS_ATTRIBUTES);
       }
       try {
         await dynamodb.send(
@@ -222,7 +253,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             // The second half recognises our own mark when the SDK retries one whose answer was lost.
             ConditionExpression:
               'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
-            UpdateExpression: `${set} ${remove}`,
+            UpdateExpression: updateExpression({ set, remove }),
             ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
@@ -241,13 +272,16 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       };
       // Only status calls write these two: comparing status_epoch orders them without touching
       // record_version, so status calls never make a provisioning claim or an operator retry.
-      const condition = [unchanged(record, 'status_epoch', values), 'attribute_exists(thing_name)'].join(
-        ' AND ',
-      );
-      let update = 'SET status_epoch = :epoch, status_nonces = :nonces';
+      // status_nonces too: a refused call's nonce spent since the read must not be overwritten.
+      const condition = [
+        unchanged(record, 'status_epoch', values),
+        unchanged(record, 'status_nonces', values),
+        'attribute_exists(thing_name)',
+      ].join(' AND ');
+      const set = ['status_epoch = :epoch, status_nonces = :nonces'];
       if (call.reportedRegion) {
         values[':reported'] = { S: call.reportedRegion };
-        update += ', status_region = :reported';
+        set.push('status_region = :reported');
       }
       try {
         return await updateRecognisingOwn(
@@ -255,7 +289,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             TableName,
             Key: key(record.thingName),
             ConditionExpression: condition,
-            UpdateExpression: update,
+            UpdateExpression: updateExpression({ set }),
             ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
@@ -274,13 +308,53 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
           TableName,
           Key: key(record.thingName),
           ConditionExpression: unchanged(record, 'previous_certificate_id', values),
-          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE ${PREVIOUS_ATTRIBUTES}`,
+          UpdateExpression: updateExpression({
+            set: ['record_version = if_not_exists(record_version, :zero) + :one'],
+            remove: [PREVIOUS_ATTRIBUTES],
+          }),
           ExpressionAttributeValues: values,
         }),
         signal,
       ).catch((error: unknown) => {
         throw translate(error, 'forget previous certificate');
       });
+    },
+
+    async spendNonce(spend, signal) {
+      const { list, entry } = spend;
+      let record = spend.record;
+      for (let attempt = 1; attempt <= SPEND_ATTEMPTS; attempt += 1) {
+        const kept = list === 'status_nonces' ? record.statusNonces : record.recentNonces;
+        if (nonceSpent(kept, entry)) return false;
+        const values: Record<string, AttributeValue> = {
+          ':nonces': {
+            SS: nextRecentNonces(record, entry, spend.nowSeconds, spend.maxClockSkewSeconds, kept),
+          },
+        };
+        // Only the list: record_version and status_epoch stay, so a spent nonce never makes a
+        // claim, a status call or an operator's change fail for anything but the list itself.
+        const condition = [unchanged(record, list, values), 'attribute_exists(thing_name)'].join(' AND ');
+        try {
+          await dynamodb.send(
+            new UpdateItemCommand({
+              TableName,
+              Key: key(record.thingName),
+              ConditionExpression: condition,
+              UpdateExpression: updateExpression({ set: [`${list} = :nonces`] }),
+              ExpressionAttributeValues: values,
+              ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+            }),
+            { abortSignal: signal },
+          );
+          return true;
+        } catch (error) {
+          if (!(error instanceof ConditionalCheckFailedException)) throw translate(error, 'spend nonce');
+          // Gone, or the list changed (our own write retried by the SDK included): judge it again.
+          if (!error.Item) return false;
+          record = toDeviceRecord(error.Item);
+        }
+      }
+      throw throttled(`the nonces of ${record.thingName} kept changing; retry shortly`, 1);
     },
 
     async release(claim, signal) {
@@ -290,7 +364,10 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             TableName,
             Key: key(claim.thingName),
             ConditionExpression: 'claim_id = :claim',
-            UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
+            UpdateExpression: updateExpression({
+              set: ['record_version = if_not_exists(record_version, :zero) + :one'],
+              remove: ['claim_id, claim_expires', PENDING_ATTRIBUTES],
+            }),
             ExpressionAttributeValues: {
               ':claim': { S: claim.claimId },
               ':zero': { N: '0' },
