@@ -441,7 +441,10 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       } while (marker);
     },
 
-    describeCertificate,
+    // Through the error translation like every other call a request makes (a renewal asks for its
+    // signing certificate's state): throttled → 429, 5xx or a reset → 503, never a bare 500.
+    describeCertificate: (region, certificateId, signal) =>
+      call('DescribeCertificate', () => describeCertificate(region, certificateId, signal)),
     thingPrincipals,
 
     async setCertificateStatus(region, certificateId, status, signal) {

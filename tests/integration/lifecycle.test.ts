@@ -499,6 +499,40 @@ describe('POST /device-renew', () => {
   }, 40_000);
 });
 
+describe('a renewal whose DescribeCertificate fails', () => {
+  it.each([
+    ['throttled', { error: 'ThrottlingException' }, 429],
+    ['answered with a 5xx', { error: 'InternalFailure' }, 503],
+    ['reset', { action: 'reset-before' }, 503],
+  ] as const)(
+    '%s: %s with Retry-After, never 500; the retry renews',
+    async (_label, fault, status) => {
+      const device = await aged('rn-describe');
+      await setFaults({
+        rules: [
+          {
+            match: {
+              service: 'iot',
+              region: device.region,
+              method: 'GET',
+              path: `^/certificates/${device.certificateId}`,
+            },
+            ...fault,
+          },
+        ],
+      });
+      const refused = await postRenew(lifecycleBody('renew', device.thingName, device));
+      await clearFaults();
+      expect(refused.status).toBe(status);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(refused.body.message).toMatch(/DescribeCertificate/);
+      expect(await liveCertificates(device.thingName, device.region)).toEqual([device.certificateId]);
+      expect((await postRenew(lifecycleBody('renew', device.thingName, device))).status).toBe(200);
+    },
+    40_000,
+  );
+});
+
 describe('a renewal killed at every checkpoint', () => {
   it.each(['claimed', 'registered', 'attached', 'marked', 'retired'])(
     'killed when %s: the device keeps its old certificate, a retry renews, nothing is left over',
