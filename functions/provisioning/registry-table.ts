@@ -11,9 +11,9 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { awsClientSettings } from './aws-client-settings';
-import { isThrottling, isTransient } from './aws-errors';
+import { hasName, isThrottling, isTransient } from './aws-errors';
 import type { DeviceRecord } from './device-record';
-import { ProvisioningError, throttled, unavailable } from './errors';
+import { ProvisioningError, recordTooLarge, throttled, unavailable } from './errors';
 
 export interface RegistryTable {
   readonly dynamodb: DynamoDBClient;
@@ -94,6 +94,10 @@ export function updateExpression(clauses: {
 
 export function translate(error: unknown, what: string): unknown {
   if (error instanceof ProvisioningError) return error;
+  // "Item size has exceeded the maximum allowed size" / "Item size to update has exceeded ...".
+  if (hasName(error, 'ValidationException') && /item size/i.test((error as Error).message)) {
+    return recordTooLarge(what, error);
+  }
   if (isThrottling(error)) return throttled(`registry is busy (${what}); retry shortly`, 1, error);
   if (isTransient(error) || (error as Error | undefined)?.name === 'AbortError') {
     return unavailable(`registry is unavailable (${what}); retry shortly`, error);
