@@ -21,7 +21,7 @@ import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
 import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
-import { Deadline } from './deadline';
+import { Deadline, UNDO_RESERVE_MS } from './deadline';
 import type { GeneratedKey } from './device-key';
 import {
   CertificateRef,
@@ -40,6 +40,7 @@ import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
 import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
+import { distinctCertificates, retireAndForget, withRetries } from './retiring';
 import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
@@ -198,6 +199,7 @@ export async function provision(
       const [endpointAddress] = await Promise.all([
         timer.time('endpoint', () => iot.endpointAddress(decision.region, signal)),
         spendNonce(deps, nonce, deadline),
+        retireNamed(deps, thingName, existing.retiring, deadline),
       ]);
       const distanceKm = distanceToRegionKm(placement.point, decision.region);
       return {
@@ -344,7 +346,14 @@ export async function makeLive(
 
   let endpointAddress: string;
   try {
-    endpointAddress = await finishInRegion(deps, claim, live.plan, timer, deadline, nowSeconds);
+    endpointAddress = await finishInRegion(
+      deps,
+      claim,
+      { ...live.plan, retiring: live.retire },
+      timer,
+      deadline,
+      nowSeconds,
+    );
   } catch (error) {
     if (error instanceof MarkOutcomeUnknown) {
       logger.warn('could not tell whether the record was marked; leaving it to the lease', { thingName });
@@ -357,7 +366,9 @@ export async function makeLive(
   }
   checkpoint('marked', thingName);
 
-  if (live.retire.length > 0) await retirePrevious(deps, thingName, live.retire, deadline);
+  // What this request replaced (named by the mark) and what earlier ones left named.
+  const retiring = distinctCertificates([...live.retire, ...record.retiring]);
+  if (retiring.length > 0) await retireNamed(deps, thingName, retiring, deadline);
   checkpoint('retired', thingName);
   return endpointAddress;
 }
@@ -370,6 +381,8 @@ export interface MarkPlan {
   readonly reissueCount: number;
   /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. */
   readonly previous?: PreviousCertificate;
+  /** What the new certificate replaces: named as retiring by the mark, retired right after it. */
+  readonly retiring?: readonly CertificateRef[];
 }
 
 /** Stages 3–5: register ∥ thing, attach, mark. Returns the region's endpoint address. */
@@ -413,6 +426,7 @@ export async function finishInRegion(
     firstProvisionedAtEpoch: plan.firstProvisionedAtEpoch ?? now,
     reissueCount: plan.reissueCount,
     previous: plan.previous,
+    retiring: plan.retiring,
   };
   try {
     await timer.time('mark', () => registry.markProvisioned(claim, facts, signal));
@@ -429,21 +443,17 @@ export async function finishInRegion(
   return endpointAddress;
 }
 
-export async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await work();
-    } catch (error) {
-      if (attempt >= attempts || signal.aborted) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-    }
-  }
-}
+/**
+ * Kept back from an undo's AWS IoT steps for giving the lease back: a request that fails returns
+ * its lease even when retiring its certificate could not finish (the certificate stays named).
+ */
+export const RELEASE_RESERVE_MS = 1_500;
 
 /**
- * Undo of a failed request: each step independent, retried within the deadline. What is left
- * is already recorded: the intent while the claim stands, else our CA's certificate listing,
- * which the reconciler sweeps.
+ * Undo of a failed request: retire the certificate it registered, delete the thing it created,
+ * give the lease back. What could not be retired is named as retiring in the release itself, so
+ * the device's next request, a status call or the reconciler finishes it; the lease goes back
+ * whatever happened, within the deadline.
  */
 export async function undo(
   deps: ProvisioningDependencies,
@@ -454,23 +464,39 @@ export async function undo(
   const { iot, registry } = deps;
   const { thingName, pending } = claim;
   const signal = deadline.undoSignal();
+  // The AWS IoT steps stop in time for the release: UNDO_RESERVE_MS plus what the work left.
+  const iotSignal = AbortSignal.any([
+    signal,
+    AbortSignal.timeout(Math.max(1, deadline.workMs() + UNDO_RESERVE_MS - RELEASE_RESERVE_MS)),
+  ]);
   const failures: string[] = [];
-  const step = (what: string, work: () => Promise<unknown>) =>
-    withRetries(work, signal).catch((error: Error) => {
-      failures.push(`${what}: ${error.name}`);
-    });
+  const step = (what: string, work: () => Promise<unknown>, stepSignal: AbortSignal) =>
+    withRetries(work, stepSignal).then(
+      () => true,
+      (error: Error) => {
+        failures.push(`${what}: ${error.name}`);
+        return false;
+      },
+    );
 
-  await step(`certificate ${pending.certificateId}`, () =>
-    iot.retireCertificate(pending.region, pending.certificateId, signal),
+  const retired = await step(
+    `certificate ${pending.certificateId}`,
+    () => iot.retireCertificate(pending.region, pending.certificateId, iotSignal),
+    iotSignal,
   );
   checkpoint('undoing', thingName);
   // A re-issued device keeps its thing.
-  if (!reissue) await step('thing', () => iot.deleteThingIfOursAndEmpty(pending.region, thingName, signal));
-  await step('claim', () => registry.release(claim, signal));
+  if (!reissue && !iotSignal.aborted) {
+    await step('thing', () => iot.deleteThingIfOursAndEmpty(pending.region, thingName, iotSignal), iotSignal);
+  }
+  const leftovers: CertificateRef[] = retired
+    ? []
+    : [{ certificateId: pending.certificateId, region: pending.region }];
+  await step('claim', () => registry.release(claim, signal, leftovers), signal);
   countMetric('RolledBack');
   if (failures.length > 0) {
     countMetric('RollbackIncomplete');
-    logger.error('rollback incomplete; the reconciler finishes it', {
+    logger.error('rollback incomplete; what is left is named on the record for the next request', {
       thingName,
       region: pending.region,
       certificateId: pending.certificateId,
@@ -479,34 +505,30 @@ export async function undo(
   }
 }
 
-/** Retires certificates the device held before; the new one is live and recorded already. */
-export async function retirePrevious(
+/**
+ * Retires what the new certificate replaced (named as retiring by the mark) and whatever the
+ * record still named, then forgets what is gone. Never throws: what is left stays named.
+ */
+export async function retireNamed(
   deps: ProvisioningDependencies,
   thingName: string,
   certificates: readonly CertificateRef[],
   deadline: Deadline,
 ): Promise<void> {
-  const signal = deadline.undoSignal();
-  await Promise.all(
-    certificates.map(async (certificate) => {
-      try {
-        await withRetries(
-          () => deps.iot.retireCertificate(certificate.region, certificate.certificateId, signal),
-          signal,
-        );
-        countMetric('PreviousCertificateRetired');
-      } catch (error) {
-        // No longer referenced by the record: the reconciler's sweep of our CA retires it.
-        countMetric('PreviousCertificateRetireFailed');
-        logger.warn('could not retire the previous certificate; the reconciler will', {
-          thingName,
-          region: certificate.region,
-          certificateId: certificate.certificateId,
-          errorClass: (error as Error).name,
-        });
-      }
-    }),
-  );
+  const report = await retireAndForget(deps, thingName, certificates, deadline.undoSignal());
+  if (report.retired.length > 0) countMetric('PreviousCertificateRetired', report.retired.length);
+  for (const { certificate, errorClass } of report.failures) {
+    countMetric('PreviousCertificateRetireFailed');
+    logger.warn(
+      'could not retire a certificate; it stays named as retiring for the next request, status call or reconciler',
+      {
+        thingName,
+        region: certificate.region,
+        certificateId: certificate.certificateId,
+        errorClass,
+      },
+    );
+  }
 }
 
 export type { Decision };

@@ -12,6 +12,7 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import {
+  CertificateRef,
   DeviceRecord,
   IN_FLIGHT_RETRY_AFTER_SECONDS,
   PendingCertificate,
@@ -20,6 +21,7 @@ import {
   PreviousCertificate,
   provDatetime,
   PROV_STATUS,
+  retiringEntry,
   toDeviceRecord,
 } from './device-record';
 import { ProvisioningError, throttled } from './errors';
@@ -62,6 +64,8 @@ export interface ProvisionedFacts {
   readonly endpointAddress: string;
   /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. Else none is kept. */
   readonly previous?: PreviousCertificate;
+  /** What the new certificate replaces, named as retiring in the same write until it is gone. */
+  readonly retiring?: readonly CertificateRef[];
 }
 
 /** One answered status call: its nonce spent, its time recorded (the per-device interval). */
@@ -115,8 +119,14 @@ export interface DeviceRegistry {
    * replay, or this request's own claim or status write) or the record is gone: nothing written.
    */
   spendNonce(spend: NonceSpend, signal?: AbortSignal): Promise<boolean>;
-  /** Ends the claim and drops its intent (after the undo); harmless when no longer ours. */
-  release(claim: Claim, signal?: AbortSignal): Promise<void>;
+  /**
+   * Ends the claim and drops its intent (after the undo); harmless when no longer ours. What the
+   * undo could not retire (`leftovers`) is named as retiring in the same write: the lease goes
+   * back, and nothing live goes unnamed.
+   */
+  release(claim: Claim, signal?: AbortSignal, leftovers?: readonly CertificateRef[]): Promise<void>;
+  /** Stops naming certificates as retiring, once they are gone. */
+  forgetRetiring(thingName: string, gone: readonly CertificateRef[], signal?: AbortSignal): Promise<void>;
 }
 
 /** Our claim is no longer on the record: another request took it over after our lease. */
@@ -245,6 +255,12 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       } else {
         remove.push(PREVIOUS_ATTRIBUTES);
       }
+      // A set: adding is idempotent, so the SDK's retry of a mark whose answer was lost adds nothing.
+      const add: string[] = [];
+      if (facts.retiring && facts.retiring.length > 0) {
+        values[':retiring'] = { SS: [...new Set(facts.retiring.map(retiringEntry))] };
+        add.push('retiring :retiring');
+      }
       try {
         await dynamodb.send(
           new UpdateItemCommand({
@@ -253,7 +269,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             // The second half recognises our own mark when the SDK retries one whose answer was lost.
             ConditionExpression:
               'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
-            UpdateExpression: updateExpression({ set, remove }),
+            UpdateExpression: updateExpression({ set, remove, add }),
             ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
@@ -357,7 +373,17 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       throw throttled(`the nonces of ${record.thingName} kept changing; retry shortly`, 1);
     },
 
-    async release(claim, signal) {
+    async release(claim, signal, leftovers = []) {
+      const values: Record<string, AttributeValue> = {
+        ':claim': { S: claim.claimId },
+        ':zero': { N: '0' },
+        ':one': { N: '1' },
+      };
+      const add: string[] = [];
+      if (leftovers.length > 0) {
+        values[':leftovers'] = { SS: [...new Set(leftovers.map(retiringEntry))] };
+        add.push('retiring :leftovers');
+      }
       try {
         await dynamodb.send(
           new UpdateItemCommand({
@@ -367,19 +393,38 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             UpdateExpression: updateExpression({
               set: ['record_version = if_not_exists(record_version, :zero) + :one'],
               remove: ['claim_id, claim_expires', PENDING_ATTRIBUTES],
+              add,
             }),
-            ExpressionAttributeValues: {
-              ':claim': { S: claim.claimId },
-              ':zero': { N: '0' },
-              ':one': { N: '1' },
-            },
+            ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
         );
       } catch (error) {
-        // Released already (a retried call), or taken over since: nothing of ours to release.
+        // Released already (a retried call), or taken over since: nothing of ours to release. A
+        // taker may have resumed our intent, so our leftovers are not named: the reconciler's sweep
+        // retires them once nothing references them.
         if (error instanceof ConditionalCheckFailedException) return;
         throw translate(error, 'release');
+      }
+    },
+
+    async forgetRetiring(thingName, gone, signal) {
+      if (gone.length === 0) return;
+      try {
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(thingName),
+            // Unconditional but for the record's existence: a certificate that is gone stays gone.
+            ConditionExpression: 'attribute_exists(thing_name)',
+            UpdateExpression: updateExpression({ delete: ['retiring :gone'] }),
+            ExpressionAttributeValues: { ':gone': { SS: [...new Set(gone.map(retiringEntry))] } },
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) return;
+        throw translate(error, 'forget retired certificates');
       }
     },
   };

@@ -23,7 +23,13 @@ import {
   signerOf,
   verifyLifecycleProof,
 } from './lifecycle';
-import { makeLive, prepareCertificate, PreparedCertificate, ProvisioningDependencies } from './provision';
+import {
+  makeLive,
+  prepareCertificate,
+  PreparedCertificate,
+  ProvisioningDependencies,
+  retireNamed,
+} from './provision';
 import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
 import { LifecycleRequest } from './request';
 import { countMetric, logger, StageTimer } from './telemetry';
@@ -115,6 +121,7 @@ export async function renewCertificate(
       const [endpointAddress] = await Promise.all([
         device.endpointAddress ?? iot.endpointAddress(region, signal),
         spendNonce(deps, nonce, deadline),
+        retireNamed(deps, thingName, device.retiring, deadline),
       ]);
       countMetric('RenewalSameCertificate');
       return {

@@ -6,9 +6,11 @@
  * endpoint and the certificate's validity all come from the record. The certificate's ACTIVE
  * state is the record's too: every change of it goes through the record first (gdp-admin
  * disable/revoke/reset/move, a renewal), so a provisioned record's current certificate is ACTIVE.
- * Only the call that follows a renewal does more: it retires the previous certificate.
+ * Only the call that follows a renewal does more: it retires the previous certificate, and so does
+ * a call while the record names certificates as retiring (retiring.ts). A call refused once the
+ * device is recognised costs one write: its nonce (replay-guard.ts).
  */
-import { ProvisioningDependencies, withRetries } from './provision';
+import { ProvisioningDependencies, retireNamed } from './provision';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PreviousCertificate } from './device-record';
 import { rateLimited } from './errors';
@@ -21,6 +23,7 @@ import {
   verifyLifecycleProof,
 } from './lifecycle';
 import { spendingTheNonce, VerifiedNonce } from './replay-guard';
+import { withRetries } from './retiring';
 import { LifecycleRequest } from './request';
 import { countMetric, logger } from './telemetry';
 import { StatusAnswer } from './wire';
@@ -91,9 +94,14 @@ export async function deviceStatus(
       );
     }
 
-    const retiredPrevious = decision.retirePrevious
-      ? await retireProvenPrevious(deps, device, decision.retirePrevious, deadline)
-      : false;
+    // Beside it, what the record still names as retiring (a failed request's leftovers, what a
+    // killed re-issue replaced): whoever comes first finishes it, and this call is here.
+    const [retiredPrevious] = await Promise.all([
+      decision.retirePrevious
+        ? retireProvenPrevious(deps, device, decision.retirePrevious, deadline)
+        : Promise.resolve(false),
+      retireNamed(deps, thingName, device.retiring, deadline),
+    ]);
 
     const provisioned = decision.action !== 'reprovision';
     const region = provisioned ? device.region : undefined;
