@@ -181,7 +181,7 @@ export async function provision(
   const nonceEntry = proof.version === 2 ? `${proof.timestamp}.${proof.nonce}` : undefined;
   // Verified from here on: whatever the answer, the nonce is spent (replay-guard.ts).
   const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
-  return spendingTheNonce(deps, nonce, deadline, async () => {
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
     const decision = decide(
       record,
       { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
@@ -253,6 +253,7 @@ export async function provision(
         },
         keepThing: reissue,
         retire: decision.kind === 'issue' ? decision.retire : [],
+        onClaimed: nonceWritten,
       },
       timer,
       deadline,
@@ -300,6 +301,8 @@ export interface LiveCertificatePlan {
   readonly keepThing: boolean;
   /** Certificates of ours to retire once the new one is recorded. */
   readonly retire: readonly CertificateRef[];
+  /** Told when the claim (which carries the request's nonce) has landed. */
+  readonly onClaimed?: () => void;
 }
 
 /**
@@ -342,6 +345,7 @@ export async function makeLive(
     }
     throw error;
   }
+  live.onClaimed?.();
   checkpoint('claimed', thingName);
 
   let endpointAddress: string;

@@ -93,7 +93,7 @@ export async function renewCertificate(
 
   // The device from here on: whatever the answer, the nonce is spent (replay-guard.ts).
   const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
-  return spendingTheNonce(deps, nonce, deadline, async () => {
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
     const decision = decideRenewal(record, facts, {
       nowSeconds: nowSeconds(),
       renewMinIntervalSeconds: config.lifecycle.renewMinIntervalSeconds,
@@ -158,6 +158,7 @@ export async function renewCertificate(
         // The thing is the device's: an undo keeps it.
         keepThing: true,
         retire: decision.retire,
+        onClaimed: nonceWritten,
       },
       timer,
       deadline,

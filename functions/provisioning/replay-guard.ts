@@ -59,17 +59,25 @@ export async function spendNonce(
   }
 }
 
-/** Runs everything after verification; whatever it throws, the nonce is spent first. */
+/**
+ * Runs everything after verification; whatever it throws, the nonce is spent first. `work` may
+ * call `nonceWritten` once a write of its own carried the nonce (a claim, a status call's record):
+ * a failure after that costs no spend. Forgetting it costs one conditional write that finds the
+ * nonce there, never a replay.
+ */
 export async function spendingTheNonce<T>(
   deps: Pick<ProvisioningDependencies, 'registry' | 'config' | 'clock'>,
   nonce: VerifiedNonce,
   deadline: Deadline,
-  work: () => Promise<T>,
+  work: (nonceWritten: () => void) => Promise<T>,
 ): Promise<T> {
+  let written = false;
   try {
-    return await work();
+    return await work(() => {
+      written = true;
+    });
   } catch (error) {
-    await spendNonce(deps, nonce, deadline);
+    if (!written) await spendNonce(deps, nonce, deadline);
     throw error;
   }
 }

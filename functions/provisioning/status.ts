@@ -59,7 +59,7 @@ export async function deviceStatus(
 
   // The device from here on: whatever the answer, the nonce is spent (replay-guard.ts).
   const nonce: VerifiedNonce = { record, list: 'status_nonces', entry: nonceEntry };
-  return spendingTheNonce(deps, nonce, deadline, async () => {
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
     const now = nowSeconds();
     const validity = record && recordValidity(record, config.lifecycle.renewAtPercent);
     const decision = decideStatus(record, facts, {
@@ -93,6 +93,7 @@ export async function deviceStatus(
         Math.max(1, config.lifecycle.statusMinIntervalSeconds),
       );
     }
+    nonceWritten();
 
     // Beside it, what the record still names as retiring (a failed request's leftovers, what a
     // killed re-issue replaced): whoever comes first finishes it, and this call is here.

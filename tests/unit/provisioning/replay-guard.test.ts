@@ -49,6 +49,17 @@ describe('spendingTheNonce', () => {
     expect(spent).toEqual([]);
   });
 
+  it('spends nothing more when a write of the work carried the nonce before it failed', async () => {
+    const { deps, spent } = dependencies(async () => true);
+    await expect(
+      spendingTheNonce(deps, nonce, Deadline.from(undefined), async (nonceWritten) => {
+        nonceWritten(); // the claim landed
+        throw throttled('AWS IoT is throttling RegisterCertificate', 2);
+      }),
+    ).rejects.toThrow('throttling');
+    expect(spent).toEqual([]);
+  });
+
   it('keeps the refusal when the spend itself fails', async () => {
     const { deps } = dependencies(async () => {
       throw new Error('registry unavailable');
