@@ -1,7 +1,7 @@
 /**
  * The registry as the device path uses it (provisioning, status, renewal): read the record, claim
- * it with an intent, mark it provisioned, record a status call, forget a retired previous
- * certificate, release a claim. Every write is conditional and recognisable as ours when its
+ * it with an intent, mark it provisioned, record a status call, spend a refused request's nonce,
+ * forget a retired previous certificate or retiring ones, release a claim. Every write is conditional and recognisable as ours when its
  * answer was lost and the SDK's retry finds the condition false: the claim carries our claim id,
  * the mark our certificate id. So "applied, answer lost" never turns into a refusal or an undo.
  */
