@@ -474,8 +474,13 @@ export async function undo(
     AbortSignal.timeout(Math.max(1, deadline.workMs() + UNDO_RESERVE_MS - RELEASE_RESERVE_MS)),
   ]);
   const failures: string[] = [];
-  const step = (what: string, work: () => Promise<unknown>, stepSignal: AbortSignal) =>
-    withRetries(work, stepSignal).then(
+  const step = (
+    what: string,
+    work: () => Promise<unknown>,
+    stepSignal: AbortSignal,
+    retryThrottled = false,
+  ) =>
+    withRetries(work, stepSignal, 3, retryThrottled).then(
       () => true,
       (error: Error) => {
         failures.push(`${what}: ${error.name}`);
@@ -496,7 +501,7 @@ export async function undo(
   const leftovers: CertificateRef[] = retired
     ? []
     : [{ certificateId: pending.certificateId, region: pending.region }];
-  await step('claim', () => registry.release(claim, signal, leftovers), signal);
+  await step('claim', () => registry.release(claim, signal, leftovers), signal, true);
   countMetric('RolledBack');
   if (failures.length > 0) {
     countMetric('RollbackIncomplete');

@@ -13,16 +13,23 @@ import type { DeviceRegistry } from './registry-device';
 
 /**
  * Runs `work` up to `attempts` times with a short backoff while `signal` allows. A throttled
- * failure is not tried again here: the SDK has retried it already, and a throttled region is
- * better left alone (the name stays; a later request finishes).
+ * failure is not tried again unless `retryThrottled`: the SDK has retried it already, and a
+ * throttled region is better left alone (the name stays; a later request finishes). Giving a
+ * lease back is worth it: held, it turns the device away for a minute.
  */
-export async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
+export async function withRetries<T>(
+  work: () => Promise<T>,
+  signal: AbortSignal,
+  attempts = 3,
+  retryThrottled = false,
+): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await work();
     } catch (error) {
       const cause = (error as { cause?: unknown }).cause;
-      if (attempt >= attempts || signal.aborted || isThrottling(error) || isThrottling(cause)) throw error;
+      const throttledError = isThrottling(error) || isThrottling(cause);
+      if (attempt >= attempts || signal.aborted || (throttledError && !retryThrottled)) throw error;
       await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
     }
   }

@@ -10,7 +10,7 @@
  */
 import { CHECKPOINTS } from '../../functions/provisioning/checkpoints';
 import { addDevice } from '../local/stack';
-import type { FaultAction } from '../local/aws-proxy';
+import { getFaults, type FaultAction } from '../local/aws-proxy';
 import { auditDevice, DeviceAudit } from './audit';
 import {
   certificateStatus,
@@ -278,11 +278,22 @@ describe('P8: no two live certificates, even before the reconciler runs', () => 
         rules: [
           { match: registryCall(thingName, 'mark'), error: 'ThrottlingException' },
           ...throttledCalls.map((call) => ({ match: RETIRING_CALLS[call](), error: 'ThrottlingException' })),
+          // The release too, past the SDK's own retries: the lease is worth one more try.
+          {
+            match: {
+              service: 'dynamodb',
+              body: `(?=[\\s\\S]*"${thingName}")(?=[\\s\\S]*ADD retiring :leftovers)`,
+            },
+            error: 'ThrottlingException',
+            times: 3,
+          },
         ],
       });
       const failed = await post(v2Body(thingName), PORTLAND);
       const record = await registryRecord(thingName);
       const named = await retiringOn(thingName);
+      // The release's throttles were all spent: the sustained rules are all that is left.
+      expect((await getFaults(stack.faultsUrl)).rules).toHaveLength(1 + throttledCalls.length);
       await clearFaults();
       expect(failed.status).toBe(429);
       expect(Number(failed.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
