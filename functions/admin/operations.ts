@@ -15,6 +15,7 @@ import {
 } from '../provisioning/device-record';
 import type { DeviceIot } from '../provisioning/iot';
 import type { Registry } from '../provisioning/registry';
+import { LEGACY_ATTRIBUTES } from '../provisioning/registry-table';
 import { auditEntry } from './audit';
 import { AdminError, EXIT } from './exit-codes';
 
@@ -234,7 +235,9 @@ export async function reset(deps: OperatorDependencies, thingName: string): Prom
       !current.certificateId &&
       !current.claimId &&
       !current.moveTo &&
-      !current.movedFrom;
+      !current.movedFrom &&
+      // What earlier versions left (every write removes it): a reset writes, so it goes.
+      !LEGACY_ATTRIBUTES.some((attribute) => attribute in current.raw);
     if (clean) return undefined;
     return {
       what: 'reset',

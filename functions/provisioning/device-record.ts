@@ -14,6 +14,8 @@
  * - after day one (lifecycle.ts): endpoint_address (the region's endpoint, so a status call needs no
  *   IoT call); a renewal's previous certificate while its grace period runs (previous_certificate_id,
  *   previous_region, previous_retire_after); status_epoch and status_nonces of the last status calls;
+ * - retiring: certificates of ours that are no longer live by intent but may not be retired yet
+ *   (`<region>/<certificateId>`, a string set), named until they are gone;
  * - set by the operator tool (functions/admin/): region_pin, the move (move_to_region + move_started while
  *   a move is under way; moved_from_region + moved_at while both regions accept the device), and
  *   history, the bounded audit list.
@@ -79,6 +81,12 @@ export interface DeviceRecord {
   readonly endpointAddress?: string;
   /** The certificate a renewal replaced, during its grace period. */
   readonly previous?: PreviousCertificate;
+  /**
+   * Certificates to retire that may still be live: what a re-issue or renewal replaced (named in
+   * its mark), what a failed request's undo could not finish (named when it gives its lease back).
+   * The next request for the device, a status call or the reconciler retires them, then forgets.
+   */
+  readonly retiring: readonly CertificateRef[];
   /** When the last status call was answered (epoch seconds), and `timestamp.nonce` of recent ones. */
   readonly statusEpoch?: number;
   readonly statusNonces: readonly string[];
@@ -157,9 +165,10 @@ export function historyWith(record: DeviceRecord | undefined, entry: AuditEntry)
 }
 
 /**
- * Every certificate copy the record keeps alive: the live one, a pending intent, and during and
- * after a move the copy in the other region. The reconciler retires every certificate of our CA
- * that no record references, so anything live must be listed here.
+ * Every certificate copy the record keeps alive: the live one, a pending intent, during and
+ * after a move the copy in the other region, and those still retiring. The reconciler retires
+ * every certificate of our CA that no record references, so anything live must be listed here;
+ * a retiring one is listed so that only the path that also forgets it retires it.
  */
 export function referencedCertificates(record: DeviceRecord): CertificateRef[] {
   const refs: CertificateRef[] = [];
@@ -171,6 +180,7 @@ export function referencedCertificates(record: DeviceRecord): CertificateRef[] {
     refs.push({ certificateId: record.pending.certificateId, region: record.pending.region });
   if (record.previous)
     refs.push({ certificateId: record.previous.certificateId, region: record.previous.region });
+  refs.push(...record.retiring);
   return refs;
 }
 
@@ -184,6 +194,7 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
   const statusNonces = item.status_nonces?.SS;
   const previousId = text(item, 'previous_certificate_id');
   const previousRegion = text(item, 'previous_region');
+  const retiring = item.retiring?.SS;
   return {
     thingName: text(item, 'thing_name') ?? '',
     provStatus: text(item, 'prov_status') ?? '',
@@ -230,6 +241,7 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
             retireAfter: number(item, 'previous_retire_after') ?? 0,
           }
         : undefined,
+    retiring: Array.isArray(retiring) ? retiring.flatMap(retiringRef) : [],
     statusEpoch: number(item, 'status_epoch'),
     statusNonces: Array.isArray(statusNonces)
       ? statusNonces.filter((entry) => typeof entry === 'string')
@@ -239,6 +251,16 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
     version: number(item, 'record_version') ?? 0,
     raw: item,
   };
+}
+
+/** How a retiring certificate is named in the record's `retiring` string set. */
+export const retiringEntry = (ref: CertificateRef): string => `${ref.region}/${ref.certificateId}`;
+
+function retiringRef(entry: unknown): CertificateRef[] {
+  if (typeof entry !== 'string') return [];
+  const slash = entry.indexOf('/');
+  if (slash <= 0 || slash === entry.length - 1) return [];
+  return [{ region: entry.slice(0, slash), certificateId: entry.slice(slash + 1) }];
 }
 
 /** The sample's prov_datetime format: `YYYY-MM-DDTHH:MM:SS` in UTC. */

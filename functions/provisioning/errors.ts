@@ -55,6 +55,24 @@ export const rateLimited = (message: string, retryAfterSeconds: number) =>
 export const unavailable = (message: string, cause?: unknown) =>
   new ProvisioningError('unavailable', message, 2, { cause });
 
+/** How long a device is asked to wait while its registry record is too large to write. */
+export const RECORD_TOO_LARGE_RETRY_AFTER_SECONDS = 300;
+
+/**
+ * The device's registry record can't be written: DynamoDB refuses items over 400 KB. A 500, not a
+ * 4xx: the request is sound and the record is ours, so the device keeps retrying (slowly) instead
+ * of giving up, and the 5xx alarm calls an operator, who is the only one who can fix it. The
+ * message names the problem instead of "internal error".
+ */
+export const recordTooLarge = (what: string, cause: unknown) =>
+  new ProvisioningError(
+    'internal',
+    `this device's registry record is over DynamoDB's 400 KB item size limit (${what}); ` +
+      'an operator must shrink it (`gdp-admin reset` drops what earlier versions left); retry later',
+    RECORD_TOO_LARGE_RETRY_AFTER_SECONDS,
+    { cause },
+  );
+
 /** Any thrown value as a ProvisioningError; unknown errors become a 500 without leaking details. */
 export function asProvisioningError(error: unknown): ProvisioningError {
   if (error instanceof ProvisioningError) return error;

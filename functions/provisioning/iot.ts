@@ -100,7 +100,10 @@ export interface DeviceIot {
    */
   createThing(region: string, thingName: string, signal?: AbortSignal): Promise<ThingInRegion>;
   attach(region: string, thingName: string, certificateArn: string, signal?: AbortSignal): Promise<void>;
-  /** Deactivates, detaches from every thing and policy, and deletes; tolerates parts already gone. */
+  /**
+   * Deactivates, detaches from every thing and policy, and deletes; tolerates parts already gone.
+   * Deactivating and detaching are each tried even when another fails, before it gives up.
+   */
   retireCertificate(region: string, certificateId: string, signal?: AbortSignal): Promise<void>;
   /** Deletes the thing if it carries our marker and holds no certificate; true when it is gone. */
   deleteThingIfOursAndEmpty(region: string, thingName: string, signal?: AbortSignal): Promise<boolean>;
@@ -387,29 +390,42 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       const state = await describeCertificate(region, certificateId, signal);
       if (!state) return;
       const certificateArn = state.certificateArn;
-      // Deactivate first: from here on the certificate can't connect, whatever else fails.
-      if (state.status === 'ACTIVE') {
-        await gone(() =>
-          iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
-            abortSignal: signal,
-          }),
-        );
-      }
-      const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
-        abortSignal: signal,
-      });
+      // Deactivating and detaching are independent, and each cuts the certificate off on its own
+      // (INACTIVE can't connect; without its policy it can do nothing, off its thing it is no
+      // device's): under sustained throttling of one, the others still happen before we give up.
+      const failures: unknown[] = [];
+      const attempt = (work: () => Promise<unknown>) =>
+        gone(work).catch((error: unknown) => {
+          failures.push(error);
+        });
       await Promise.all([
-        ...(things.things ?? []).map((thingName) =>
-          gone(() =>
-            iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
-              abortSignal: signal,
-            }),
-          ),
-        ),
-        gone(() =>
+        state.status === 'ACTIVE'
+          ? attempt(() =>
+              iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
+                abortSignal: signal,
+              }),
+            )
+          : undefined,
+        attempt(async () => {
+          const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
+            abortSignal: signal,
+          });
+          await Promise.all(
+            (things.things ?? []).map((thingName) =>
+              attempt(() =>
+                iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
+                  abortSignal: signal,
+                }),
+              ),
+            ),
+          );
+        }),
+        attempt(() =>
           iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
         ),
       ]);
+      // DeleteCertificate needs it INACTIVE and detached: give up now, naming the first failure.
+      if (failures.length > 0) throw failures[0];
       // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
       // attachment for a moment (CertificateStateException / DeleteConflictException).
       for (let attempt = 1; ; attempt += 1) {
@@ -467,7 +483,10 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       } while (marker);
     },
 
-    describeCertificate,
+    // Through the error translation like every other call a request makes (a renewal asks for its
+    // signing certificate's state): throttled → 429, 5xx or a reset → 503, never a bare 500.
+    describeCertificate: (region, certificateId, signal) =>
+      call('DescribeCertificate', () => describeCertificate(region, certificateId, signal)),
     thingPrincipals,
 
     async setCertificateStatus(region, certificateId, status, signal) {

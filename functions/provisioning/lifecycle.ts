@@ -157,6 +157,22 @@ export interface LifecycleFacts {
 }
 
 /**
+ * Whether the caller is proven to be this device: its signature verified with a certificate the
+ * record names, or one this deployment's CA issued for the thing. 401 for everyone else, who may
+ * write nothing (not even a spent nonce). Undefined when it is the device.
+ */
+export function identify(
+  record: DeviceRecord | undefined,
+  facts: LifecycleFacts,
+): ProvisioningError | undefined {
+  const known = record !== undefined && signerOf(record, facts.certificateId) !== 'other';
+  if (!known && !facts.issuedByUs()) {
+    return unauthenticated(`certificate was not issued by this service for ${facts.thingName}`);
+  }
+  return undefined;
+}
+
+/**
  * The refusals status and renewal share, in order: who the caller is (401 for anyone not proven
  * to be this device), then the record's standing (403). Undefined when the request may go on.
  */
@@ -165,10 +181,8 @@ function authenticate(
   facts: LifecycleFacts,
 ): ProvisioningError | undefined {
   const { thingName } = facts;
-  const known = record !== undefined && signerOf(record, facts.certificateId) !== 'other';
-  if (!known && !facts.issuedByUs()) {
-    return unauthenticated(`certificate was not issued by this service for ${thingName}`);
-  }
+  const stranger = identify(record, facts);
+  if (stranger) return stranger;
   if (!record) return forbidden(`thing ${thingName} is not on the allowlist`);
   if (record.provStatus === PROV_STATUS.disabled) {
     return forbidden(`thing ${thingName} is disabled; an operator must enable it again`);

@@ -9,8 +9,9 @@
  *   5. mark the record provisioned
  *
  * Nothing is written before the request's signature verifies (a stranger can't hold a lease,
- * spend a nonce or learn a record's state), and nothing exists in AWS IoT before the registry
- * records it as intent. Every step after the claim can be repeated, and every write is
+ * spend a nonce or learn a record's state); from verification on, the request's nonce is spent
+ * whatever the answer (replay-guard.ts). Nothing exists in AWS IoT before the registry records it
+ * as intent. Every step after the claim can be repeated, and every write is
  * recognisable as ours when its answer was lost. A failure undoes within the deadline; what a
  * killed function leaves, the next request for the device or the reconciler finishes.
  * docs/protocol.md states the guarantees.
@@ -22,7 +23,7 @@ import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
 import { ProvisioningConfig } from './config';
 import type { CheckedCsr } from './csr';
-import { Deadline } from './deadline';
+import { Deadline, UNDO_RESERVE_MS } from './deadline';
 import type { GeneratedKey } from './device-key';
 import {
   CertificateRef,
@@ -40,6 +41,8 @@ import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate'
 import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
+import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
+import { distinctCertificates, retireAndForget, withRetries } from './retiring';
 import { precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
@@ -180,93 +183,103 @@ export async function provision(
   }
 
   const nonceEntry = proof.version === 2 ? `${proof.timestamp}.${proof.nonce}` : undefined;
-  const decision = decide(
-    record,
-    { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
-    {
-      nowSeconds: nowSeconds(),
-      reprovisionWindowSeconds: config.reprovisionWindowSeconds,
-      reissueLimit: config.reissueLimit,
-    },
-  );
-  if (decision.kind === 'refuse') throw decision.error;
-  const existing = record as DeviceRecord;
+  // Verified from here on: whatever the answer, the nonce is spent (replay-guard.ts).
+  const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
+    const decision = decide(
+      record,
+      { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
+      {
+        nowSeconds: nowSeconds(),
+        reprovisionWindowSeconds: config.reprovisionWindowSeconds,
+        reissueLimit: config.reissueLimit,
+      },
+    );
+    if (decision.kind === 'refuse') throw decision.error;
+    const existing = record as DeviceRecord;
 
-  if (decision.kind === 'same-certificate') {
-    const endpointAddress = await timer.time('endpoint', () => iot.endpointAddress(decision.region, signal));
-    const distanceKm = distanceToRegionKm(placement.point, decision.region);
+    if (decision.kind === 'same-certificate') {
+      // Answered without a write: spend the nonce beside the endpoint lookup (no extra stage).
+      const [endpointAddress] = await Promise.all([
+        timer.time('endpoint', () => iot.endpointAddress(decision.region, signal)),
+        spendNonce(deps, nonce, deadline),
+        retireNamed(deps, thingName, existing.retiring, deadline),
+      ]);
+      const distanceKm = distanceToRegionKm(placement.point, decision.region);
+      return {
+        answer: {
+          status: 'success',
+          region: decision.region,
+          distance: distanceKm,
+          endpointAddress,
+          certificatePem: decision.certificatePem,
+        },
+        placement: { ...placement, region: decision.region, distanceKm },
+        outcome: 'same-certificate',
+        stages: timer.stages,
+      };
+    }
+
+    // A re-issued device stays in the region its thing lives in; a resumed one where its intent was;
+    // a pinned one (region_pin, from `gdp-admin import`) goes to its pin while that region is enabled.
+    const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
+    const region =
+      decision.kind === 'resume'
+        ? decision.pending.region
+        : decision.reissue && enabled(existing.region)
+          ? (existing.region as string)
+          : enabled(existing.regionPin)
+            ? (existing.regionPin as string)
+            : placement.region;
+    const prepared: PreparedCertificate =
+      decision.kind === 'resume'
+        ? { pending: decision.pending }
+        : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
+
+    // Stages 2–5 (makeLive checks the deadline before its claim).
+    const now = nowSeconds();
+    const pending: PendingCertificate = { ...prepared.pending, region, since: now };
+    const reissue = decision.kind === 'issue' && decision.reissue;
+    const endpointAddress = await makeLive(
+      deps,
+      {
+        record: existing,
+        pending,
+        recentNonces: nonceEntry
+          ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
+          : undefined,
+        plan: {
+          geoSource: placement.geoSource,
+          firstProvisionedAtEpoch: reissue
+            ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
+            : undefined,
+          reissueCount: reissue ? existing.reissueCount + 1 : 0,
+        },
+        keepThing: reissue,
+        retire: decision.kind === 'issue' ? decision.retire : [],
+        onClaimed: nonceWritten,
+      },
+      timer,
+      deadline,
+      nowSeconds,
+    );
+    const distanceKm =
+      region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
+
     return {
       answer: {
         status: 'success',
-        region: decision.region,
+        region,
         distance: distanceKm,
         endpointAddress,
-        certificatePem: decision.certificatePem,
+        certificatePem: pending.certificatePem,
+        ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
       },
-      placement: { ...placement, region: decision.region, distanceKm },
-      outcome: 'same-certificate',
+      placement: { ...placement, region, distanceKm },
+      outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
       stages: timer.stages,
     };
-  }
-
-  // A re-issued device stays in the region its thing lives in; a resumed one where its intent was;
-  // a pinned one (region_pin, from `gdp-admin import`) goes to its pin while that region is enabled.
-  const enabled = (region: string | undefined) => config.regions.some((site) => site.region === region);
-  const region =
-    decision.kind === 'resume'
-      ? decision.pending.region
-      : decision.reissue && enabled(existing.region)
-        ? (existing.region as string)
-        : enabled(existing.regionPin)
-          ? (existing.regionPin as string)
-          : placement.region;
-  const prepared: PreparedCertificate =
-    decision.kind === 'resume'
-      ? { pending: decision.pending }
-      : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
-
-  // Stages 2–5 (makeLive checks the deadline before its claim).
-  const now = nowSeconds();
-  const pending: PendingCertificate = { ...prepared.pending, region, since: now };
-  const reissue = decision.kind === 'issue' && decision.reissue;
-  const endpointAddress = await makeLive(
-    deps,
-    {
-      record: existing,
-      pending,
-      recentNonces: nonceEntry
-        ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
-        : undefined,
-      plan: {
-        geoSource: placement.geoSource,
-        firstProvisionedAtEpoch: reissue
-          ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
-          : undefined,
-        reissueCount: reissue ? existing.reissueCount + 1 : 0,
-      },
-      keepThing: reissue,
-      retire: decision.kind === 'issue' ? decision.retire : [],
-    },
-    timer,
-    deadline,
-    nowSeconds,
-  );
-  const distanceKm =
-    region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
-
-  return {
-    answer: {
-      status: 'success',
-      region,
-      distance: distanceKm,
-      endpointAddress,
-      certificatePem: pending.certificatePem,
-      ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
-    },
-    placement: { ...placement, region, distanceKm },
-    outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
-    stages: timer.stages,
-  };
+  });
 }
 
 /**
@@ -294,6 +307,8 @@ export interface LiveCertificatePlan {
   readonly retire: readonly CertificateRef[];
   /** Admitted already (a renewal admits before its IoT check); else admission runs beside the claim. */
   readonly admitted?: boolean;
+  /** Told when the claim (which carries the request's nonce) has landed. */
+  readonly onClaimed?: () => void;
 }
 
 /**
@@ -343,11 +358,19 @@ export async function makeLive(
     }
     throw error;
   }
+  live.onClaimed?.();
   checkpoint('claimed', thingName);
 
   let endpointAddress: string;
   try {
-    endpointAddress = await finishInRegion(deps, claim, live.plan, timer, deadline, nowSeconds);
+    endpointAddress = await finishInRegion(
+      deps,
+      claim,
+      { ...live.plan, retiring: live.retire },
+      timer,
+      deadline,
+      nowSeconds,
+    );
   } catch (error) {
     if (error instanceof MarkOutcomeUnknown) {
       logger.warn('could not tell whether the record was marked; leaving it to the lease', { thingName });
@@ -360,7 +383,9 @@ export async function makeLive(
   }
   checkpoint('marked', thingName);
 
-  if (live.retire.length > 0) await retirePrevious(deps, thingName, live.retire, deadline);
+  // What this request replaced (named by the mark) and what earlier ones left named.
+  const retiring = distinctCertificates([...live.retire, ...record.retiring]);
+  if (retiring.length > 0) await retireNamed(deps, thingName, retiring, deadline);
   checkpoint('retired', thingName);
   return endpointAddress;
 }
@@ -407,6 +432,8 @@ export interface MarkPlan {
   readonly reissueCount: number;
   /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. */
   readonly previous?: PreviousCertificate;
+  /** What the new certificate replaces: named as retiring by the mark, retired right after it. */
+  readonly retiring?: readonly CertificateRef[];
 }
 
 /** Stages 3–5: register ∥ thing, attach, mark. Returns the region's endpoint address. */
@@ -450,6 +477,7 @@ export async function finishInRegion(
     firstProvisionedAtEpoch: plan.firstProvisionedAtEpoch ?? now,
     reissueCount: plan.reissueCount,
     previous: plan.previous,
+    retiring: plan.retiring,
   };
   try {
     await timer.time('mark', () => registry.markProvisioned(claim, facts, signal));
@@ -466,21 +494,17 @@ export async function finishInRegion(
   return endpointAddress;
 }
 
-export async function withRetries<T>(work: () => Promise<T>, signal: AbortSignal, attempts = 3): Promise<T> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await work();
-    } catch (error) {
-      if (attempt >= attempts || signal.aborted) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
-    }
-  }
-}
+/**
+ * Kept back from an undo's AWS IoT steps for giving the lease back: a request that fails returns
+ * its lease even when retiring its certificate could not finish (the certificate stays named).
+ */
+export const RELEASE_RESERVE_MS = 1_500;
 
 /**
- * Undo of a failed request: each step independent, retried within the deadline. What is left
- * is already recorded: the intent while the claim stands, else our CA's certificate listing,
- * which the reconciler sweeps.
+ * Undo of a failed request: retire the certificate it registered, delete the thing it created,
+ * give the lease back. What could not be retired is named as retiring in the release itself, so
+ * the device's next request, a status call or the reconciler finishes it; the lease goes back
+ * whatever happened, within the deadline.
  */
 export async function undo(
   deps: ProvisioningDependencies,
@@ -491,23 +515,44 @@ export async function undo(
   const { iot, registry } = deps;
   const { thingName, pending } = claim;
   const signal = deadline.undoSignal();
+  // The AWS IoT steps stop in time for the release: UNDO_RESERVE_MS plus what the work left.
+  const iotSignal = AbortSignal.any([
+    signal,
+    AbortSignal.timeout(Math.max(1, deadline.workMs() + UNDO_RESERVE_MS - RELEASE_RESERVE_MS)),
+  ]);
   const failures: string[] = [];
-  const step = (what: string, work: () => Promise<unknown>) =>
-    withRetries(work, signal).catch((error: Error) => {
-      failures.push(`${what}: ${error.name}`);
-    });
+  const step = (
+    what: string,
+    work: () => Promise<unknown>,
+    stepSignal: AbortSignal,
+    retryThrottled = false,
+  ) =>
+    withRetries(work, stepSignal, 3, retryThrottled).then(
+      () => true,
+      (error: Error) => {
+        failures.push(`${what}: ${error.name}`);
+        return false;
+      },
+    );
 
-  await step(`certificate ${pending.certificateId}`, () =>
-    iot.retireCertificate(pending.region, pending.certificateId, signal),
+  const retired = await step(
+    `certificate ${pending.certificateId}`,
+    () => iot.retireCertificate(pending.region, pending.certificateId, iotSignal),
+    iotSignal,
   );
   checkpoint('undoing', thingName);
   // A re-issued device keeps its thing.
-  if (!reissue) await step('thing', () => iot.deleteThingIfOursAndEmpty(pending.region, thingName, signal));
-  await step('claim', () => registry.release(claim, signal));
+  if (!reissue && !iotSignal.aborted) {
+    await step('thing', () => iot.deleteThingIfOursAndEmpty(pending.region, thingName, iotSignal), iotSignal);
+  }
+  const leftovers: CertificateRef[] = retired
+    ? []
+    : [{ certificateId: pending.certificateId, region: pending.region }];
+  await step('claim', () => registry.release(claim, signal, leftovers), signal, true);
   countMetric('RolledBack');
   if (failures.length > 0) {
     countMetric('RollbackIncomplete');
-    logger.error('rollback incomplete; the reconciler finishes it', {
+    logger.error('rollback incomplete; what is left is named on the record for the next request', {
       thingName,
       region: pending.region,
       certificateId: pending.certificateId,
@@ -516,34 +561,30 @@ export async function undo(
   }
 }
 
-/** Retires certificates the device held before; the new one is live and recorded already. */
-export async function retirePrevious(
+/**
+ * Retires what the new certificate replaced (named as retiring by the mark) and whatever the
+ * record still named, then forgets what is gone. Never throws: what is left stays named.
+ */
+export async function retireNamed(
   deps: ProvisioningDependencies,
   thingName: string,
   certificates: readonly CertificateRef[],
   deadline: Deadline,
 ): Promise<void> {
-  const signal = deadline.undoSignal();
-  await Promise.all(
-    certificates.map(async (certificate) => {
-      try {
-        await withRetries(
-          () => deps.iot.retireCertificate(certificate.region, certificate.certificateId, signal),
-          signal,
-        );
-        countMetric('PreviousCertificateRetired');
-      } catch (error) {
-        // No longer referenced by the record: the reconciler's sweep of our CA retires it.
-        countMetric('PreviousCertificateRetireFailed');
-        logger.warn('could not retire the previous certificate; the reconciler will', {
-          thingName,
-          region: certificate.region,
-          certificateId: certificate.certificateId,
-          errorClass: (error as Error).name,
-        });
-      }
-    }),
-  );
+  const report = await retireAndForget(deps, thingName, certificates, deadline.undoSignal());
+  if (report.retired.length > 0) countMetric('PreviousCertificateRetired', report.retired.length);
+  for (const { certificate, errorClass } of report.failures) {
+    countMetric('PreviousCertificateRetireFailed');
+    logger.warn(
+      'could not retire a certificate; it stays named as retiring for the next request, status call or reconciler',
+      {
+        thingName,
+        region: certificate.region,
+        certificateId: certificate.certificateId,
+        errorClass,
+      },
+    );
+  }
 }
 
 export type { Decision };

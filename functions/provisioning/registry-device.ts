@@ -1,7 +1,7 @@
 /**
  * The registry as the device path uses it (provisioning, status, renewal): read the record, claim
- * it with an intent, mark it provisioned, record a status call, forget a retired previous
- * certificate, release a claim. Every write is conditional and recognisable as ours when its
+ * it with an intent, mark it provisioned, record a status call, spend a refused request's nonce,
+ * forget a retired previous certificate or retiring ones, release a claim. Every write is conditional and recognisable as ours when its
  * answer was lost and the SDK's retry finds the condition false: the claim carries our claim id,
  * the mark our certificate id. So "applied, answer lost" never turns into a refusal or an undo.
  */
@@ -12,12 +12,16 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import {
+  CertificateRef,
   DeviceRecord,
   IN_FLIGHT_RETRY_AFTER_SECONDS,
   PendingCertificate,
+  nextRecentNonces,
+  nonceSpent,
   PreviousCertificate,
   provDatetime,
   PROV_STATUS,
+  retiringEntry,
   toDeviceRecord,
 } from './device-record';
 import { ProvisioningError, throttled } from './errors';
@@ -28,6 +32,7 @@ import {
   RegistryTable,
   translate,
   unchanged,
+  updateExpression,
 } from './registry-table';
 
 /** A lease on one device's record, with the certificate it intends to make live. */
@@ -59,6 +64,8 @@ export interface ProvisionedFacts {
   readonly endpointAddress: string;
   /** A renewal: the certificate it replaces, kept ACTIVE for its grace period. Else none is kept. */
   readonly previous?: PreviousCertificate;
+  /** What the new certificate replaces, named as retiring in the same write until it is gone. */
+  readonly retiring?: readonly CertificateRef[];
 }
 
 /** One answered status call: its nonce spent, its time recorded (the per-device interval). */
@@ -72,6 +79,22 @@ export interface StatusCall {
   /** The region the device said it connects to (advisory, for operators). */
   readonly reportedRegion?: string;
 }
+
+/** Where a verified request's nonce is remembered: status calls keep their own list. */
+export type NonceList = 'recent_nonces' | 'status_nonces';
+
+/** A verified request's nonce, to be spent on the record as read. */
+export interface NonceSpend {
+  readonly record: DeviceRecord;
+  readonly list: NonceList;
+  /** `timestamp.nonce`. */
+  readonly entry: string;
+  readonly nowSeconds: number;
+  readonly maxClockSkewSeconds: number;
+}
+
+/** Attempts at spending a nonce while other writes keep changing the list (each sees the newer list). */
+const SPEND_ATTEMPTS = 3;
 
 export interface DeviceRegistry {
   /** The record as it stands (strongly consistent), or undefined when the device is unknown. */
@@ -90,8 +113,20 @@ export interface DeviceRegistry {
    * False when the record moved on.
    */
   forgetPrevious(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
-  /** Ends the claim and drops its intent (after the undo); harmless when no longer ours. */
-  release(claim: Claim, signal?: AbortSignal): Promise<void>;
+  /**
+   * Adds a verified request's nonce to its list, if the list is still as read (else again on the
+   * list as it now is): the one write a refusal costs. False when the nonce was spent already (a
+   * replay, or this request's own claim or status write) or the record is gone: nothing written.
+   */
+  spendNonce(spend: NonceSpend, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Ends the claim and drops its intent (after the undo); harmless when no longer ours. What the
+   * undo could not retire (`leftovers`) is named as retiring in the same write: the lease goes
+   * back, and nothing live goes unnamed.
+   */
+  release(claim: Claim, signal?: AbortSignal, leftovers?: readonly CertificateRef[]): Promise<void>;
+  /** Stops naming certificates as retiring, once they are gone. */
+  forgetRetiring(thingName: string, gone: readonly CertificateRef[], signal?: AbortSignal): Promise<void>;
 }
 
 /** Our claim is no longer on the record: another request took it over after our lease. */
@@ -133,21 +168,26 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       };
       // Compare-and-set against the record we decided on: any write in between (another
       // request's claim, an operator's change of status) makes this one fail.
-      const condition = [
+      const conditions = [
         unchanged(record, 'record_version', values),
         unchanged(record, 'prov_status', values),
         unchanged(record, 'claim_id', values),
-      ].join(' AND ');
-      let update =
-        'SET claim_id = :claim, claim_expires = :expires, pending_certificate_id = :pendingId,' +
-        ' pending_certificate_pem = :pendingPem, pending_region = :pendingRegion,' +
-        ' pending_key_sha256 = :pendingKey, pending_key_mode = :pendingMode, pending_since = :pendingSince,' +
-        ' record_version = :version';
+      ];
+      const set = [
+        'claim_id = :claim, claim_expires = :expires, pending_certificate_id = :pendingId',
+        'pending_certificate_pem = :pendingPem, pending_region = :pendingRegion',
+        'pending_key_sha256 = :pendingKey, pending_key_mode = :pendingMode, pending_since = :pendingSince',
+        'record_version = :version',
+      ];
       if (request.recentNonces && request.recentNonces.length > 0) {
         values[':nonces'] = { SS: [...request.recentNonces] };
-        // used_nonces was the unbounded set of an earlier version.
-        update += ', recent_nonces = :nonces REMOVE used_nonces';
+        set.push('recent_nonces = :nonces');
+        // A refused request's nonce spent since the read (it leaves record_version alone) must not
+        // be overwritten by this list.
+        conditions.push(unchanged(record, 'recent_nonces', values));
       }
+      const condition = conditions.join(' AND ');
+      const update = updateExpression({ set });
       const claim: Claim = { thingName: record.thingName, claimId: request.claimId, pending };
       let written: boolean;
       try {
@@ -196,23 +236,30 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
         ':zero': { N: '0' },
         ':one': { N: '1' },
       };
-      let set =
-        'SET prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch,' +
-        ' first_prov_epoch = :firstEpoch, reissue_count = :reissues,' +
-        ' certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem,' +
-        ' certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource,' +
-        ' endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one';
+      const set = [
+        'prov_status = :provisioned, aws_region = :region, prov_datetime = :datetime, prov_epoch = :epoch',
+        'first_prov_epoch = :firstEpoch, reissue_count = :reissues',
+        'certificate_id = :certificateId, certificate_arn = :certificateArn, certificate_pem = :certificatePem',
+        'certificate_key_sha256 = :keySha, key_mode = :keyMode, thing_arn = :thingArn, geo_source = :geoSource',
+        'endpoint_address = :endpoint, record_version = if_not_exists(record_version, :zero) + :one',
+      ];
       // A move's copies were of the previous certificate: the function retires them (decide).
-      let remove = `REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}, ${MOVE_ATTRIBUTES}`;
+      const remove = ['claim_id, claim_expires', PENDING_ATTRIBUTES, MOVE_ATTRIBUTES];
       if (facts.previous) {
-        set +=
-          ', previous_certificate_id = :previousId, previous_region = :previousRegion,' +
-          ' previous_retire_after = :retireAfter';
+        set.push(
+          'previous_certificate_id = :previousId, previous_region = :previousRegion, previous_retire_after = :retireAfter',
+        );
         values[':previousId'] = { S: facts.previous.certificateId };
         values[':previousRegion'] = { S: facts.previous.region };
         values[':retireAfter'] = { N: String(facts.previous.retireAfter) };
       } else {
-        remove += `, ${PREVIOUS_ATTRIBUTES}`;
+        remove.push(PREVIOUS_ATTRIBUTES);
+      }
+      // A set: adding is idempotent, so the SDK's retry of a mark whose answer was lost adds nothing.
+      const add: string[] = [];
+      if (facts.retiring && facts.retiring.length > 0) {
+        values[':retiring'] = { SS: [...new Set(facts.retiring.map(retiringEntry))] };
+        add.push('retiring :retiring');
       }
       try {
         await dynamodb.send(
@@ -222,7 +269,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             // The second half recognises our own mark when the SDK retries one whose answer was lost.
             ConditionExpression:
               'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
-            UpdateExpression: `${set} ${remove}`,
+            UpdateExpression: updateExpression({ set, remove, add }),
             ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
@@ -241,13 +288,16 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       };
       // Only status calls write these two: comparing status_epoch orders them without touching
       // record_version, so status calls never make a provisioning claim or an operator retry.
-      const condition = [unchanged(record, 'status_epoch', values), 'attribute_exists(thing_name)'].join(
-        ' AND ',
-      );
-      let update = 'SET status_epoch = :epoch, status_nonces = :nonces';
+      // status_nonces too: a refused call's nonce spent since the read must not be overwritten.
+      const condition = [
+        unchanged(record, 'status_epoch', values),
+        unchanged(record, 'status_nonces', values),
+        'attribute_exists(thing_name)',
+      ].join(' AND ');
+      const set = ['status_epoch = :epoch, status_nonces = :nonces'];
       if (call.reportedRegion) {
         values[':reported'] = { S: call.reportedRegion };
-        update += ', status_region = :reported';
+        set.push('status_region = :reported');
       }
       try {
         return await updateRecognisingOwn(
@@ -255,7 +305,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             TableName,
             Key: key(record.thingName),
             ConditionExpression: condition,
-            UpdateExpression: update,
+            UpdateExpression: updateExpression({ set }),
             ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
@@ -274,7 +324,10 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
           TableName,
           Key: key(record.thingName),
           ConditionExpression: unchanged(record, 'previous_certificate_id', values),
-          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE ${PREVIOUS_ATTRIBUTES}`,
+          UpdateExpression: updateExpression({
+            set: ['record_version = if_not_exists(record_version, :zero) + :one'],
+            remove: [PREVIOUS_ATTRIBUTES],
+          }),
           ExpressionAttributeValues: values,
         }),
         signal,
@@ -283,26 +336,95 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       });
     },
 
-    async release(claim, signal) {
+    async spendNonce(spend, signal) {
+      const { list, entry } = spend;
+      let record = spend.record;
+      for (let attempt = 1; attempt <= SPEND_ATTEMPTS; attempt += 1) {
+        const kept = list === 'status_nonces' ? record.statusNonces : record.recentNonces;
+        if (nonceSpent(kept, entry)) return false;
+        const values: Record<string, AttributeValue> = {
+          ':nonces': {
+            SS: nextRecentNonces(record, entry, spend.nowSeconds, spend.maxClockSkewSeconds, kept),
+          },
+        };
+        // Only the list: record_version and status_epoch stay, so a spent nonce never makes a
+        // claim, a status call or an operator's change fail for anything but the list itself.
+        const condition = [unchanged(record, list, values), 'attribute_exists(thing_name)'].join(' AND ');
+        try {
+          await dynamodb.send(
+            new UpdateItemCommand({
+              TableName,
+              Key: key(record.thingName),
+              ConditionExpression: condition,
+              UpdateExpression: updateExpression({ set: [`${list} = :nonces`] }),
+              ExpressionAttributeValues: values,
+              ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+            }),
+            { abortSignal: signal },
+          );
+          return true;
+        } catch (error) {
+          if (!(error instanceof ConditionalCheckFailedException)) throw translate(error, 'spend nonce');
+          // Gone, or the list changed (our own write retried by the SDK included): judge it again.
+          if (!error.Item) return false;
+          record = toDeviceRecord(error.Item);
+        }
+      }
+      throw throttled(`the nonces of ${record.thingName} kept changing; retry shortly`, 1);
+    },
+
+    async release(claim, signal, leftovers = []) {
+      const values: Record<string, AttributeValue> = {
+        ':claim': { S: claim.claimId },
+        ':zero': { N: '0' },
+        ':one': { N: '1' },
+      };
+      const add: string[] = [];
+      if (leftovers.length > 0) {
+        values[':leftovers'] = { SS: [...new Set(leftovers.map(retiringEntry))] };
+        add.push('retiring :leftovers');
+      }
       try {
         await dynamodb.send(
           new UpdateItemCommand({
             TableName,
             Key: key(claim.thingName),
             ConditionExpression: 'claim_id = :claim',
-            UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
-            ExpressionAttributeValues: {
-              ':claim': { S: claim.claimId },
-              ':zero': { N: '0' },
-              ':one': { N: '1' },
-            },
+            UpdateExpression: updateExpression({
+              set: ['record_version = if_not_exists(record_version, :zero) + :one'],
+              remove: ['claim_id, claim_expires', PENDING_ATTRIBUTES],
+              add,
+            }),
+            ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
         );
       } catch (error) {
-        // Released already (a retried call), or taken over since: nothing of ours to release.
+        // Released already (a retried call), or taken over since: nothing of ours to release. A
+        // taker may have resumed our intent, so our leftovers are not named: the reconciler's sweep
+        // retires them once nothing references them.
         if (error instanceof ConditionalCheckFailedException) return;
         throw translate(error, 'release');
+      }
+    },
+
+    async forgetRetiring(thingName, gone, signal) {
+      if (gone.length === 0) return;
+      try {
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(thingName),
+            // Unconditional but for the record's existence: a certificate that is gone stays gone.
+            ConditionExpression: 'attribute_exists(thing_name)',
+            UpdateExpression: updateExpression({ delete: ['retiring :gone'] }),
+            ExpressionAttributeValues: { ':gone': { SS: [...new Set(gone.map(retiringEntry))] } },
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) return;
+        throw translate(error, 'forget retired certificates');
       }
     },
   };

@@ -10,7 +10,7 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { AuditEntry, DeviceRecord, historyWith, toDeviceRecord } from './device-record';
-import { RegistryTable, translate, unchanged } from './registry-table';
+import { LEGACY_ATTRIBUTES, RegistryTable, translate, unchanged, updateExpression } from './registry-table';
 
 /** Which records a scan returns; every field optional (DynamoDB FilterExpression). */
 export interface RecordFilter {
@@ -139,7 +139,11 @@ export function operatorRegistry(table: RegistryTable): OperatorRegistry {
         values[`:s${index}`] = value;
         sets.push(`#s${index} = :s${index}`);
       });
-      const removes = (change.remove ?? []).map((attribute, index) => {
+      // The legacy attributes are removed by every write already (updateExpression).
+      const operatorRemoves = (change.remove ?? []).filter(
+        (attribute) => !LEGACY_ATTRIBUTES.includes(attribute),
+      );
+      const removes = operatorRemoves.map((attribute, index) => {
         names[`#r${index}`] = attribute;
         return `#r${index}`;
       });
@@ -156,7 +160,7 @@ export function operatorRegistry(table: RegistryTable): OperatorRegistry {
             TableName,
             Key: key(record.thingName),
             ConditionExpression: condition,
-            UpdateExpression: `SET ${sets.join(', ')}${removes.length > 0 ? ` REMOVE ${removes.join(', ')}` : ''}`,
+            UpdateExpression: updateExpression({ set: sets, remove: removes }),
             ExpressionAttributeValues: values,
             ...(Object.keys(names).length > 0 ? { ExpressionAttributeNames: names } : {}),
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',

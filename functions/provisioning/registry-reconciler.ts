@@ -10,6 +10,7 @@ import {
   PREVIOUS_ATTRIBUTES,
   RegistryTable,
   unchanged,
+  updateExpression,
 } from './registry-table';
 
 export interface ReconcilerRegistry {
@@ -39,7 +40,10 @@ export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
           TableName,
           Key: key(record.thingName),
           ConditionExpression: condition,
-          UpdateExpression: `SET record_version = if_not_exists(record_version, :zero) + :one REMOVE claim_id, claim_expires, ${PENDING_ATTRIBUTES}`,
+          UpdateExpression: updateExpression({
+            set: ['record_version = if_not_exists(record_version, :zero) + :one'],
+            remove: ['claim_id, claim_expires', PENDING_ATTRIBUTES],
+          }),
           ExpressionAttributeValues: values,
         }),
         signal,
@@ -62,10 +66,15 @@ export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
           TableName,
           Key: key(record.thingName),
           ConditionExpression: condition,
-          UpdateExpression:
-            'SET prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one' +
-            ' REMOVE certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode,' +
-            ` first_prov_epoch, reissue_count, endpoint_address, ${MOVE_ATTRIBUTES}, ${PREVIOUS_ATTRIBUTES}`,
+          UpdateExpression: updateExpression({
+            set: [
+              'prov_status = :unprovisioned, record_version = if_not_exists(record_version, :zero) + :one',
+            ],
+            remove: [
+              'certificate_id, certificate_arn, certificate_pem, certificate_key_sha256, key_mode',
+              `first_prov_epoch, reissue_count, endpoint_address, ${MOVE_ATTRIBUTES}, ${PREVIOUS_ATTRIBUTES}`,
+            ],
+          }),
           ExpressionAttributeValues: values,
         }),
         signal,

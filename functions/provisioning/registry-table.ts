@@ -11,9 +11,9 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { awsClientSettings } from './aws-client-settings';
-import { isThrottling, isTransient } from './aws-errors';
+import { hasName, isThrottling, isTransient } from './aws-errors';
 import type { DeviceRecord } from './device-record';
-import { ProvisioningError, throttled, unavailable } from './errors';
+import { ProvisioningError, recordTooLarge, throttled, unavailable } from './errors';
 
 export interface RegistryTable {
   readonly dynamodb: DynamoDBClient;
@@ -60,8 +60,44 @@ export const MOVE_ATTRIBUTES = 'move_to_region, move_started, moved_from_region,
 
 export const PREVIOUS_ATTRIBUTES = 'previous_certificate_id, previous_region, previous_retire_after';
 
+/**
+ * Attributes earlier versions wrote and nothing reads any more: every update of ours removes them,
+ * so a record an older version stuffed (the unbounded `used_nonces` set, up to DynamoDB's 400 KB
+ * item limit) shrinks with the first write instead of failing it.
+ */
+export const LEGACY_ATTRIBUTES: readonly string[] = ['used_nonces'];
+
+/**
+ * An UpdateExpression from its clauses, shedding LEGACY_ATTRIBUTES. REMOVE comes first: DynamoDB
+ * limits the item as it ends up, but moto applies the clauses in order and would refuse a SET that
+ * grows a stuffed item before the REMOVE shrinks it.
+ */
+export function updateExpression(clauses: {
+  readonly set?: readonly string[];
+  readonly remove?: readonly string[];
+  readonly add?: readonly string[];
+  readonly delete?: readonly string[];
+}): string {
+  const remove = [
+    ...(clauses.remove ?? []),
+    ...LEGACY_ATTRIBUTES.filter((name) => !clauses.remove?.includes(name)),
+  ];
+  return [
+    `REMOVE ${remove.join(', ')}`,
+    clauses.set?.length ? `SET ${clauses.set.join(', ')}` : '',
+    clauses.add?.length ? `ADD ${clauses.add.join(', ')}` : '',
+    clauses.delete?.length ? `DELETE ${clauses.delete.join(', ')}` : '',
+  ]
+    .filter((clause) => clause.length > 0)
+    .join(' ');
+}
+
 export function translate(error: unknown, what: string): unknown {
   if (error instanceof ProvisioningError) return error;
+  // "Item size has exceeded the maximum allowed size" / "Item size to update has exceeded ...".
+  if (hasName(error, 'ValidationException') && /item size/i.test((error as Error).message)) {
+    return recordTooLarge(what, error);
+  }
   if (isThrottling(error)) return throttled(`registry is busy (${what}); retry shortly`, 1, error);
   if (isTransient(error) || (error as Error | undefined)?.name === 'AbortError') {
     return unavailable(`registry is unavailable (${what}); retry shortly`, error);

@@ -16,8 +16,22 @@ import type { CheckedCsr } from './csr';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PendingCertificate } from './device-record';
 import { forbidden, unauthenticated } from './errors';
-import { decideRenewal, issuedFor, signerOf, verifyLifecycleProof } from './lifecycle';
-import { makeLive, prepareCertificate, PreparedCertificate, ProvisioningDependencies } from './provision';
+import {
+  decideRenewal,
+  identify,
+  issuedFor,
+  LifecycleFacts,
+  signerOf,
+  verifyLifecycleProof,
+} from './lifecycle';
+import {
+  makeLive,
+  prepareCertificate,
+  PreparedCertificate,
+  ProvisioningDependencies,
+  retireNamed,
+} from './provision';
+import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
 import { LifecycleRequest } from './request';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { RenewAnswer } from './wire';
@@ -72,105 +86,117 @@ export async function renewCertificate(
   const signal = deadline.workSignal();
   const record = await timer.time('read', () => registry.read(thingName, signal));
   const nonceEntry = `${request.timestamp}.${request.nonce}`;
-  const decision = decideRenewal(
-    record,
-    {
-      thingName,
-      nonceEntry,
-      certificateId: certificate.id,
-      csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined,
-      issuedByUs: () => issuedFor(certificate, config.caCertificate, thingName),
-    },
-    {
+  let issued: boolean | undefined;
+  const facts: LifecycleFacts & { readonly csrKeySha256?: string } = {
+    thingName,
+    nonceEntry,
+    certificateId: certificate.id,
+    csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined,
+    issuedByUs: () => (issued ??= issuedFor(certificate, config.caCertificate, thingName)),
+  };
+  const stranger = identify(record, facts);
+  if (stranger) throw stranger;
+
+  // The device from here on: whatever the answer, the nonce is spent (replay-guard.ts).
+  const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
+    const decision = decideRenewal(record, facts, {
       nowSeconds: nowSeconds(),
       renewMinIntervalSeconds: config.lifecycle.renewMinIntervalSeconds,
       renewGraceSeconds: config.lifecycle.renewGraceSeconds,
-    },
-  );
-  if (decision.kind === 'refuse') throw decision.error;
-  const device = record as DeviceRecord;
-  const region = device.region as string;
+    });
+    if (decision.kind === 'refuse') throw decision.error;
+    const device = record as DeviceRecord;
+    const region = device.region as string;
 
-  // A renewal that will make IoT calls is admitted before the first of them (admission.ts).
-  if (deps.admission && decision.kind !== 'same-certificate')
-    await timer.time('admission', () =>
-      admit(deps.admission as Admission, region, decision.retire.length, signal),
+    // A renewal that will make IoT calls is admitted before the first of them (admission.ts),
+    // inside the nonce guard: a refusal spends the nonce like any other.
+    if (deps.admission && decision.kind !== 'same-certificate')
+      await timer.time('admission', () =>
+        admit(deps.admission as Admission, region, decision.retire.length, signal),
+      );
+
+    // The signing certificate must still be ACTIVE in AWS IoT: an operator may have deactivated it
+    // there. Renewals are rare, so this IoT call is affordable here (a status call skips it).
+    const signerRegion =
+      signerOf(device, certificate.id) === 'previous' ? (device.previous?.region ?? region) : region;
+    const state = await timer.time('certificate-state', () =>
+      iot.describeCertificate(signerRegion, certificate.id, signal),
+    );
+    if (!state)
+      throw unauthenticated(`certificate ${certificate.id.slice(0, 12)}… no longer exists in AWS IoT`);
+    if (state.status !== 'ACTIVE') {
+      throw forbidden(`certificate ${certificate.id.slice(0, 12)}… is ${state.status} in ${signerRegion}`);
+    }
+
+    if (decision.kind === 'same-certificate') {
+      // Answered without a write: spend the nonce (beside the endpoint lookup of older records).
+      const [endpointAddress] = await Promise.all([
+        device.endpointAddress ?? iot.endpointAddress(region, signal),
+        spendNonce(deps, nonce, deadline),
+        retireNamed(deps, thingName, device.retiring, deadline),
+      ]);
+      countMetric('RenewalSameCertificate');
+      return {
+        answer: answerFor(
+          device.certificatePem as string,
+          device.certificateId as string,
+          region,
+          endpointAddress,
+          device.previous?.retireAfter,
+        ),
+        outcome: 'same-certificate',
+        stages: timer.stages,
+      };
+    }
+
+    const prepared: PreparedCertificate = decision.resume
+      ? { pending: decision.resume }
+      : await timer.time('certificate', () => prepareCertificate(thingName, csr, deps, signal));
+
+    const now = nowSeconds();
+    const pending: PendingCertificate = { ...prepared.pending, region, since: now };
+    const endpointAddress = await makeLive(
+      deps,
+      {
+        record: device,
+        pending,
+        recentNonces: nextRecentNonces(device, nonceEntry, now, config.v2MaxClockSkewSeconds),
+        plan: {
+          geoSource: device.raw.geo_source?.S ?? 'renewal',
+          firstProvisionedAtEpoch: device.firstProvisionedAtEpoch ?? device.provisionedAtEpoch,
+          reissueCount: decision.reissueCount,
+          previous: decision.previous,
+        },
+        // The thing is the device's: an undo keeps it.
+        keepThing: true,
+        retire: decision.retire,
+        admitted: true,
+        onClaimed: nonceWritten,
+      },
+      timer,
+      deadline,
+      nowSeconds,
     );
 
-  // The signing certificate must still be ACTIVE in AWS IoT: an operator may have deactivated it
-  // there. Renewals are rare, so this IoT call is affordable here (a status call skips it).
-  const signerRegion =
-    signerOf(device, certificate.id) === 'previous' ? (device.previous?.region ?? region) : region;
-  const state = await timer.time('certificate-state', () =>
-    iot.describeCertificate(signerRegion, certificate.id, signal),
-  );
-  if (!state)
-    throw unauthenticated(`certificate ${certificate.id.slice(0, 12)}… no longer exists in AWS IoT`);
-  if (state.status !== 'ACTIVE') {
-    throw forbidden(`certificate ${certificate.id.slice(0, 12)}… is ${state.status} in ${signerRegion}`);
-  }
-
-  if (decision.kind === 'same-certificate') {
-    const endpointAddress = device.endpointAddress ?? (await iot.endpointAddress(region, signal));
-    countMetric('RenewalSameCertificate');
-    return {
-      answer: answerFor(
-        device.certificatePem as string,
-        device.certificateId as string,
-        region,
-        endpointAddress,
-        device.previous?.retireAfter,
-      ),
-      outcome: 'same-certificate',
-      stages: timer.stages,
-    };
-  }
-
-  const prepared: PreparedCertificate = decision.resume
-    ? { pending: decision.resume }
-    : await timer.time('certificate', () => prepareCertificate(thingName, csr, deps, signal));
-
-  const now = nowSeconds();
-  const pending: PendingCertificate = { ...prepared.pending, region, since: now };
-  const endpointAddress = await makeLive(
-    deps,
-    {
-      record: device,
-      pending,
-      recentNonces: nextRecentNonces(device, nonceEntry, now, config.v2MaxClockSkewSeconds),
-      plan: {
-        geoSource: device.raw.geo_source?.S ?? 'renewal',
-        firstProvisionedAtEpoch: device.firstProvisionedAtEpoch ?? device.provisionedAtEpoch,
-        reissueCount: decision.reissueCount,
-        previous: decision.previous,
-      },
-      // The thing is the device's: an undo keeps it.
-      keepThing: true,
-      retire: decision.retire,
-      admitted: true,
-    },
-    timer,
-    deadline,
-    nowSeconds,
-  );
-
-  const outcome = decision.resume ? 'resumed' : decision.reissueCount > 0 ? 'reissued' : 'renewed';
-  const answer = answerFor(
-    pending.certificatePem,
-    pending.certificateId,
-    region,
-    endpointAddress,
-    decision.previous.retireAfter,
-    prepared.privateKeyPem,
-  );
-  countMetric('Renewed');
-  logger.info('renewed', {
-    thingName,
-    region,
-    outcome,
-    certificateId: pending.certificateId,
-    previousCertificateId: decision.previous.certificateId,
-    notAfter: answer.notAfter,
+    const outcome = decision.resume ? 'resumed' : decision.reissueCount > 0 ? 'reissued' : 'renewed';
+    const answer = answerFor(
+      pending.certificatePem,
+      pending.certificateId,
+      region,
+      endpointAddress,
+      decision.previous.retireAfter,
+      prepared.privateKeyPem,
+    );
+    countMetric('Renewed');
+    logger.info('renewed', {
+      thingName,
+      region,
+      outcome,
+      certificateId: pending.certificateId,
+      previousCertificateId: decision.previous.certificateId,
+      notAfter: answer.notAfter,
+    });
+    return { answer, outcome, stages: timer.stages };
   });
-  return { answer, outcome, stages: timer.stages };
 }

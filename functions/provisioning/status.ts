@@ -6,13 +6,24 @@
  * endpoint and the certificate's validity all come from the record. The certificate's ACTIVE
  * state is the record's too: every change of it goes through the record first (gdp-admin
  * disable/revoke/reset/move, a renewal), so a provisioned record's current certificate is ACTIVE.
- * Only the call that follows a renewal does more: it retires the previous certificate.
+ * Only the call that follows a renewal does more: it retires the previous certificate, and so does
+ * a call while the record names certificates as retiring (retiring.ts). A call refused once the
+ * device is recognised costs one write: its nonce (replay-guard.ts).
  */
-import { ProvisioningDependencies, withRetries } from './provision';
+import { ProvisioningDependencies, retireNamed } from './provision';
 import { Deadline } from './deadline';
 import { DeviceRecord, nextRecentNonces, PreviousCertificate } from './device-record';
 import { rateLimited } from './errors';
-import { decideStatus, issuedFor, recordValidity, verifyLifecycleProof } from './lifecycle';
+import {
+  decideStatus,
+  identify,
+  issuedFor,
+  LifecycleFacts,
+  recordValidity,
+  verifyLifecycleProof,
+} from './lifecycle';
+import { spendingTheNonce, VerifiedNonce } from './replay-guard';
+import { withRetries } from './retiring';
 import { LifecycleRequest } from './request';
 import { countMetric, logger } from './telemetry';
 import { StatusAnswer } from './wire';
@@ -34,82 +45,93 @@ export async function deviceStatus(
 
   deadline.beforeStage('reading the registry');
   const record = await registry.read(thingName, deadline.workSignal());
-  const now = nowSeconds();
   const nonceEntry = `${request.timestamp}.${request.nonce}`;
-  const validity = record && recordValidity(record, config.lifecycle.renewAtPercent);
-  const decision = decideStatus(
-    record,
-    {
-      thingName,
-      nonceEntry,
-      certificateId: certificate.id,
-      reportedRegion: request.reportedRegion,
-      issuedByUs: () => issuedFor(certificate, config.caCertificate, thingName),
-    },
-    {
+  let issued: boolean | undefined;
+  const facts: LifecycleFacts & { readonly reportedRegion?: string } = {
+    thingName,
+    nonceEntry,
+    certificateId: certificate.id,
+    reportedRegion: request.reportedRegion,
+    issuedByUs: () => (issued ??= issuedFor(certificate, config.caCertificate, thingName)),
+  };
+  const stranger = identify(record, facts);
+  if (stranger) throw stranger;
+
+  // The device from here on: whatever the answer, the nonce is spent (replay-guard.ts).
+  const nonce: VerifiedNonce = { record, list: 'status_nonces', entry: nonceEntry };
+  return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
+    const now = nowSeconds();
+    const validity = record && recordValidity(record, config.lifecycle.renewAtPercent);
+    const decision = decideStatus(record, facts, {
       nowSeconds: now,
       statusMinIntervalSeconds: config.lifecycle.statusMinIntervalSeconds,
       currentValidity: validity,
-    },
-  );
-  if (decision.kind === 'refuse') throw decision.error;
-  const device = record as DeviceRecord;
+    });
+    if (decision.kind === 'refuse') throw decision.error;
+    const device = record as DeviceRecord;
 
-  deadline.beforeStage('recording the status call');
-  const recorded = await registry.recordStatusCall(
-    {
-      record: device,
-      nowSeconds: now,
-      nonceEntry,
-      statusNonces: nextRecentNonces(
-        device,
+    deadline.beforeStage('recording the status call');
+    const recorded = await registry.recordStatusCall(
+      {
+        record: device,
+        nowSeconds: now,
         nonceEntry,
-        now,
-        config.v2MaxClockSkewSeconds,
-        device.statusNonces,
-      ),
-      reportedRegion: request.reportedRegion,
-    },
-    deadline.workSignal(),
-  );
-  if (!recorded) {
-    throw rateLimited(
-      `another status call for ${thingName} was answered just now; at most one every ${config.lifecycle.statusMinIntervalSeconds} s`,
-      Math.max(1, config.lifecycle.statusMinIntervalSeconds),
+        statusNonces: nextRecentNonces(
+          device,
+          nonceEntry,
+          now,
+          config.v2MaxClockSkewSeconds,
+          device.statusNonces,
+        ),
+        reportedRegion: request.reportedRegion,
+      },
+      deadline.workSignal(),
     );
-  }
+    if (!recorded) {
+      throw rateLimited(
+        `another status call for ${thingName} was answered just now; at most one every ${config.lifecycle.statusMinIntervalSeconds} s`,
+        Math.max(1, config.lifecycle.statusMinIntervalSeconds),
+      );
+    }
+    nonceWritten();
 
-  const retiredPrevious = decision.retirePrevious
-    ? await retireProvenPrevious(deps, device, decision.retirePrevious, deadline)
-    : false;
+    // Beside it, what the record still names as retiring (a failed request's leftovers, what a
+    // killed re-issue replaced): whoever comes first finishes it, and this call is here.
+    const [retiredPrevious] = await Promise.all([
+      decision.retirePrevious
+        ? retireProvenPrevious(deps, device, decision.retirePrevious, deadline)
+        : Promise.resolve(false),
+      retireNamed(deps, thingName, device.retiring, deadline),
+    ]);
 
-  const provisioned = decision.action !== 'reprovision';
-  const region = provisioned ? device.region : undefined;
-  // Older records lack endpoint_address: the adapter's per-container cache answers then.
-  const endpointAddress =
-    region === undefined
-      ? undefined
-      : (device.endpointAddress ?? (await iot.endpointAddress(region, deadline.workSignal())));
-  return {
-    answer: {
-      status: 'success',
-      action: decision.action,
-      provStatus: device.provStatus,
-      ...(provisioned
-        ? {
-            region,
-            endpointAddress,
-            certificateId: device.certificateId,
-            certificateStatus: decision.signer === 'previous' ? 'RETIRING' : 'ACTIVE',
-            notAfter: validity?.notAfter.toISOString(),
-            renewAfter: validity?.renewAfter.toISOString(),
-          }
-        : {}),
-      ...(decision.action === 'move' && device.movedFrom ? { movedFrom: device.movedFrom.region } : {}),
-      message: decision.message,
-    },
-    retiredPrevious,
-  };
+    const provisioned = decision.action !== 'reprovision';
+    const region = provisioned ? device.region : undefined;
+    // Older records lack endpoint_address: the adapter's per-container cache answers then.
+    const endpointAddress =
+      region === undefined
+        ? undefined
+        : (device.endpointAddress ?? (await iot.endpointAddress(region, deadline.workSignal())));
+    return {
+      answer: {
+        status: 'success',
+        action: decision.action,
+        provStatus: device.provStatus,
+        ...(provisioned
+          ? {
+              region,
+              endpointAddress,
+              certificateId: device.certificateId,
+              certificateStatus: decision.signer === 'previous' ? 'RETIRING' : 'ACTIVE',
+              notAfter: validity?.notAfter.toISOString(),
+              renewAfter: validity?.renewAfter.toISOString(),
+            }
+          : {}),
+        ...(decision.action === 'move' && device.movedFrom ? { movedFrom: device.movedFrom.region } : {}),
+        message: decision.message,
+      },
+      retiredPrevious,
+    };
+  });
 }
 
 /**

@@ -22,6 +22,7 @@ import type { DeviceRecord } from '../provisioning/device-record';
 import { PROV_STATUS, referencedCertificates } from '../provisioning/device-record';
 import type { DeviceIot } from '../provisioning/iot';
 import type { Registry } from '../provisioning/registry';
+import { finishRetiring } from '../provisioning/retiring';
 
 export interface ReconcileDependencies {
   readonly registry: Registry;
@@ -77,6 +78,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   const referenced = new Set<string>();
   const stale: DeviceRecord[] = [];
   const graceEnded: DeviceRecord[] = [];
+  /** Records naming certificates as retiring (retiring.ts): retired, then forgotten, here too. */
+  const retiring: DeviceRecord[] = [];
   const provisioned: DeviceRecord[] = [];
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
@@ -89,6 +92,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     if (record.claimId && (record.claimExpires ?? 0) <= Math.floor(startedAt / 1000)) stale.push(record);
     if (record.previous && record.previous.retireAfter <= Math.floor(startedAt / 1000))
       graceEnded.push(record);
+    if (record.retiring.length > 0) retiring.push(record);
     if (record.provStatus === PROV_STATUS.provisioned && record.certificateId && record.region) {
       provisioned.push(record);
     }
@@ -130,6 +134,21 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
       );
     } catch (error) {
       fail(`previous certificate of ${record.thingName}`, error);
+    }
+  }
+
+  for (const record of retiring) {
+    const report = await finishRetiring(deps, record, signal ?? new AbortController().signal);
+    for (const certificate of report.retired) {
+      referenced.delete(refKey(certificate.region, certificate.certificateId));
+      log(
+        `${record.thingName}: retired ${certificate.certificateId} in ${certificate.region} (named as retiring)`,
+      );
+    }
+    for (const { certificate, errorClass } of report.failures) {
+      failures.push(
+        `retiring certificate ${certificate.certificateId} of ${record.thingName}: ${errorClass}`,
+      );
     }
   }
 

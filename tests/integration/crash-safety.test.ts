@@ -1,16 +1,19 @@
 /**
  * The crash-safety properties of docs/protocol.md, each reproduced on the local stack with its
  * fault: an AWS answer lost (P1), the function killed at every checkpoint (P2), a call that hangs
- * (P3), an undo that can't finish (P4), many requests for one device at once (P7).
+ * (P3), an undo that can't finish (P4), many requests for one device at once (P7), and no two live
+ * certificates even before the reconciler runs (P8: an undo under sustained throttling, a re-issue
+ * killed while retiring what it replaced).
  *
  * The devices here live in us-west-2 (Portland), where no other test provisions, so IoT faults
  * can match by region; registry faults match the thing's name in the request body.
  */
 import { CHECKPOINTS } from '../../functions/provisioning/checkpoints';
 import { addDevice } from '../local/stack';
-import type { FaultAction } from '../local/aws-proxy';
+import { getFaults, type FaultAction } from '../local/aws-proxy';
 import { auditDevice, DeviceAudit } from './audit';
 import {
+  certificateStatus,
   clearFaults,
   localReconcile,
   makeCsr,
@@ -104,6 +107,30 @@ const CALLS = {
 } as const;
 
 const LOST: FaultAction[] = ['drop', 'reset-after', 'reset-before'];
+
+/** The calls that retire a certificate after its description: deactivate, detach from thing and policy. */
+const RETIRING_CALLS = {
+  UpdateCertificate: () => ({
+    service: 'iot',
+    region: REGION,
+    method: 'PUT',
+    path: '^/certificates/[^/?]+\\?newStatus',
+  }),
+  DetachThingPrincipal: () => ({
+    service: 'iot',
+    region: REGION,
+    method: 'DELETE',
+    path: '^/things/[^/]+/principals',
+  }),
+  DetachPolicy: () => ({ service: 'iot', region: REGION, method: 'POST', path: '^/target-policies/' }),
+} as const;
+
+/** The certificates a record names as retiring (`<region>/<certificateId>`). */
+async function retiringOn(thingName: string): Promise<string[]> {
+  return ((await registryRecord(thingName))?.retiring?.SS ?? []).map((entry) =>
+    entry.slice(entry.indexOf('/') + 1),
+  );
+}
 
 describe('P1: an AWS call applied with its answer lost, or its connection reset', () => {
   const cases = Object.keys(CALLS).flatMap((call) =>
@@ -233,5 +260,93 @@ describe('P7: many requests for one device at once', () => {
       }
       expectProvisionedOnce(await auditDevice(thingName, REGION, String(live[0]?.body.certificatePem)));
     },
+  );
+});
+
+describe('P8: no two live certificates, even before the reconciler runs', () => {
+  it.each([
+    ['UpdateCertificate', ['UpdateCertificate']],
+    ['UpdateCertificate and both detaches', ['UpdateCertificate', 'DetachThingPrincipal', 'DetachPolicy']],
+  ] as const)(
+    'an undo under sustained throttling of %s: the lease goes back, the certificate stays named, the retry leaves one',
+    async (_label, throttledCalls) => {
+      const thingName = uniqueThingName('p8-throttled');
+      await addDevice(stack, thingName);
+      // The mark fails (throttled past the SDK's retries), and so does every step of the undo that
+      // retires the certificate: the request answers while its certificate is still attached.
+      await setFaults({
+        rules: [
+          { match: registryCall(thingName, 'mark'), error: 'ThrottlingException' },
+          ...throttledCalls.map((call) => ({ match: RETIRING_CALLS[call](), error: 'ThrottlingException' })),
+          // The release too, past the SDK's own retries: the lease is worth one more try.
+          {
+            match: {
+              service: 'dynamodb',
+              body: `(?=[\\s\\S]*"${thingName}")(?=[\\s\\S]*ADD retiring :leftovers)`,
+            },
+            error: 'ThrottlingException',
+            times: 3,
+          },
+        ],
+      });
+      const failed = await post(v2Body(thingName), PORTLAND);
+      const record = await registryRecord(thingName);
+      const named = await retiringOn(thingName);
+      // The release's throttles were all spent: the sustained rules are all that is left.
+      expect((await getFaults(stack.faultsUrl)).rules).toHaveLength(1 + throttledCalls.length);
+      await clearFaults();
+      expect(failed.status).toBe(429);
+      expect(Number(failed.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      // The lease is back at once: the device's retry is not told "in progress" for a minute.
+      expect(record?.claim_id).toBeUndefined();
+      expect(record?.pending_certificate_id).toBeUndefined();
+      if (!(throttledCalls as readonly string[]).includes('DetachThingPrincipal')) {
+        // Deactivating was throttled, detaching was not: it is off the thing before the undo gave up.
+        expect((await auditDevice(thingName, REGION)).principals).toBe(0);
+      }
+
+      const { final } = await provisionLikeADevice(thingName, 'server-key');
+      expect(final.status).toBe(200);
+      expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+      // It was named until the retry retired it.
+      expect(named).toHaveLength(1);
+      expect(await certificateStatus(REGION, named[0] as string)).toBeUndefined();
+      expect(await retiringOn(thingName)).toEqual([]);
+    },
+    40_000,
+  );
+
+  it.each(['device retry', 'reconciler'] as const)(
+    'a re-issue killed while retiring the certificate it replaced leaves it named; the %s retires it',
+    async (finisher) => {
+      const thingName = uniqueThingName('p8-reissue');
+      await addDevice(stack, thingName);
+      const first = await post(v2Body(thingName), PORTLAND);
+      expect(first.status).toBe(200);
+      const replaced = sha256Hex(new X509Certificate(String(first.body.certificatePem)).raw);
+
+      // A lost answer asked again: re-issued, and killed right after the mark.
+      await setFaults({ kills: [{ point: 'marked', thingName, times: 1 }] });
+      const killed = await post(v2Body(thingName), PORTLAND);
+      await clearFaults();
+      expect(killed.status).toBe(500);
+      const named = await retiringOn(thingName);
+      expect(await certificateStatus(REGION, replaced)).toBe('ACTIVE');
+
+      if (finisher === 'reconciler') {
+        const report = await localReconcile({ thingNamePrefix: thingName });
+        expect(report.failures).toEqual([]);
+        const record = await registryRecord(thingName);
+        expectProvisionedOnce(await auditDevice(thingName, REGION, record?.certificate_pem?.S));
+      } else {
+        const { final } = await provisionLikeADevice(thingName, 'server-key');
+        expect(final.status).toBe(200);
+        expectProvisionedOnce(await auditDevice(thingName, REGION, String(final.body.certificatePem)));
+      }
+      expect(await certificateStatus(REGION, replaced)).toBeUndefined();
+      expect(named).toEqual([replaced]);
+      expect(await retiringOn(thingName)).toEqual([]);
+    },
+    40_000,
   );
 });

@@ -268,6 +268,48 @@ describe('POST /device-status', () => {
     expect(await certificateStatus(device.region, device.certificateId)).toBe('ACTIVE');
   }, 40_000);
 
+  it('retires what a failed renewal could not, named on the record: one live certificate without the reconciler', async () => {
+    const device = await aged('st-retiring');
+    // The renewal's mark is throttled, and so is every step that would retire its certificate.
+    await setFaults({
+      rules: [
+        {
+          match: {
+            target: 'DynamoDB_20120810.UpdateItem',
+            body: `(?=[\\s\\S]*"${device.thingName}")(?=[\\s\\S]*SET prov_status)`,
+          },
+          error: 'ThrottlingException',
+        },
+        {
+          match: { service: 'iot', region: device.region, method: 'PUT', path: '^/certificates/' },
+          error: 'ThrottlingException',
+        },
+        {
+          match: { service: 'iot', region: device.region, method: 'DELETE', path: '/principals' },
+          error: 'ThrottlingException',
+        },
+        {
+          match: { service: 'iot', region: device.region, method: 'POST', path: '^/target-policies/' },
+          error: 'ThrottlingException',
+        },
+      ],
+    });
+    const failed = await postRenew(lifecycleBody('renew', device.thingName, device));
+    await clearFaults();
+    expect(failed.status).toBe(429);
+    const record = await registryRecord(device.thingName);
+    expect(record?.claim_id).toBeUndefined();
+    const leftover = (record?.retiring?.SS ?? [])[0]?.split('/')[1] as string;
+    expect(await liveCertificates(device.thingName, device.region)).toEqual(
+      expect.arrayContaining([device.certificateId, leftover]),
+    );
+
+    const status = await postStatus(lifecycleBody('status', device.thingName, device));
+    expect(status.status).toBe(200);
+    expect(await liveCertificates(device.thingName, device.region)).toEqual([device.certificateId]);
+    expect((await registryRecord(device.thingName))?.retiring).toBeUndefined();
+  }, 40_000);
+
   it('answers renew past 80 % of the lifetime', async () => {
     const device = await aged('st-renew');
     const answer = await postStatus(lifecycleBody('status', device.thingName, device));
@@ -407,7 +449,7 @@ describe('POST /device-renew', () => {
     const renewed = credentialsOf(retry, '');
     expect(await connects(device, renewed, device.endpointAddress)).toBe(true);
 
-    // CSR mode: the same CSR again gets the same certificate at once, with nothing written.
+    // CSR mode: the same CSR again gets the same certificate at once (one write: its nonce).
     await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: RENEWAL_RETRY_INTERVAL_SECONDS });
     const csr = await makeCsr(device.thingName);
     const first = await postRenew(lifecycleBody('renew', device.thingName, device, { csrPem: csr.pem }));
@@ -497,6 +539,40 @@ describe('POST /device-renew', () => {
     );
     expect((await registryRecord(device.thingName))?.certificate_id?.S).toBe(renewedId);
   }, 40_000);
+});
+
+describe('a renewal whose DescribeCertificate fails', () => {
+  it.each([
+    ['throttled', { error: 'ThrottlingException' }, 429],
+    ['answered with a 5xx', { error: 'InternalFailure' }, 503],
+    ['reset', { action: 'reset-before' }, 503],
+  ] as const)(
+    '%s: %s with Retry-After, never 500; the retry renews',
+    async (_label, fault, status) => {
+      const device = await aged('rn-describe');
+      await setFaults({
+        rules: [
+          {
+            match: {
+              service: 'iot',
+              region: device.region,
+              method: 'GET',
+              path: `^/certificates/${device.certificateId}`,
+            },
+            ...fault,
+          },
+        ],
+      });
+      const refused = await postRenew(lifecycleBody('renew', device.thingName, device));
+      await clearFaults();
+      expect(refused.status).toBe(status);
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(refused.body.message).toMatch(/DescribeCertificate/);
+      expect(await liveCertificates(device.thingName, device.region)).toEqual([device.certificateId]);
+      expect((await postRenew(lifecycleBody('renew', device.thingName, device))).status).toBe(200);
+    },
+    40_000,
+  );
 });
 
 describe('a renewal killed at every checkpoint', () => {

@@ -150,6 +150,33 @@ describe('records of any shape', () => {
   });
 });
 
+describe('certificates named as retiring', () => {
+  const retiring = provisioned({
+    retiring: { SS: [`ap-south-1/${'c'.repeat(64)}`, 'no-slash', '/empty-region', 'empty-id/'] },
+  });
+
+  it('reads well-formed `<region>/<certificateId>` entries and skips the rest', () => {
+    expect(retiring.retiring).toEqual([{ region: 'ap-south-1', certificateId: 'c'.repeat(64) }]);
+    expect(provisioned({ retiring: { S: 'not a set' } }).retiring).toEqual([]);
+  });
+
+  it('counts them as referenced, so the reconciler sweep leaves them to the path that forgets them', () => {
+    expect(referencedCertificates(retiring)).toContainEqual({
+      region: 'ap-south-1',
+      certificateId: 'c'.repeat(64),
+    });
+  });
+
+  it('retires them with the live certificate when the device is re-issued', () => {
+    const decision = decide(retiring, { thingName: 'wm101' }, rules);
+    expect(decision).toMatchObject({ kind: 'issue', reissue: true });
+    expect(decision.kind === 'issue' && decision.retire).toContainEqual({
+      region: 'ap-south-1',
+      certificateId: 'c'.repeat(64),
+    });
+  });
+});
+
 describe('remembered nonces', () => {
   it('keeps only nonces still inside the clock-skew limit, and at most a fixed number', () => {
     const old = Array.from(

@@ -12,6 +12,7 @@ import {
 import {
   decideRenewal,
   decideStatus,
+  identify,
   LifecycleFacts,
   RenewalRules,
   RENEWAL_RETRY_INTERVAL_SECONDS,
@@ -332,5 +333,18 @@ describe('the lifecycle test vector (docs/protocol.md)', () => {
     const publicKey = createPublicKey(key);
     expect(verifyWith(publicKey, renew, Buffer.from(lifecycleVector.renewSignature, 'base64'))).toBe(true);
     expect(verifyWith(publicKey, status, Buffer.from(lifecycleVector.renewSignature, 'base64'))).toBe(false);
+  });
+});
+
+describe('who may spend a nonce: identify', () => {
+  it('recognises the record current or previous certificate, or one our CA issued for the thing', () => {
+    expect(identify(renewed(), facts(CURRENT))).toBeUndefined();
+    expect(identify(renewed(), facts(PREVIOUS))).toBeUndefined();
+    expect(identify(undefined, facts(STRANGER, { issuedByUs: () => true }))).toBeUndefined();
+  });
+
+  it('refuses everyone else with 401 before anything is written', () => {
+    expect(identify(renewed(), facts(STRANGER))).toMatchObject({ status: 401 });
+    expect(identify(undefined, facts(STRANGER))).toMatchObject({ status: 401 });
   });
 });
