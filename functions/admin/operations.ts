@@ -383,3 +383,99 @@ export async function move(
   }
   return { thingName, changed: audit !== undefined, audit, notes };
 }
+
+/**
+ * `gdp-admin quarantine restore`: reactivates a certificate the reconciler quarantined (ours,
+ * INACTIVE, referenced by no record; functions/reconciler/quarantine.ts). Its attachments were
+ * kept, so reactivating is the whole restore. Audited on the record of each thing it is attached
+ * to (or in the audit log line when none has a record), before the reactivation, like every
+ * operator change. The usual order after a lost table is: restore the table, then the
+ * certificates; a provisioned record naming it is that. A revoked or disabled record naming it
+ * means an operator deactivated it (revoke, disable --revoke), not the reconciler: refused, that
+ * is `enable` or `reset`'s business.
+ */
+export async function restoreFromQuarantine(
+  deps: OperatorDependencies,
+  certificateId: string,
+  options: { readonly region?: string } = {},
+): Promise<ChangeResult & { readonly restored: readonly CertificateRef[] }> {
+  if (options.region !== undefined && !deps.regions.includes(options.region)) {
+    throw new AdminError(
+      `${options.region} is not one of the deployment's regions (${deps.regions.join(', ')})`,
+      EXIT.usage,
+    );
+  }
+  if (!/^[0-9a-f]{64}$/.test(certificateId)) {
+    throw new AdminError(
+      `${certificateId} is not a certificate id (64 lower-case hex digits, as \`gdp-admin quarantine\` lists them)`,
+      EXIT.usage,
+    );
+  }
+  const notes: string[] = [];
+  const restored: CertificateRef[] = [];
+  let audit: AuditEntry | undefined;
+  let named = false;
+  const by = await deps.caller();
+  for (const region of options.region ? [options.region] : deps.regions) {
+    const state = await deps.iot.describeCertificate(region, certificateId);
+    if (!state) continue;
+    if (!state.ours) {
+      throw new AdminError(
+        `${certificateId} in ${region} was not issued by our CA: not ours to restore`,
+        EXIT.refused,
+      );
+    }
+    if (state.status === 'ACTIVE') {
+      notes.push(`certificate ${certificateId} in ${region} is already ACTIVE`);
+      continue;
+    }
+    const things = await deps.iot.certificateThings(region, certificateId);
+    const what = `quarantine restore ${certificateId} in ${region}`;
+    let audited = false;
+    for (const thingName of things) {
+      if (!(await deps.registry.read(thingName))) continue;
+      // Decided on the record as written (a compare-and-set), like every operator change.
+      const changed = await changeRecord(deps, thingName, (current) => {
+        const names = referencedCertificates(current).some(
+          (ref) => ref.region === region && ref.certificateId === certificateId,
+        );
+        if (names && current.provStatus !== PROV_STATUS.provisioned) {
+          throw new AdminError(
+            `${thingName} is ${current.provStatus} and its record names certificate ${certificateId} in ${region}: ` +
+              'an operator deactivated it, not the reconciler; `gdp-admin enable` or `reset` decide about it',
+            EXIT.refused,
+          );
+        }
+        named ||= names;
+        return { what };
+      });
+      audit = changed.audit ?? audit;
+      audited ||= changed.audit !== undefined;
+    }
+    if (!audited) {
+      // No record to carry the entry: the audit log line is the record of it.
+      const at = new Date((deps.clock ?? Date.now)()).toISOString();
+      audit = { at, by, what, before: { status: 'INACTIVE' }, after: { status: 'ACTIVE' } };
+      deps.log(`audit ${JSON.stringify({ certificateId, ...audit })}`);
+    }
+    await deps.iot.setCertificateStatus(region, certificateId, 'ACTIVE');
+    restored.push({ region, certificateId });
+    notes.push(
+      `reactivated certificate ${certificateId} in ${region}` +
+        (things.length > 0 ? `, attached to ${things.join(', ')}` : ', attached to no thing'),
+    );
+  }
+  if (restored.length === 0 && notes.length === 0) {
+    throw new AdminError(
+      `certificate ${certificateId} is not in ${options.region ?? 'any of the deployment’s regions'}`,
+      EXIT.notFound,
+    );
+  }
+  if (restored.length > 0 && !named) {
+    notes.push(
+      'no record names it: unless one does before the next reconciler run (a restored table), ' +
+        'the reconciler quarantines it again',
+    );
+  }
+  return { thingName: certificateId, changed: restored.length > 0, audit, notes, restored };
+}

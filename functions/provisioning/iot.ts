@@ -59,6 +59,11 @@ export interface CertificateState {
   readonly certificateArn: string;
   readonly status: string;
   readonly caCertificateId?: string;
+  /** True when our CA issued it (by caCertificateId, or by its signature when that is omitted). */
+  readonly ours: boolean;
+  readonly createdAt?: Date;
+  /** When its status last changed: for an INACTIVE orphan, when it was quarantined. */
+  readonly lastModifiedAt?: Date;
 }
 
 /** A certificate attached to a thing, as `gdp-admin show` reports it. */
@@ -102,6 +107,19 @@ export interface DeviceIot {
   attach(region: string, thingName: string, certificateArn: string, signal?: AbortSignal): Promise<void>;
   /** Deactivates, detaches from every thing and policy, and deletes; tolerates parts already gone. */
   retireCertificate(region: string, certificateId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Retires the certificate like retireCertificate, only if `retirable` holds for its state as
+   * described just before (the reconciler's quarantine deletes only what is still INACTIVE and
+   * old enough). False when it does not: nothing done. True when done or already gone.
+   */
+  retireCertificateIf(
+    region: string,
+    certificateId: string,
+    retirable: (state: CertificateState) => boolean,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** The things a certificate is attached to ([] when it does not exist). */
+  certificateThings(region: string, certificateId: string, signal?: AbortSignal): Promise<string[]>;
   /** Deletes the thing if it carries our marker and holds no certificate; true when it is gone. */
   deleteThingIfOursAndEmpty(region: string, thingName: string, signal?: AbortSignal): Promise<boolean>;
   /** Certificates our CA issued in the region (the reconciler). */
@@ -214,6 +232,11 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
         certificateArn: description?.certificateArn ?? '',
         status: description?.status ?? 'UNKNOWN',
         caCertificateId: description?.caCertificateId,
+        ours:
+          description?.caCertificateId === settings.caCertificateId ||
+          signedByOurCa(description?.certificatePem),
+        createdAt: description?.creationDate,
+        lastModifiedAt: description?.lastModifiedDate,
       };
     } catch (error) {
       if (hasName(error, 'ResourceNotFoundException')) return undefined;
@@ -237,6 +260,56 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       throw error;
     }
     return principals;
+  }
+
+  /** Deactivates, detaches and deletes, if `retirable` agrees with the certificate's state. */
+  async function retire(
+    region: string,
+    certificateId: string,
+    signal: AbortSignal | undefined,
+    retirable: (state: CertificateState) => boolean = () => true,
+  ): Promise<boolean> {
+    const iot = client(region);
+    const state = await describeCertificate(region, certificateId, signal);
+    if (!state) return true;
+    if (!retirable(state)) return false;
+    const certificateArn = state.certificateArn;
+    // Deactivate first: from here on the certificate can't connect, whatever else fails.
+    if (state.status === 'ACTIVE') {
+      await gone(() =>
+        iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
+          abortSignal: signal,
+        }),
+      );
+    }
+    const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
+      abortSignal: signal,
+    });
+    await Promise.all([
+      ...(things.things ?? []).map((thingName) =>
+        gone(() =>
+          iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
+            abortSignal: signal,
+          }),
+        ),
+      ),
+      gone(() =>
+        iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
+      ),
+    ]);
+    // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
+    // attachment for a moment (CertificateStateException / DeleteConflictException).
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await gone(() => iot.send(new DeleteCertificateCommand({ certificateId }), { abortSignal: signal }));
+        return true;
+      } catch (error) {
+        const retryable =
+          hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
+        if (!retryable || attempt >= 4 || signal?.aborted) throw error;
+        await sleep(100 * 2 ** attempt);
+      }
+    }
   }
 
   return {
@@ -357,48 +430,27 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
     },
 
     async retireCertificate(region, certificateId, signal) {
-      const iot = client(region);
+      await retire(region, certificateId, signal);
+    },
+
+    retireCertificateIf(region, certificateId, retirable, signal) {
+      return retire(region, certificateId, signal, retirable);
+    },
+
+    async certificateThings(region, certificateId, signal) {
       const state = await describeCertificate(region, certificateId, signal);
-      if (!state) return;
-      const certificateArn = state.certificateArn;
-      // Deactivate first: from here on the certificate can't connect, whatever else fails.
-      if (state.status === 'ACTIVE') {
-        await gone(() =>
-          iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
-            abortSignal: signal,
-          }),
+      if (!state) return [];
+      const things: string[] = [];
+      let nextToken: string | undefined;
+      do {
+        const page = await client(region).send(
+          new ListPrincipalThingsCommand({ principal: state.certificateArn, nextToken }),
+          { abortSignal: signal },
         );
-      }
-      const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
-        abortSignal: signal,
-      });
-      await Promise.all([
-        ...(things.things ?? []).map((thingName) =>
-          gone(() =>
-            iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
-              abortSignal: signal,
-            }),
-          ),
-        ),
-        gone(() =>
-          iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
-        ),
-      ]);
-      // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
-      // attachment for a moment (CertificateStateException / DeleteConflictException).
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await gone(() =>
-            iot.send(new DeleteCertificateCommand({ certificateId }), { abortSignal: signal }),
-          );
-          return;
-        } catch (error) {
-          const retryable =
-            hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
-          if (!retryable || attempt >= 4 || signal?.aborted) throw error;
-          await sleep(100 * 2 ** attempt);
-        }
-      }
+        things.push(...(page.things ?? []));
+        nextToken = page.nextToken;
+      } while (nextToken);
+      return things;
     },
 
     async deleteThingIfOursAndEmpty(region, thingName, signal) {

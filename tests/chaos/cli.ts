@@ -65,8 +65,8 @@ async function main(): Promise<void> {
       ],
       ['renewal phase', `${(report.renewal.durationMs / 1000).toFixed(0)} s`],
       [
-        'reconciler: stale claims / orphans / records reset',
-        `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesRetired} / ${report.reconcile.recordsReset}`,
+        'reconciler: stale claims / orphans quarantined / records reset',
+        `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesQuarantined} / ${report.reconcile.recordsReset}`,
       ],
       ['provisioned exactly once', `${audit.provisionedExactlyOnce} of ${report.devices}`],
       ['certificates of our CA unreferenced', String(audit.unreferencedCertificatesOfOurCa)],
