@@ -108,9 +108,17 @@ async function changeRecord(
     const record = await settledRecord(deps, thingName);
     const planned = plan(record);
     if (!planned) return { record };
+    // A dead request's claim goes with every change: left on the record, the dead request could
+    // still mark it (its mark is conditional on its claim) and undo the operator's change.
+    const remove = [...new Set([...(planned.remove ?? []), ...(record.claimId ? PENDING_ATTRIBUTES : [])])];
     const audit = auditEntry(record, planned.what, by, planned);
-    if (await deps.registry.change(record, { set: planned.set, remove: planned.remove, audit })) {
+    if (await deps.registry.change(record, { set: planned.set, remove, audit })) {
       deps.log(`audit ${JSON.stringify({ thingName, ...audit })}`);
+      // Its intent was never answered (no mark): retired, not left live for the reconciler.
+      const intent = record.claimId ? record.pending : undefined;
+      if (intent && intent.certificateId !== record.certificateId) {
+        await deps.iot.retireCertificate(intent.region, intent.certificateId);
+      }
       return { record, audit };
     }
     // A provisioning request (or another operator) wrote in between: decide again.
@@ -124,9 +132,16 @@ async function changeRecord(
 const S = (value: string): AttributeValue => ({ S: value });
 const N = (value: number): AttributeValue => ({ N: String(value) });
 
-/** Every region where the record's live certificate (or a move's copy) is registered. */
-function liveCopies(record: DeviceRecord): CertificateRef[] {
-  return referencedCertificates({ ...record, pending: undefined });
+/**
+ * Every certificate the record references: the live one in every region it is registered in
+ * (a move's copies), a renewal's previous one, and a dead request's intent. Revoking covers all.
+ */
+function everyCopy(record: DeviceRecord): CertificateRef[] {
+  const seen = new Set<string>();
+  return referencedCertificates(record).filter((ref) => {
+    const key = `${ref.region}/${ref.certificateId}`;
+    return !seen.has(key) && seen.add(key) !== undefined;
+  });
 }
 
 export async function disable(
@@ -165,21 +180,29 @@ export async function enable(deps: OperatorDependencies, thingName: string): Pro
     return { what: 'enable', set: { prov_status: S(status) } };
   });
   const notes: string[] = [];
-  if (record.certificateId && record.region) {
-    const state = await deps.iot.describeCertificate(record.region, record.certificateId);
-    if (state && state.status !== 'ACTIVE') {
+  // `disable --revoke` deactivated the live copies: enabling gives them back, once the record
+  // says provisioned again (the write above). Judged on the record as written: if another
+  // operator's change landed meanwhile, the record decides and nothing is reactivated.
+  const latest = audit ? await deps.registry.read(thingName) : undefined;
+  if (latest && latest.version === record.version + 1 && latest.provStatus === PROV_STATUS.provisioned) {
+    for (const copy of referencedCertificates({ ...latest, pending: undefined, previous: undefined })) {
+      const state = await deps.iot.describeCertificate(copy.region, copy.certificateId);
+      if (state?.status !== 'INACTIVE') continue;
+      await deps.iot.setCertificateStatus(copy.region, copy.certificateId, 'ACTIVE');
       notes.push(
-        `certificate ${record.certificateId} in ${record.region} is ${state.status} (disable --revoke), so the device cannot connect; ` +
-          `\`gdp-admin reset ${thingName}\` lets it provision a new one`,
+        `reactivated certificate ${copy.certificateId} in ${copy.region} (deactivated by disable --revoke)`,
       );
     }
+    // A disable --revoke that wrote after our read deactivates after us: it must win.
+    const after = await deps.registry.read(thingName);
+    if (after && after.provStatus !== PROV_STATUS.provisioned) notes.push(...(await deactivate(deps, after)));
   }
   return { thingName, changed: audit !== undefined, audit, notes };
 }
 
 async function deactivate(deps: OperatorDependencies, record: DeviceRecord): Promise<string[]> {
   const notes: string[] = [];
-  for (const copy of liveCopies(record)) {
+  for (const copy of everyCopy(record)) {
     if (await deps.iot.setCertificateStatus(copy.region, copy.certificateId, 'INACTIVE')) {
       notes.push(`deactivated certificate ${copy.certificateId} in ${copy.region}`);
     }
@@ -217,12 +240,12 @@ export async function revoke(
       what: options.delete ? 'revoke --delete' : 'revoke',
       set: { prov_status: S(PROV_STATUS.revoked) },
       // With --delete the record lets go of the certificate first: if we stop before AWS IoT is
-      // done, nothing references it any more and the reconciler retires it.
+      // done, nothing references it any more and the reconciler quarantines it.
       remove: options.delete ? [...CERTIFICATE_ATTRIBUTES, ...MOVE_ATTRIBUTES] : [],
     };
   });
   const notes = options.delete
-    ? await retire(deps, thingName, liveCopies(record))
+    ? await retire(deps, thingName, everyCopy(record))
     : await deactivate(deps, record);
   return { thingName, changed: audit !== undefined, audit, notes };
 }
@@ -253,7 +276,7 @@ export async function reset(deps: OperatorDependencies, thingName: string): Prom
       ],
     };
   });
-  const notes = audit ? await retire(deps, thingName, referencedCertificates(record)) : [];
+  const notes = audit ? await retire(deps, thingName, everyCopy(record)) : [];
   return { thingName, changed: audit !== undefined, audit, notes };
 }
 
@@ -327,32 +350,44 @@ export async function move(
       // Recorded with the region, so status calls tell the device where to go without an IoT call.
       const endpointAddress = await deps.iot.endpointAddress(to);
       notes.push(`registered certificate ${record.certificateId} in ${to}, attached to thing ${thingName}`);
-      const switched = await changeRecord(deps, thingName, (current) => {
-        if (
-          current.moveTo?.region !== to ||
-          current.certificateId !== record.certificateId ||
-          !current.region
-        ) {
-          throw new AdminError(
-            `${thingName} changed during the move (re-provisioned?): run the move again`,
-            EXIT.refused,
-          );
+      let switched;
+      try {
+        switched = await changeRecord(deps, thingName, (current) => {
+          if (
+            current.moveTo?.region !== to ||
+            current.certificateId !== record.certificateId ||
+            !current.region
+          ) {
+            throw new AdminError(
+              `${thingName} changed during the move (re-provisioned?): run the move again`,
+              EXIT.refused,
+            );
+          }
+          return {
+            what: `move --to ${to}`,
+            set: {
+              aws_region: S(to),
+              moved_from_region: S(current.region),
+              moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
+              certificate_arn: S(certificateArn),
+              thing_arn: S(thing.thingArn),
+              endpoint_address: S(endpointAddress),
+              // A pinned device would go back to its pin when it next provisions: the pin moves too.
+              ...(current.regionPin ? { region_pin: S(to) } : {}),
+            },
+            remove: ['move_to_region', 'move_started'],
+          };
+        });
+      } catch (error) {
+        // The record moved on while we registered (a reset, a re-provisioning): what this move
+        // put in the target region is nobody's now. Undone, unless the record names it after all.
+        const latest = await deps.registry.read(thingName);
+        const named = latest ? everyCopy(latest) : [];
+        if (!named.some((ref) => ref.region === to && ref.certificateId === record.certificateId)) {
+          await retire(deps, thingName, [{ region: to, certificateId: record.certificateId }]);
         }
-        return {
-          what: `move --to ${to}`,
-          set: {
-            aws_region: S(to),
-            moved_from_region: S(current.region),
-            moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
-            certificate_arn: S(certificateArn),
-            thing_arn: S(thing.thingArn),
-            endpoint_address: S(endpointAddress),
-            // A pinned device would go back to its pin when it next provisions: the pin moves too.
-            ...(current.regionPin ? { region_pin: S(to) } : {}),
-          },
-          remove: ['move_to_region', 'move_started'],
-        };
-      });
+        throw error;
+      }
       audit = switched.audit ?? audit;
     }
   }
