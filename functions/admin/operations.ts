@@ -396,6 +396,18 @@ export async function move(
   if (current.movedFrom && current.certificateId) {
     if (options.finish || (to !== undefined && current.region === to && audit === undefined)) {
       const old = { certificateId: current.certificateId, region: current.movedFrom.region };
+      const previous = current.previous;
+      if (previous && previous.region === old.region) {
+        // Its thing there holds the renewal's previous certificate, the device's fallback until it
+        // proves the new one: finishing now would leave that thing behind once it is retired.
+        throw new AdminError(
+          `${thingName} renewed and has not proven its new certificate yet: its previous certificate ` +
+            `${previous.certificateId} stays live in ${old.region} until ` +
+            `${new Date(previous.retireAfter * 1000).toISOString()} (or its next status call); ` +
+            'nothing was changed: run --finish after that',
+          EXIT.refused,
+        );
+      }
       // Retire first, then forget: a second run after a crash finds the copy gone and still works.
       notes.push(...(await retire(deps, thingName, [old])));
       const finished = await changeRecord(deps, thingName, (latest) =>
@@ -416,7 +428,28 @@ export async function move(
   } else if (options.finish && to === undefined) {
     notes.push(`${thingName} has no old copy to retire`);
   }
+  if (options.finish) notes.push(...(await sweepEmptyThings(deps, thingName)));
   return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+/**
+ * Deletes our empty things of the device in every region its record names no certificate in. A
+ * device that re-provisions between a move and its --finish drops the move from its record (its
+ * old certificate's copies are retired by the request), and the thing the move created, or the
+ * one it left, is then nobody's. Only a thing with our marker and no principal is deleted.
+ */
+async function sweepEmptyThings(deps: OperatorDependencies, thingName: string): Promise<string[]> {
+  const record = await settledRecord(deps, thingName);
+  const named = new Set(everyCopy(record).map((ref) => ref.region));
+  const notes: string[] = [];
+  for (const region of deps.regions.filter((candidate) => !named.has(candidate))) {
+    const report = await deps.iot.inspectThing(region, thingName);
+    if (!report.thing?.ours || report.principals.length > 0) continue;
+    if (await deps.iot.deleteThingIfOursAndEmpty(region, thingName)) {
+      notes.push(`deleted empty thing ${thingName} in ${region}`);
+    }
+  }
+  return notes;
 }
 
 /**

@@ -179,6 +179,53 @@ describe('moves racing devices', () => {
   }, 30_000);
 });
 
+describe('moves leave no empty things behind', () => {
+  it("--finish during a renewal's grace period is refused; once it ends, the old region is left clean", async () => {
+    const device = await seedAgedDevice(stack, {
+      thingName: uniqueThingName('race-grace'),
+      region: 'eu-west-2',
+      ageDays: 300,
+      validityDays: 365,
+    });
+    const renewed = await postRenew(lifecycleBody('renew', device.thingName, device));
+    expect(renewed.status).toBe(200);
+    expect((await admin('move', device.thingName, '--to', TARGET)).code).toBe(0);
+
+    const early = await admin('move', device.thingName, '--finish');
+    expect(early.code).toBe(4);
+    expect(early.err).toContain('has not proven its new certificate');
+    expect(await thingExists(device.region, device.thingName)).toBe(true);
+
+    // The grace period ends (the record's clock) and the reconciler retires the previous one.
+    await moveRecordClock(device.thingName, 'previous_retire_after', {
+      at: Math.floor(Date.now() / 1000) - 1,
+    });
+    await localReconcile({ thingNamePrefix: device.thingName });
+    expect((await admin('move', device.thingName, '--finish')).code).toBe(0);
+    expect(await thingExists(device.region, device.thingName)).toBe(false);
+    expect(await liveIn(device.region, device.thingName)).toEqual([]);
+    expect(await liveIn(TARGET, device.thingName)).toEqual([renewed.body.certificateId]);
+  }, 40_000);
+
+  it('a device that re-provisions between the move and --finish: --finish deletes the thing nobody uses', async () => {
+    const { thingName } = await provisioned('race-between');
+    expect((await admin('move', thingName, '--to', TARGET)).code).toBe(0);
+    const again = await post(v1Body(thingName), PLACES.mumbai);
+    expect(again.status).toBe(200);
+    // Re-issued where the record says it lives now; the move's old region holds nothing of it.
+    const home = again.body.region as string;
+    const left = home === TARGET ? MUMBAI : TARGET;
+    expect(await liveIn(left, thingName)).toEqual([]);
+
+    const finished = await admin('move', thingName, '--finish');
+    expect(finished.code).toBe(0);
+    expect(finished.out).toContain(`deleted empty thing ${thingName} in ${left}`);
+    expect(await thingExists(left, thingName)).toBe(false);
+    expect(await thingExists(home, thingName)).toBe(true);
+    expect(await liveIn(home, thingName)).toHaveLength(1);
+  }, 30_000);
+});
+
 describe('the reconciler racing a move', () => {
   it('a device moved (--to and --finish) while the reconciler walks the regions keeps its record', async () => {
     const { thingName, certificateId } = await provisioned('race-recmove');
