@@ -180,6 +180,50 @@ describe('moves racing devices', () => {
 });
 
 describe('moves leave no empty things behind', () => {
+  it('a move during a renewal held mid-flight, then --finish: one live certificate, no stray thing', async () => {
+    const device = await seedAgedDevice(stack, {
+      thingName: uniqueThingName('race-renewmove'),
+      region: 'eu-west-2',
+      ageDays: 300,
+      validityDays: 365,
+    });
+    await setFaults({
+      rules: [
+        {
+          match: { service: 'iot', region: device.region, path: '^/certificate/register' },
+          action: 'delay',
+          delayMs: 2_000,
+          times: 1,
+        },
+      ],
+    });
+    const renewal = postRenew(lifecycleBody('renew', device.thingName, device));
+    await until(
+      async () => (await registryRecord(device.thingName))?.claim_id !== undefined,
+      'the renewal claim',
+    );
+    // The move waits for the renewal's claim, then moves the renewed certificate.
+    await move(operator(), device.thingName, { to: TARGET });
+    const renewed = await renewal;
+    expect(renewed.status).toBe(200);
+    expect(await registryRecord(device.thingName)).toMatchObject({
+      aws_region: { S: TARGET },
+      certificate_id: { S: renewed.body.certificateId },
+    });
+
+    expect((await admin('move', device.thingName, '--finish')).code).toBe(4);
+    await moveRecordClock(device.thingName, 'previous_retire_after', {
+      at: Math.floor(Date.now() / 1000) - 1,
+    });
+    await localReconcile({ thingNamePrefix: device.thingName });
+    expect((await admin('move', device.thingName, '--finish')).code).toBe(0);
+    await localReconcile({ thingNamePrefix: device.thingName });
+
+    expect(await thingExists(device.region, device.thingName)).toBe(false);
+    expect(await liveIn(device.region, device.thingName)).toEqual([]);
+    expect(await liveIn(TARGET, device.thingName)).toEqual([renewed.body.certificateId]);
+  }, 40_000);
+
   it("--finish during a renewal's grace period is refused; once it ends, the old region is left clean", async () => {
     const device = await seedAgedDevice(stack, {
       thingName: uniqueThingName('race-grace'),
