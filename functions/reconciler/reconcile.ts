@@ -108,7 +108,7 @@ const REFERENCE_ATTRIBUTES = [
 export function unreadableReferences(record: DeviceRecord): string[] {
   const problems = REFERENCE_ATTRIBUTES.filter((attribute) => {
     const value = record.raw[attribute];
-    return value !== undefined && value.NULL !== true && !(typeof value.S === 'string' && value.S !== '');
+    return value !== undefined && value.NULL !== true && typeof value.S !== 'string';
   });
   if (record.raw.pending_certificate_id?.S && !record.pending) problems.push('pending_certificate_id');
   if (record.raw.previous_certificate_id?.S && !record.previous) problems.push('previous_certificate_id');
