@@ -18,6 +18,7 @@ import {
 } from '@aws-sdk/client-iot';
 import { awsDeviceIot } from '../../functions/provisioning/iot';
 import { dynamoRegistry } from '../../functions/provisioning/registry';
+import { main as reconcileCli } from '../../functions/reconciler/cli';
 import { admin } from '../support/admin';
 import { addDevice } from '../local/stack';
 import {
@@ -235,7 +236,7 @@ describe('the circuit breaker', () => {
     }
   });
 
-  it('gdp-admin reconcile: a large run exits 7 and changes nothing; --allow-large confirms it', async () => {
+  it('gdp-admin reconcile / make reconcile: a large run exits 7 / 3 and changes nothing; --allow-large confirms it', async () => {
     const device = await provisioned('qr-large');
     await forget(device.thingName);
     const saved = { ...process.env };
@@ -247,6 +248,17 @@ describe('the circuit breaker', () => {
       expect(stopped.code).toBe(7);
       expect(JSON.parse(stopped.out)).toMatchObject({ aborted: true, orphanCertificatesQuarantined: 0 });
       expect(stopped.err).toContain('--allow-large');
+      expect(await certificateStatus(REGION, device.certificateId)).toBe('ACTIVE');
+
+      // `make reconcile` says the same with its own exit code.
+      const quiet = [jest.spyOn(console, 'log'), jest.spyOn(console, 'error')].map((spy) =>
+        spy.mockImplementation(() => undefined),
+      );
+      try {
+        expect(await reconcileCli(['node', 'reconcile', '--local', '--grace', '0', '--json'])).toBe(3);
+      } finally {
+        for (const spy of quiet) spy.mockRestore();
+      }
       expect(await certificateStatus(REGION, device.certificateId)).toBe('ACTIVE');
 
       const confirmed = await admin('reconcile', '--grace', '0', '--allow-large', '--json');

@@ -10,6 +10,7 @@ import {
   DestructionBudget,
   judgeRun,
 } from '../../../functions/reconciler/breaker';
+import { quarantinedSince } from '../../../functions/reconciler/quarantine';
 import { unreadableReferences } from '../../../functions/reconciler/reconcile';
 
 const plan = (destructive: number, listed: number, unreferencedActive = 0, unreadable: string[] = []) => ({
@@ -79,5 +80,18 @@ describe('records the reconciler cannot read', () => {
       unreadableReferences(toDeviceRecord({ thing_name: { S: 'wm101' }, certificate_id: { S: id } })),
     ).toEqual(['wm101: aws_region']);
     expect(unreadableReferences(toDeviceRecord({ ...base, aws_region: { NULL: true } }))).toEqual([]);
+  });
+});
+
+describe('the quarantine date', () => {
+  const created = new Date('2026-01-01T00:00:00Z');
+  it('is when the status last changed, after its creation', () => {
+    const since = new Date('2026-01-02T00:00:00Z');
+    expect(quarantinedSince({ createdAt: created, lastModifiedAt: since })).toEqual(since);
+  });
+  it('is unknown, so never due, when AWS IoT does not date the change', () => {
+    expect(quarantinedSince({ createdAt: created, lastModifiedAt: created })).toBeUndefined();
+    expect(quarantinedSince({ createdAt: created })).toBeUndefined();
+    expect(quarantinedSince({ lastModifiedAt: created })).toBeUndefined();
   });
 });
