@@ -7,7 +7,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 TSX := node_modules/.bin/tsx
 
 .PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
-        rotate-ipstack-key init-ca local-up local-down seed local-watch bench demo reconcile admin chaos clean
+        rotate-ipstack-key rotate-origin-secret init-ca local-up local-down seed local-watch local-publish bench demo reconcile admin chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
@@ -50,6 +50,9 @@ seed: ## Add mydevice1..mydevice10 to the local registry as unprovisioned
 local-watch: ## Print every MQTT message published in any local region as JSON lines
 	@$(TSX) tests/local/watch.ts
 
+local-publish: ## Send a command to a device through the local MQTT endpoints: make local-publish ARGS="--thing mydevice1 --message '{}'" (--help)
+	@$(TSX) tests/local/publish.ts $(ARGS)
+
 reconcile: install ## Run the reconciler once: the local stack's if one runs, else AWS (see README)
 	$(TSX) functions/reconciler/cli.ts $(ARGS)
 
@@ -66,20 +69,25 @@ demo: install build ## Six virtual devices provision around the world and publis
 	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)
 
 # plan, deploy and destroy check terraform and AWS credentials first, then build and synth (infra/ops.ts).
-plan: install ## terraform plan of the synthesized stack (needs AWS credentials and terraform)
-	$(TSX) infra/ops.ts plan
+# They refuse a plan that deletes or replaces a device CA, CA key or the registry table unless
+# ARGS="--allow-destroy=<address>" names it (docs/deploy.md).
+plan: install ## terraform plan to a file, checked for CA / CA key / table deletions (ARGS="--allow-destroy=<address>")
+	$(TSX) infra/ops.ts plan $(ARGS)
 
-deploy: install ## Deploy to AWS (needs AWS credentials and terraform)
-	$(TSX) infra/ops.ts deploy
+deploy: install ## Plan, check and apply that plan to AWS (needs AWS credentials and terraform; ARGS="--auto-approve")
+	$(TSX) infra/ops.ts deploy $(ARGS)
 
-destroy: install ## Destroy the deployment
-	$(TSX) infra/ops.ts destroy
+destroy: install ## Destroy the deployment (ARGS="--allow-destroy='*'" to let the CAs, CA keys and table go)
+	$(TSX) infra/ops.ts destroy $(ARGS)
 
 outputs: install ## Print the deployment's outputs (provisioning URL, table, key alias)
 	$(TSX) infra/ops.ts outputs
 
 rotate-ipstack-key: install ## Store a new ipstack key, KMS-encrypted; reads it from stdin or the terminal
 	$(TSX) infra/rotate-ipstack-key.ts
+
+rotate-origin-secret: install ## Next step of an origin secret rotation (edits deployment.json; then make deploy); ARGS=--help
+	$(TSX) infra/rotate-origin-secret.ts $(ARGS)
 
 init-ca: install ## Create the device CA certificate, signed through KMS (after the first deploy); commit the PEM it writes
 	$(TSX) infra/init-ca.ts

@@ -1,4 +1,3 @@
-#!/usr/bin/env -S npx tsx
 /**
  * The virtual device, `gdp-device`: `npm run device -- -t <thing> -a <url> [-k] [-f] [-c] ...`.
  * Flags -t/-a/-k/-f/-c are the 2018 sample device's; the rest are documented in docs/device.md.
@@ -10,9 +9,10 @@
  * Exit status: 0 provisioned (or already) and every message published; 1 unexpected error;
  * 2 bad usage; 3 the service refused the device (4xx, its message printed); 4 the service stayed
  * unreachable or busy through every retry; 5 the MQTT endpoint refused or could not be reached;
- * 6 a publish was refused (the endpoint closed the connection) or failed; 7 the status check or
+ * 6 a publish was refused (PUBACK 0x87, or the endpoint closed the connection) or failed; 7 the status check or
  * renewal was refused with 403: revoked, disabled or no longer on the allowlist.
  */
+import '../functions/cli-runtime';
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline/promises';
@@ -46,11 +46,11 @@ import {
   type ProtocolVersion,
 } from './provision';
 import { renewCertificate, resumeInterruptedRenewal, short, type RenewalContext } from './renewal';
+import { collectFacts, deviceReport, type DeviceFacts, type DeviceReport } from './run-report';
 import {
   defaultDataDir,
   discardPending,
   discardPrevious,
-  forgetCredentials,
   loadCredentials,
   loadLifecycleState,
   loadPreviousCredentials,
@@ -97,8 +97,10 @@ export interface DeviceSettings {
   readonly count: number;
   readonly intervalSeconds: number;
   readonly headers: Readonly<Record<string, string>>;
-  /** Forget stored credentials and provision again (`--reset`). */
+  /** Provision again, replacing the stored credentials once new ones arrive (`--reset`). */
   readonly reset?: boolean;
+  /** Print one JSON report on stdout at the end, the lines on stderr (`--json`). */
+  readonly json?: boolean;
   /** The local stack whose defaults were used (from .local/stack.json), for better advice. */
   readonly localStack?: LocalStackDefaults;
   /** Absent: URLs beside apiUrl, checked when due (the defaults of the command line). */
@@ -118,6 +120,54 @@ const realDependencies: DeviceDependencies = { connect: connectDevice, now: () =
 export interface DeviceOutput {
   line(text: string): void;
   error(text: string): void;
+  /** What happened, for `--json` (docs/device.md, "For scripts"); people get the lines. */
+  note?(facts: DeviceFacts): void;
+}
+
+/** The outcome of a run, one per exit status. */
+export const OUTCOME = {
+  [EXIT.ok]: 'ok',
+  [EXIT.unexpected]: 'unexpected-error',
+  [EXIT.usage]: 'usage-error',
+  [EXIT.rejected]: 'refused',
+  [EXIT.unavailable]: 'unavailable',
+  [EXIT.connectFailed]: 'connect-failed',
+  [EXIT.publishFailed]: 'publish-failed',
+  [EXIT.revoked]: 'revoked',
+} as const;
+
+/**
+ * Runs the device and collects what `--json` prints: human lines go to `humans` (stderr), so
+ * stdout holds only the report. Region, endpoint and certificate are what is stored at the end,
+ * after any renewal, move or re-provisioning.
+ */
+export async function runDeviceForScripts(
+  settings: DeviceSettings,
+  humans: Pick<DeviceOutput, 'error'> = consoleOutput,
+  dependencies: Partial<DeviceDependencies> = {},
+): Promise<DeviceReport> {
+  const facts = collectFacts();
+  const output: DeviceOutput = {
+    line: (text) => humans.error(text),
+    error: (text) => humans.error(text),
+    note: facts.note,
+  };
+  let exitCode: number;
+  try {
+    exitCode = await runDevice({ ...settings, continueWithoutPauses: true }, output, dependencies);
+  } catch (error) {
+    humans.error(`unexpected error: ${messageOf(error)}`);
+    exitCode = EXIT.unexpected;
+    facts.note({ error: messageOf(error) });
+  }
+  return deviceReport({
+    outcome: OUTCOME[exitCode as keyof typeof OUTCOME] ?? OUTCOME[EXIT.unexpected],
+    exitCode,
+    thingName: settings.thingName,
+    dataDir: settings.dataDir,
+    stored: await loadCredentials(settings.dataDir).catch(() => undefined),
+    facts: facts.collected(),
+  });
 }
 
 const consoleOutput: DeviceOutput = {
@@ -141,10 +191,8 @@ export async function runDevice(
 ): Promise<number> {
   const { thingName } = settings;
   const device = { ...realDependencies, ...dependencies };
-  if (settings.reset && (await forgetCredentials(settings.dataDir))) {
-    output.line(`--reset: forgot the credentials stored in ${settings.dataDir}`);
-  }
   const credentials = await loadCredentials(settings.dataDir);
+  if (settings.reset) return provisionAgain(settings, credentials, output, device);
   if (credentials && credentials.identity.thingName !== thingName) {
     output.error(
       `${settings.dataDir} holds the credentials of ${credentials.identity.thingName}, not ${thingName}`,
@@ -158,6 +206,7 @@ export async function runDevice(
     );
     const kept = await keepCurrent(settings, credentials, output, device);
     if (typeof kept === 'number') return kept;
+    output.note?.({ provisioned: kept.fromEarlierRun ? 'earlier' : 'now' });
     return connectAndPublish(
       settings,
       kept.credentials,
@@ -169,6 +218,35 @@ export async function runDevice(
   }
   const provisioned = await provision(settings, output);
   if (typeof provisioned === 'number') return provisioned;
+  return connectAndPublish(settings, provisioned, output, false, device);
+}
+
+/**
+ * `--reset`: provision again, keeping the stored credentials until new ones are in hand. A
+ * service that is down, a missing URL or a refusal leaves the device exactly as it was; only an
+ * accepted answer replaces the set (and what day two kept for the old certificate).
+ */
+async function provisionAgain(
+  settings: DeviceSettings,
+  stored: DeviceCredentials | undefined,
+  output: DeviceOutput,
+  device: DeviceDependencies,
+): Promise<number> {
+  if (stored) {
+    output.line(
+      `--reset: provisioning ${settings.thingName} again; the credentials stored in ${settings.dataDir} ` +
+        'stay until new ones arrive',
+    );
+  }
+  const provisioned = await provision(settings, output);
+  if (typeof provisioned === 'number') {
+    if (stored) output.error(`--reset: kept the credentials stored in ${settings.dataDir}`);
+    return provisioned;
+  }
+  // What the old certificate's renewals and checks left no longer applies.
+  await Promise.all([discardPending(settings.dataDir), discardPrevious(settings.dataDir)]);
+  await saveLifecycleState(settings.dataDir, {});
+  if (stored) output.line(`--reset: replaced the credentials stored in ${settings.dataDir}`);
   return connectAndPublish(settings, provisioned, output, false, device);
 }
 
@@ -194,6 +272,7 @@ async function keepCurrent(
   const lifecycle = lifecycleSettings(settings);
   const renewal = renewalContext(settings, lifecycle, output, device);
   const resumed = await resumeInterruptedRenewal(renewal);
+  if (resumed) output.note?.({ dayTwo: { resumedRenewal: resumed.kind } });
   let connection = resumed?.kind === 'renewed' ? resumed.connection : undefined;
   // A resumed renewal, or a promotion put back, changed what is current.
   let credentials = (await loadCredentials(settings.dataDir)) ?? stored;
@@ -214,9 +293,11 @@ async function keepCurrent(
   });
   if (!decision.due) {
     output.line(`status check skipped: ${decision.reason}`);
+    output.note?.({ dayTwo: { statusCheck: 'skipped', reason: decision.reason } });
     return done();
   }
   if (!lifecycle.statusUrl) {
+    output.note?.({ dayTwo: { statusCheck: 'skipped', reason: 'no status URL' } });
     output.line(
       'status check skipped: no status URL (the provisioning URL does not end in /device-provisioning; ' +
         'pass --status-url)',
@@ -243,6 +324,12 @@ async function keepCurrent(
       tuning: lifecycleTuning(settings, output, device),
     });
   } catch (error) {
+    if (error instanceof LifecycleRefusedError) {
+      output.note?.({
+        httpStatus: error.status,
+        dayTwo: { statusCheck: 'refused', reason: error.message },
+      });
+    } else output.note?.({ dayTwo: { statusCheck: 'failed', reason: messageOf(error) } });
     if (error instanceof LifecycleRefusedError && error.status === 403) {
       output.error(`the service refused ${thingOf(credentials)} (HTTP 403): ${error.message}`);
       output.error(
@@ -274,6 +361,7 @@ async function keepCurrent(
     },
   });
   output.line(`status: ${answer.action}${answer.message ? ` (${answer.message})` : ''}${validity(answer)}`);
+  output.note?.({ dayTwo: { statusCheck: 'answered', action: answer.action } });
   if (previousAwaitingRetirement) {
     // Signed with the current certificate: the service has retired the one a renewal replaced.
     await discardPrevious(settings.dataDir);
@@ -288,6 +376,7 @@ async function keepCurrent(
       connection = undefined;
       try {
         const renewed = await renewCertificate(renewal, credentials);
+        output.note?.({ dayTwo: { renewed: renewed.kind === 'renewed' } });
         if (renewed.kind === 'renewed') {
           credentials = renewed.credentials;
           connection = renewed.connection;
@@ -304,6 +393,7 @@ async function keepCurrent(
     case 'move': {
       if (connection) await disconnect(connection);
       const moved = await followMove(settings, credentials, answer, output, device);
+      if (moved.credentials) output.note?.({ dayTwo: { movedTo: moved.credentials.identity.region } });
       return done(moved);
     }
     case 'reprovision': {
@@ -314,6 +404,7 @@ async function keepCurrent(
       // What the old certificate's renewals and checks left no longer applies.
       await Promise.all([discardPending(settings.dataDir), discardPrevious(settings.dataDir)]);
       await saveLifecycleState(settings.dataDir, {});
+      output.note?.({ dayTwo: { reprovisioned: true } });
       return { credentials: provisioned, fromEarlierRun: false };
     }
   }
@@ -442,10 +533,12 @@ async function provision(
 ): Promise<DeviceCredentials | number> {
   const { thingName } = settings;
   if (!settings.apiUrl) {
+    output.note?.({ error: 'no provisioning URL' });
     output.error('no provisioning URL: pass -a/--api-url (or start the local stack: make local-up)');
     return EXIT.usage;
   }
   if (!settings.signingKeyPem && !settings.fakeDevice) {
+    output.note?.({ error: 'no signing key' });
     output.error(
       'no signing key: pass --signing-key <pem> (the fleet key, or this device’s own signing key)',
     );
@@ -497,13 +590,16 @@ async function provision(
     );
     await saveCredentials(settings.dataDir, result.credentials);
     output.line(`credentials stored in ${settings.dataDir} (private key mode 0600)`);
+    output.note?.({ provisioned: 'now', attempts: result.attempts, latencyMs: result.latencyMs });
     return result.credentials;
   } catch (error) {
     if (error instanceof ProvisioningRejectedError) {
+      output.note?.({ httpStatus: error.status, error: error.message });
       output.error(`the service refused ${thingName} (HTTP ${error.status}): ${error.message}`);
       return EXIT.rejected;
     }
     if (error instanceof ProvisioningUnavailableError) {
+      output.note?.({ error: error.message });
       output.error(`provisioning failed: ${error.message}`);
       if (error.connectionRefused && isLoopbackUrl(settings.apiUrl)) {
         output.error(
@@ -539,6 +635,7 @@ async function connectAndPublish(
     try {
       client = await device.connect(connectionOptions(credentials, settings.caPems));
     } catch (error) {
+      output.note?.({ error: messageOf(error) });
       output.error(`cannot connect to ${identity.endpointAddress}: ${messageOf(error)}`);
       if (fromEarlierRun) output.error(staleCredentialsAdvice(settings, credentials, error));
       return EXIT.connectFailed;
@@ -555,10 +652,13 @@ async function connectAndPublish(
     await publishTelemetry(client, identity.thingName, {
       count: settings.count,
       intervalMs: settings.intervalSeconds * 1000,
-      onPublished: (index, topic, payload) =>
-        output.line(`published ${index}/${settings.count} to ${topic}: ${payload}`),
+      onPublished: (index, topic, payload) => {
+        output.note?.({ published: index });
+        output.line(`published ${index}/${settings.count} to ${topic}: ${payload}`);
+      },
     });
   } catch (error) {
+    output.note?.({ error: messageOf(error) });
     output.error(`publish failed: ${messageOf(error)}`);
     return EXIT.publishFailed;
   } finally {
@@ -696,6 +796,7 @@ interface ParsedFlags {
   interval: number;
   header?: Record<string, string>;
   reset: boolean;
+  json?: boolean;
   statusUrl?: string;
   renewUrl?: string;
   statusInterval: number;
@@ -741,7 +842,16 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     .option('--count <n>', 'messages to publish', positiveInteger, 3)
     .option('--interval <seconds>', 'seconds between messages', nonNegativeNumber, 1)
     .option('--header <header>', "extra request header 'Name: value' (repeatable)", header)
-    .option('--reset', 'forget the credentials stored for this device and provision it again', false)
+    .option(
+      '--reset',
+      'provision this device again; the stored credentials are replaced only once new ones arrive',
+      false,
+    )
+    .option(
+      '--json',
+      'for scripts: one JSON object on stdout at the end (outcome, region, endpoint, certificate id, day two); ' +
+        'the progress lines go to stderr. Implies -c',
+    )
     .option(
       '--status-url <url>',
       'where a provisioned device asks what to do (default: the provisioning URL with /device-status)',
@@ -790,6 +900,7 @@ export function parseDeviceArguments(argv: readonly string[]): DeviceSettings {
     intervalSeconds: flags.interval,
     headers: flags.header ?? {},
     reset: flags.reset,
+    json: flags.json === true,
     localStack: usesLocalStack ? local : undefined,
     lifecycle: {
       statusUrl:
@@ -824,16 +935,32 @@ async function main(): Promise<number> {
     throw error;
   }
   if (settings.localStack && !localStackRunning(settings.localStack)) {
-    process.stderr.write(
+    const stale =
       `${settings.localStack.file} is stale: the local stack that wrote it is not running. ` +
-        'Start it with `make local-up && make seed`, or pass -a with the provisioning URL.\n',
-    );
+      'Start it with `make local-up && make seed`, or pass -a with the provisioning URL.';
+    process.stderr.write(`${stale}\n`);
+    if (settings.json) {
+      const report: DeviceReport = {
+        outcome: OUTCOME[EXIT.unavailable],
+        exitCode: EXIT.unavailable,
+        thingName: settings.thingName,
+        dataDir: settings.dataDir,
+        error: stale,
+      };
+      process.stdout.write(`${JSON.stringify(report)}\n`);
+    }
     return EXIT.unavailable;
+  }
+  if (settings.json) {
+    const report = await runDeviceForScripts(settings);
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return report.exitCode;
   }
   return runDevice(settings);
 }
 
-if (require.main === module) {
+/** `tsx device/cli.ts …`, `npm run device`, and the `gdp-device` bin (bin/gdp-device.js). */
+export function runCommandLine(): void {
   main().then(
     (status) => process.exit(status),
     (error: unknown) => {
@@ -842,3 +969,5 @@ if (require.main === module) {
     },
   );
 }
+
+if (require.main === module) runCommandLine();

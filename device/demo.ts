@@ -6,6 +6,7 @@
  * day two (demo-day-two.ts): a renewal, an operator's move followed, a revocation told by
  * /device-status. Prints a summary. Stops what it started; exits 0 only if every check held.
  */
+import '../functions/cli-runtime';
 import { Command } from 'commander';
 import { version } from '../package.json';
 import { randomBytes } from 'node:crypto';

@@ -23,6 +23,18 @@ const kmsAlias = z
   .refine((alias) => !alias.startsWith('alias/aws/'), {
     message: 'alias/aws/ is reserved for AWS managed keys',
   });
+const roleArn = z
+  .string()
+  .regex(
+    /^arn:aws[\w-]*:iam::\d{12}:role\/[\w+=,.@/-]+$/,
+    'expected an IAM role ARN like arn:aws:iam::123456789012:role/ca-operator',
+  );
+const topicArn = z
+  .string()
+  .regex(
+    /^arn:aws[\w-]*:sns:[a-z0-9-]+:\d{12}:[\w-]+$/,
+    'expected an SNS topic ARN like arn:aws:sns:us-east-2:123456789012:oncall',
+  );
 /** EventBridge Scheduler expressions: rate(…) or cron(…); at(…) would run once only. */
 const scheduleExpression = z
   .string()
@@ -33,6 +45,18 @@ const scheduleExpression = z
 
 const deploymentSchema = z
   .object({
+    /**
+     * A throwaway deployment (a developer's account, the local stack): local state, no alarm
+     * destination and no named CA roles are allowed. Anything else is production and must name
+     * them (checked below).
+     */
+    sandbox: z.boolean().default(false),
+    /** The AWS account this deployment belongs to: every provider refuses any other. */
+    expectedAccountId: z
+      .string()
+      .regex(/^\d{12}$/, 'a 12-digit AWS account id')
+      .nullable()
+      .default(null),
     appName: z.string().regex(/^[a-z][a-z0-9-]{2,40}$/, 'lower-case letters, digits and dashes'),
     homeRegion: regionName,
     iotRegions: z.array(regionName).min(1),
@@ -48,6 +72,21 @@ const deploymentSchema = z
     kmsKeyAlias: kmsAlias,
     caKmsKeyAlias: kmsAlias,
     caCertificateFile: z.string().min(1),
+    /**
+     * Aliases of earlier CA keys (CA rotation): kept in the stack, disabled once the function signs
+     * with the current key, never deleted while certificates issued under them may be valid.
+     */
+    caRetiredKmsKeyAliases: z.array(kmsAlias).default([]),
+    /** Who may use the CA key besides the provisioning function (docs/deploy.md, "Who can use the CA key"). */
+    caKeyAccess: z
+      .object({
+        /** Roles that run `make init-ca`: may Sign (RAW, ECDSA_SHA_256) and read the public key. */
+        operatorRoleArns: z.array(roleArn).default([]),
+        /** Roles that may disable, re-enable, schedule deletion of, or change the policy of the key. */
+        breakGlassRoleArns: z.array(roleArn).default([]),
+      })
+      .strict()
+      .default({ operatorRoleArns: [], breakGlassRoleArns: [] }),
     caPreviousCertificates: z
       .array(z.object({ file: z.string().min(1), active: z.boolean() }).strict())
       .default([]),
@@ -109,11 +148,56 @@ const deploymentSchema = z
       ipstackFailuresPerFiveMinutes: positiveInt,
       lambdaErrorsPerFiveMinutes: positiveInt,
       alarmEmail: z.email().nullable(),
+      /** More e-mail subscribers of the alarm topic(s). */
+      alarmEmails: z.array(z.email()).default([]),
+      /**
+       * Existing SNS topics (on-call, chat) every alarm of the same region also notifies: CloudWatch
+       * only publishes to a topic in the alarm's region (the home region; us-east-1 for WAF).
+       */
+      alarmTopicArns: z.array(topicArn).default([]),
+      /** Rate alarms only judge periods with at least this many requests (5 minutes). */
+      minimumRequestsForRate: positiveInt.default(50),
+      fourXxRatePercent: z.number().positive().max(100).default(25),
+      apiThrottledRatePercent: z.number().positive().max(100).default(5),
+      /** Blocked requests (all WAF rules) in 5 minutes before alarming. */
+      wafBlockedRequestsPerFiveMinutes: positiveInt.default(500),
     }),
+    /**
+     * The WAF web ACL on CloudFront. The per-IP limit must let a factory behind one NAT through
+     * (docs/deploy.md, "Per-client limits").
+     */
+    waf: z
+      .object({
+        requestsPerFiveMinutesPerIp: z.number().int().min(10).max(2_000_000_000).default(3000),
+        /** CloudFront lets WAF inspect the first 16 KiB of a body; anything longer is blocked. */
+        maxBodyBytes: z.number().int().min(1024).max(16_384).default(16_384),
+      })
+      .strict()
+      .default({ requestsPerFiveMinutesPerIp: 3000, maxBodyBytes: 16_384 }),
+    /**
+     * The origin secret CloudFront sends and the function checks. A rotation goes through
+     * accept-next (the function accepts both) and send-next (CloudFront sends the new one), then
+     * generation + 1 (`make rotate-origin-secret`).
+     */
+    originSecret: z
+      .object({
+        generation: positiveInt,
+        rotation: z.enum(['none', 'accept-next', 'send-next']),
+      })
+      .strict()
+      .default({ generation: 1, rotation: 'none' }),
     customDomain: z
       .object({
         domainName: z.string().regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'a lower-case DNS name'),
         hostedZoneId: z.string().regex(/^Z[A-Z0-9]+$/, 'a Route 53 hosted zone id'),
+        /**
+         * A second name in the same zone for the API itself (API Gateway custom domain, CloudFront's
+         * origin): with it the default execute-api endpoint is disabled.
+         */
+        originDomainName: z
+          .string()
+          .regex(/^([a-z0-9-]+\.)+[a-z]{2,}$/, 'a lower-case DNS name')
+          .optional(),
       })
       .nullable(),
     terraformState: z
@@ -179,11 +263,90 @@ export function parseDeploymentConfig(raw: unknown, source = 'deployment config'
         `(${config.leaseSeconds}): the reconciler must not undo a request that still holds its claim`,
     );
   }
+  if (config.reconciler.schedule.startsWith('rate(')) {
+    const [amount, unit] = config.reconciler.schedule.slice(5, -1).split(' ') as [string, string];
+    const seconds =
+      Number(amount) * (unit.startsWith('minute') ? 60 : unit.startsWith('hour') ? 3600 : 86_400);
+    if (seconds > RECONCILER_HEARTBEAT_SECONDS) {
+      fail(
+        `reconciler.schedule ${config.reconciler.schedule} runs less than once an hour: the heartbeat ` +
+          'alarm (no completed run in an hour) would always fire; use rate(15 minutes) to rate(1 hour)',
+      );
+    }
+  }
+  const caAliases = [config.caKmsKeyAlias, ...config.caRetiredKmsKeyAliases];
+  if (new Set(caAliases).size !== caAliases.length) {
+    fail('caRetiredKmsKeyAliases repeats an alias or lists caKmsKeyAlias (the current key is not retired)');
+  }
+  if (config.customDomain?.originDomainName === config.customDomain?.domainName && config.customDomain) {
+    fail(
+      'customDomain.originDomainName must differ from customDomain.domainName (one is CloudFront, one the API)',
+    );
+  }
+  const roles = [...config.caKeyAccess.operatorRoleArns, ...config.caKeyAccess.breakGlassRoleArns];
+  const foreign = roles.filter(
+    (arn) => config.expectedAccountId && arn.split(':')[4] !== config.expectedAccountId,
+  );
+  if (foreign.length > 0) {
+    fail(
+      `caKeyAccess names roles outside expectedAccountId ${config.expectedAccountId}: ${foreign.join(', ')}`,
+    );
+  }
+  const problems = config.sandbox ? [] : productionRequirements(config);
+  if (problems.length > 0) fail(problems.join('; '));
   const caFiles = [config.caCertificateFile, ...config.caPreviousCertificates.map((ca) => ca.file)];
   if (new Set(caFiles.map(repoPath)).size !== caFiles.length) {
     fail('caCertificateFile and caPreviousCertificates name the same file twice');
   }
   return config;
+}
+
+/** No completed reconciler run in this long raises the heartbeat alarm. */
+export const RECONCILER_HEARTBEAT_SECONDS = 3600;
+
+/**
+ * What a production deployment (not `"sandbox": true`) must name: shared, locked state; a person
+ * the alarms reach; who may use the CA key; the account it belongs to. Each problem names the
+ * field and shows an example.
+ */
+function productionRequirements(config: DeploymentConfig): string[] {
+  const problems: string[] = [];
+  const sandboxHint = ' (or "sandbox": true for a throwaway deployment)';
+  if (!config.terraformState) {
+    problems.push(
+      'terraformState is required for a production deployment: shared state with a lock, e.g. ' +
+        `"terraformState": { "bucket": "acme-terraform-state", "key": "${config.appName}.tfstate", ` +
+        `"region": "${config.homeRegion}" }${sandboxHint}`,
+    );
+  }
+  const alarms = config.alarms;
+  if (!alarms.alarmEmail && alarms.alarmEmails.length === 0 && alarms.alarmTopicArns.length === 0) {
+    problems.push(
+      'alarms.alarmEmails (or alarms.alarmTopicArns) is required for a production deployment: ' +
+        `alarms must reach a person, e.g. "alarmEmails": ["oncall@example.com"]${sandboxHint}`,
+    );
+  }
+  if (config.caKeyAccess.operatorRoleArns.length === 0) {
+    problems.push(
+      'caKeyAccess.operatorRoleArns is required for a production deployment: the roles that run ' +
+        'make init-ca, e.g. "operatorRoleArns": ["arn:aws:iam::123456789012:role/ca-operator"]' +
+        sandboxHint,
+    );
+  }
+  if (config.caKeyAccess.breakGlassRoleArns.length === 0) {
+    problems.push(
+      'caKeyAccess.breakGlassRoleArns is required for a production deployment: the roles that may ' +
+        'disable the CA key or change its policy, e.g. "breakGlassRoleArns": ' +
+        `["arn:aws:iam::123456789012:role/ca-break-glass"]${sandboxHint}`,
+    );
+  }
+  if (!config.expectedAccountId) {
+    problems.push(
+      'expectedAccountId is required for a production deployment: the account every provider ' +
+        `must be in, e.g. "expectedAccountId": "123456789012"${sandboxHint}`,
+    );
+  }
+  return problems;
 }
 
 /** Reads DEPLOYMENT_CONFIG (if set) or infra/deployment.json. */

@@ -14,39 +14,72 @@ import { IamPolicy } from '@cdktf/provider-aws/lib/iam-policy';
 import { IotCaCertificate } from '@cdktf/provider-aws/lib/iot-ca-certificate';
 import { KmsAlias } from '@cdktf/provider-aws/lib/kms-alias';
 import { KmsKey } from '@cdktf/provider-aws/lib/kms-key';
+import { CloudwatchEventRule } from '@cdktf/provider-aws/lib/cloudwatch-event-rule';
+import { CloudwatchEventTarget } from '@cdktf/provider-aws/lib/cloudwatch-event-target';
 import type { DeploymentConfig } from './config';
+import {
+  CA_KEY_WATCHED_ADMIN_EVENTS,
+  CA_SIGNING_ALGORITHM,
+  CA_SIGNING_MESSAGE_TYPE,
+  caKeyPolicy,
+  caSignerRoleArns,
+  CaKeyPolicyInputs,
+} from './ca-key-policy';
 
-/** What the CA key signs with; the key policy and IAM allow nothing else. */
-export const CA_SIGNING_ALGORITHM = 'ECDSA_SHA_256';
+export { CA_SIGNING_ALGORITHM, CA_SIGNING_MESSAGE_TYPE };
 export const CA_KEY_SPEC = 'ECC_NIST_P256';
+
+/** The provisioning function's role name (infra/function.ts creates it; the key policy names it). */
+export const functionRoleName = (config: DeploymentConfig) => `${config.appName}-function`;
+
+/** The key policy's inputs for this deployment (the ARNs of the roles it names). */
+export function caKeyPolicyInputs(
+  config: DeploymentConfig,
+  accountId: string,
+  partition: string,
+): CaKeyPolicyInputs {
+  return {
+    partition,
+    accountId,
+    functionRoleArn: `arn:${partition}:iam::${accountId}:role/${functionRoleName(config)}`,
+    operatorRoleArns: config.caKeyAccess.operatorRoleArns,
+    breakGlassRoleArns: config.caKeyAccess.breakGlassRoleArns,
+  };
+}
 
 export interface DeviceCaKeyProps {
   readonly config: DeploymentConfig;
   readonly provider: AwsProvider;
   readonly accountId: string;
   readonly partition: string;
+  /** An earlier CA's key (caRetiredKmsKeyAliases); default: the current one (caKmsKeyAlias). */
+  readonly retiredAlias?: string;
+  /** Disable a retired key: only once the function signs with the current key (the full stack). */
+  readonly disabled?: boolean;
 }
 
 /**
- * The CA key and its alias. The construct id comes from the alias: a new `caKmsKeyAlias` is a new
- * key (the first step of a CA rotation), and the old key is scheduled for deletion only when the
- * full stack, whose function signs with the new key, is deployed. Part of both the bootstrap
- * stack and the full one, at the same construct path.
+ * A CA key and its alias. The construct id comes from the alias: a new `caKmsKeyAlias` is a new
+ * key (the first step of a CA rotation), and the old alias moves to `caRetiredKmsKeyAliases`,
+ * which keeps the old key at its Terraform address: disabled in the full stack, never deleted
+ * (prevent_destroy, and the plan check in infra/ops.ts). Part of both the bootstrap stack and the
+ * full one, at the same construct path.
  */
 export class DeviceCaKey extends Construct {
   readonly key: KmsKey;
   readonly alias: KmsAlias;
 
-  static constructId(config: DeploymentConfig): string {
-    return `device-ca-key-${createHash('sha256').update(config.caKmsKeyAlias).digest('hex').slice(0, 8)}`;
+  static constructId(alias: string): string {
+    return `device-ca-key-${createHash('sha256').update(alias).digest('hex').slice(0, 8)}`;
   }
 
   constructor(scope: Construct, props: DeviceCaKeyProps) {
-    super(scope, DeviceCaKey.constructId(props.config));
+    const aliasName = props.retiredAlias ?? props.config.caKmsKeyAlias;
+    super(scope, DeviceCaKey.constructId(aliasName));
     const { config, provider } = props;
     this.key = new KmsKey(this, 'key', {
       provider,
-      description: `${config.appName}: device CA signing key ${config.caKmsKeyAlias}`,
+      description: `${config.appName}: device CA signing key ${aliasName}`,
       customerMasterKeySpec: CA_KEY_SPEC,
       keyUsage: 'SIGN_VERIFY',
       // A deleted CA key can never sign again: 30 days (the maximum) to notice and cancel.
@@ -54,26 +87,18 @@ export class DeviceCaKey extends Construct {
       // KMS cannot rotate asymmetric keys automatically; a CA rotation is a new key and a new
       // CA certificate registered beside the old one (docs/deploy.md, "Rotate the device CA").
       enableKeyRotation: false,
-      policy: JSON.stringify({
-        Version: '2012-10-17',
-        Statement: [
-          {
-            // Delegates to IAM, like the ipstack key: the function role's policy grants kms:Sign,
-            // the operator policy grants what `make init-ca` needs. The key policy names no role,
-            // so the key can be created before the function exists (first deploy, phase 1).
-            Sid: 'AccountAdministersThroughIam',
-            Effect: 'Allow',
-            Principal: { AWS: `arn:${props.partition}:iam::${props.accountId}:root` },
-            Action: 'kms:*',
-            Resource: '*',
-          },
-        ],
-      }),
+      // Named principals only (infra/ca-key-policy.ts). KMS's lockout check stays on: whoever
+      // creates the key or changes this policy must still be allowed to change it afterwards.
+      policy: JSON.stringify(caKeyPolicy(caKeyPolicyInputs(config, props.accountId, props.partition))),
+      // A retired key stays: certificates under its CA may still be valid (docs/deploy.md).
+      isEnabled: !props.disabled,
+      lifecycle: { preventDestroy: true },
     });
     this.alias = new KmsAlias(this, 'alias', {
       provider,
-      name: config.caKmsKeyAlias,
+      name: aliasName,
       targetKeyId: this.key.keyId,
+      lifecycle: { preventDestroy: true },
     });
   }
 }
@@ -103,7 +128,12 @@ export function caOperatorPolicy(
           Effect: 'Allow',
           Action: 'kms:Sign',
           Resource: keyArn,
-          Condition: { StringEquals: { 'kms:SigningAlgorithm': CA_SIGNING_ALGORITHM } },
+          Condition: {
+            StringEquals: {
+              'kms:SigningAlgorithm': CA_SIGNING_ALGORITHM,
+              'kms:MessageType': CA_SIGNING_MESSAGE_TYPE,
+            },
+          },
         },
       ],
     }),
@@ -141,9 +171,92 @@ export class DeviceCaRegistrations extends Construct {
             certificateMode: 'SNI_ONLY',
             active: certificate.active,
             allowAutoRegistration: false,
+            // Deleting one deactivates it first: every device under it goes offline in that region.
+            lifecycle: { preventDestroy: true },
           }),
         );
       }
     }
   }
+}
+
+export interface CaKeyWatchProps {
+  readonly config: DeploymentConfig;
+  readonly provider: AwsProvider;
+  /** Every CA key of the deployment, current and retired. */
+  readonly keyArns: readonly string[];
+  readonly accountId: string;
+  readonly partition: string;
+  /** The home region's alarm topic. */
+  readonly topicArn: string;
+}
+
+/**
+ * CloudTrail events on the CA keys from a principal the key policy does not name, sent to the
+ * alarm topic: a Sign by anyone but the function and the operators, and ScheduleKeyDeletion,
+ * DisableKey or PutKeyPolicy by anyone but the break-glass roles. The key policy already refuses
+ * those; this reports the attempt (CloudTrail records refused calls too) and anything the policy
+ * lets through by mistake. Needs a CloudTrail trail recording management events, KMS included.
+ */
+export class CaKeyWatch extends Construct {
+  readonly rules: CloudwatchEventRule[] = [];
+
+  constructor(scope: Construct, id: string, props: CaKeyWatchProps) {
+    super(scope, id);
+    const inputs = caKeyPolicyInputs(props.config, props.accountId, props.partition);
+    const watches = [
+      {
+        id: 'unexpected-signer',
+        events: ['Sign'],
+        allowed: caSignerRoleArns(inputs),
+        what: 'a Sign with the device CA key by a principal other than the function and the CA operators',
+      },
+      {
+        id: 'unexpected-administrator',
+        events: [...CA_KEY_WATCHED_ADMIN_EVENTS],
+        allowed: inputs.breakGlassRoleArns,
+        what: 'a deletion, disabling or policy change of the device CA key by a non-break-glass principal',
+      },
+    ];
+    for (const watch of watches) {
+      const rule = new CloudwatchEventRule(this, watch.id, {
+        provider: props.provider,
+        name: `${props.config.appName}-ca-key-${watch.id}`,
+        description: `Alarm: ${watch.what}`,
+        eventPattern: JSON.stringify(caKeyEventPattern(props.keyArns, watch.events, watch.allowed)),
+        // Sign is a read-only management event: EventBridge only sees those in this state.
+        state: 'ENABLED_WITH_ALL_CLOUDTRAIL_MANAGEMENT_EVENTS',
+      });
+      new CloudwatchEventTarget(this, `${watch.id}-alarm`, {
+        provider: props.provider,
+        rule: rule.name,
+        arn: props.topicArn,
+      });
+      this.rules.push(rule);
+    }
+  }
+}
+
+/**
+ * An EventBridge pattern for CloudTrail events `eventNames` on `keyArns` by any principal that is
+ * not one of the `allowed` roles: a role session whose issuer is another role, or anything that
+ * is not a role session (the root user, IAM users, AWS services acting for someone). With no
+ * allowed role, every such event matches.
+ */
+export function caKeyEventPattern(
+  keyArns: readonly string[],
+  eventNames: readonly string[],
+  allowed: readonly string[],
+): Record<string, unknown> {
+  const detail: Record<string, unknown> = {
+    eventName: [...eventNames],
+    resources: { ARN: [...keyArns] },
+  };
+  if (allowed.length > 0) {
+    detail.$or = [
+      { userIdentity: { type: [{ 'anything-but': 'AssumedRole' }] } },
+      { userIdentity: { sessionContext: { sessionIssuer: { arn: [{ 'anything-but': [...allowed] }] } } } },
+    ];
+  }
+  return { source: ['aws.kms'], 'detail-type': ['AWS API Call via CloudTrail'], detail };
 }

@@ -18,9 +18,13 @@ import { CloudwatchLogGroup } from '@cdktf/provider-aws/lib/cloudwatch-log-group
 import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
 import { LambdaPermission } from '@cdktf/provider-aws/lib/lambda-permission';
 import { Route53Record } from '@cdktf/provider-aws/lib/route53-record';
+import { Apigatewayv2DomainName } from '@cdktf/provider-aws/lib/apigatewayv2-domain-name';
+import { Apigatewayv2ApiMapping } from '@cdktf/provider-aws/lib/apigatewayv2-api-mapping';
+import { Wafv2WebAcl } from '@cdktf/provider-aws/lib/wafv2-web-acl';
 import { ORIGIN_VERIFY_HEADER } from '../functions/provisioning/config';
 import { PROVISIONING_PATH, RENEW_PATH, STATUS_PATH } from '../functions/provisioning/wire';
 import type { DeploymentConfig } from './config';
+import { RATE_RULE_METRIC, webAclRules } from './waf-rules';
 
 /**
  * AWS managed cache policy "CachingDisabled": every request reaches the origin. A status answer
@@ -75,15 +79,19 @@ const STAGE_NAME = '$default';
 export interface EdgeProps {
   readonly config: DeploymentConfig;
   readonly provider: AwsProvider;
-  /** us-east-1: CloudFront only takes ACM certificates from there. */
-  readonly certificateProvider?: AwsProvider;
+  /** us-east-1: CloudFront only takes ACM certificates and WAF web ACLs from there. */
+  readonly certificateProvider: AwsProvider;
   readonly function: LambdaFunction;
+  /** What CloudFront sends in x-origin-verify (the next secret during a rotation's send-next). */
   readonly originVerifySecret: string;
 }
 
 export class Edge extends Construct {
   readonly api: Apigatewayv2Api;
   readonly stage: Apigatewayv2Stage;
+  readonly accessLogs: CloudwatchLogGroup;
+  readonly webAcl: Wafv2WebAcl;
+  readonly rateRuleMetricName = RATE_RULE_METRIC;
   readonly distribution: CloudfrontDistribution;
   /** The custom domain when configured, else the distribution's *.cloudfront.net name. */
   readonly publicDomainName: string;
@@ -91,12 +99,16 @@ export class Edge extends Construct {
   constructor(scope: Construct, id: string, props: EdgeProps) {
     super(scope, id);
     const { config, provider } = props;
+    const domain = config.customDomain;
 
     this.api = new Apigatewayv2Api(this, 'api', {
       provider,
       name: config.appName,
       protocolType: 'HTTP',
       description: 'Device provisioning; reached through CloudFront only (x-origin-verify)',
+      // With an origin domain of its own, the API answers there only: a direct call to the
+      // execute-api name can no longer spend the stage's shared throttle budget.
+      disableExecuteApiEndpoint: domain?.originDomainName ? true : undefined,
     });
     const integration = new Apigatewayv2Integration(this, 'integration', {
       provider,
@@ -114,11 +126,11 @@ export class Edge extends Construct {
           target: `integrations/${integration.id}`,
         }),
     );
-    const accessLogs = new CloudwatchLogGroup(this, 'access-logs', {
+    const accessLogs = (this.accessLogs = new CloudwatchLogGroup(this, 'access-logs', {
       provider,
       name: `/aws/apigateway/${config.appName}`,
       retentionInDays: config.function.logRetentionDays,
-    });
+    }));
     this.stage = new Apigatewayv2Stage(this, 'stage', {
       provider,
       apiId: this.api.id,
@@ -175,10 +187,8 @@ export class Edge extends Construct {
       queryStringsConfig: { queryStringBehavior: 'none' },
     });
 
-    const domain = config.customDomain;
     let validatedCertificateArn: string | undefined;
     if (domain) {
-      if (!props.certificateProvider) throw new Error('a custom domain needs the us-east-1 provider');
       const certificate = new AcmCertificate(this, 'certificate', {
         provider: props.certificateProvider,
         domainName: domain.domainName,
@@ -206,8 +216,27 @@ export class Edge extends Construct {
       }).certificateArn;
     }
 
+    const originDomainName = domain?.originDomainName
+      ? this.originDomain(props, domain.hostedZoneId, domain.originDomainName)
+      : Fn.replace(this.api.apiEndpoint, 'https://', '');
+
+    this.webAcl = new Wafv2WebAcl(this, 'web-acl', {
+      provider: props.certificateProvider,
+      name: `${config.appName}-edge`,
+      description: 'Per-IP rate limit, device routes only, body size, AWS IP reputation list',
+      scope: 'CLOUDFRONT',
+      defaultAction: { allow: {} },
+      ruleJson: JSON.stringify(webAclRules(config)),
+      visibilityConfig: {
+        cloudwatchMetricsEnabled: true,
+        metricName: `${config.appName}-edge`,
+        sampledRequestsEnabled: true,
+      },
+    });
+
     this.distribution = new CloudfrontDistribution(this, 'distribution', {
       provider,
+      webAclId: this.webAcl.arn,
       enabled: true,
       comment: `${config.appName}: global device provisioning`,
       isIpv6Enabled: true,
@@ -217,7 +246,7 @@ export class Edge extends Construct {
       origin: [
         {
           originId: ORIGIN_ID,
-          domainName: Fn.replace(this.api.apiEndpoint, 'https://', ''),
+          domainName: originDomainName,
           customOriginConfig: {
             httpPort: 80,
             httpsPort: 443,
@@ -265,5 +294,63 @@ export class Edge extends Construct {
       }
     }
     this.publicDomainName = domain ? domain.domainName : this.distribution.domainName;
+  }
+
+  /**
+   * The API under its own name (a regional API Gateway custom domain with an ACM certificate in
+   * the home region, DNS-validated in the same zone), for CloudFront's origin: the execute-api
+   * endpoint is then disabled. Returns the name CloudFront connects to.
+   */
+  private originDomain(props: EdgeProps, hostedZoneId: string, name: string): string {
+    const { provider } = props;
+    const certificate = new AcmCertificate(this, 'origin-certificate', {
+      provider,
+      domainName: name,
+      validationMethod: 'DNS',
+      lifecycle: { createBeforeDestroy: true },
+    });
+    const records = TerraformIterator.fromComplexList(certificate.domainValidationOptions, 'domain_name');
+    const record = new Route53Record(this, 'origin-certificate-validation-record', {
+      provider,
+      forEach: records,
+      zoneId: hostedZoneId,
+      name: records.getString('resource_record_name'),
+      type: records.getString('resource_record_type'),
+      records: [records.getString('resource_record_value')],
+      ttl: 300,
+      allowOverwrite: true,
+    });
+    const validation = new AcmCertificateValidation(this, 'origin-certificate-validation', {
+      provider,
+      certificateArn: certificate.arn,
+      dependsOn: [record],
+    });
+    const domainName = new Apigatewayv2DomainName(this, 'origin-domain', {
+      provider,
+      domainName: name,
+      domainNameConfiguration: {
+        certificateArn: validation.certificateArn,
+        endpointType: 'REGIONAL',
+        securityPolicy: 'TLS_1_2',
+      },
+    });
+    new Apigatewayv2ApiMapping(this, 'origin-mapping', {
+      provider,
+      apiId: this.api.id,
+      domainName: domainName.id,
+      stage: this.stage.id,
+    });
+    new Route53Record(this, 'origin-alias', {
+      provider,
+      zoneId: hostedZoneId,
+      name,
+      type: 'A',
+      alias: {
+        name: domainName.domainNameConfiguration.targetDomainName,
+        zoneId: domainName.domainNameConfiguration.hostedZoneId,
+        evaluateTargetHealth: false,
+      },
+    });
+    return domainName.domainName;
   }
 }

@@ -11,6 +11,8 @@ export interface FunctionEnvironmentInputs {
   readonly fleetPublicKeyPem: string;
   /** Value CloudFront sends in x-origin-verify (a Terraform reference in the stack). */
   readonly originVerifySecret: string;
+  /** During an origin secret rotation: the next value, accepted too. */
+  readonly originVerifySecretNext?: string;
   /** ARN or id of the KMS key the ipstack key ciphertext was made with. */
   readonly kmsKeyId: string;
   /**
@@ -53,6 +55,7 @@ export function functionEnvironment(
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };
+  if (inputs.originVerifySecretNext) environment.ORIGIN_VERIFY_SECRET_NEXT = inputs.originVerifySecretNext;
   if (inputs.ca) {
     environment.CA_KMS_KEY_ID = inputs.ca.kmsKeyId;
     environment.CA_CERTIFICATE_PEM = oneLinePem(inputs.ca.certificatePem);

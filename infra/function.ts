@@ -12,7 +12,7 @@ import { LambdaFunction } from '@cdktf/provider-aws/lib/lambda-function';
 import type { DeploymentConfig } from './config';
 import { functionEnvironment } from './function-environment';
 import { RandomPassword } from './random-password';
-import { CA_SIGNING_ALGORITHM } from './device-ca';
+import { CA_SIGNING_ALGORITHM, CA_SIGNING_MESSAGE_TYPE, functionRoleName } from './device-ca';
 import { encryptionContextCondition } from './secrets';
 import { BUNDLE_HANDLER } from '../functions/bundle-layout';
 
@@ -62,7 +62,7 @@ export const REGISTRY_ACTIONS = ['dynamodb:GetItem', 'dynamodb:UpdateItem'] as c
 export function functionRole(scope: Construct, config: DeploymentConfig, provider: AwsProvider): IamRole {
   return new IamRole(scope, 'function-role', {
     provider,
-    name: `${config.appName}-function`,
+    name: functionRoleName(config),
     assumeRolePolicy: JSON.stringify({
       Version: '2012-10-17',
       Statement: [
@@ -93,7 +93,11 @@ export interface ProvisioningFunctionProps {
 export class ProvisioningFunction extends Construct {
   readonly function: LambdaFunction;
   readonly logGroup: CloudwatchLogGroup;
-  /** Sent by CloudFront in x-origin-verify; the function refuses requests without it. */
+  /**
+   * What CloudFront sends in x-origin-verify; the function refuses requests without it. During a
+   * rotation (originSecret.rotation) the function accepts the current and the next secret, and
+   * CloudFront sends the next one from send-next on.
+   */
   readonly originVerifySecret: string;
 
   constructor(scope: Construct, id: string, props: ProvisioningFunctionProps) {
@@ -102,10 +106,8 @@ export class ProvisioningFunction extends Construct {
     const iotArn = (region: string, resource: string) =>
       `arn:${props.partition}:iot:${region}:${props.accountId}:${resource}`;
 
-    this.originVerifySecret = new RandomPassword(this, 'origin-verify-secret', {
-      length: 48,
-      special: false,
-    }).result;
+    const secrets = originSecrets(this, config);
+    this.originVerifySecret = config.originSecret.rotation === 'send-next' ? secrets.next! : secrets.current;
 
     this.logGroup = new CloudwatchLogGroup(this, 'log-group', {
       provider,
@@ -133,7 +135,12 @@ export class ProvisioningFunction extends Construct {
         Effect: 'Allow',
         Action: 'kms:Sign',
         Resource: props.caKeyArn,
-        Condition: { StringEquals: { 'kms:SigningAlgorithm': CA_SIGNING_ALGORITHM } },
+        Condition: {
+          StringEquals: {
+            'kms:SigningAlgorithm': CA_SIGNING_ALGORITHM,
+            'kms:MessageType': CA_SIGNING_MESSAGE_TYPE,
+          },
+        },
       },
       {
         Sid: 'ReadIpstackKeyCiphertext',
@@ -191,7 +198,8 @@ export class ProvisioningFunction extends Construct {
       environment: {
         variables: functionEnvironment(config, {
           fleetPublicKeyPem: props.fleetPublicKeyPem,
-          originVerifySecret: this.originVerifySecret,
+          originVerifySecret: secrets.current,
+          originVerifySecretNext: secrets.next,
           kmsKeyId: props.kmsKeyArn,
           ca: { kmsKeyId: props.caKeyArn, certificatePem: props.caCertificatePem },
         }),
@@ -200,4 +208,23 @@ export class ProvisioningFunction extends Construct {
       dependsOn: [this.logGroup, policy, ...props.caRegistrations],
     });
   }
+}
+
+/**
+ * The origin secret of each generation is its own random_password. Generation 1 keeps the id it
+ * had before rotations existed, so upgrading changes no secret. During a rotation the next
+ * generation exists beside the current one; finishing it (generation + 1) removes the old one.
+ */
+function originSecrets(scope: Construct, config: DeploymentConfig): { current: string; next?: string } {
+  const secret = (generation: number) =>
+    new RandomPassword(
+      scope,
+      generation === 1 ? 'origin-verify-secret' : `origin-verify-secret-${generation}`,
+      {
+        length: 48,
+        special: false,
+      },
+    ).result;
+  const { generation, rotation } = config.originSecret;
+  return { current: secret(generation), next: rotation === 'none' ? undefined : secret(generation + 1) };
 }

@@ -8,6 +8,7 @@
  * Idempotent: when the file already holds a certificate for this key it says so and changes
  * nothing. It never overwrites a certificate made for another key without --force.
  */
+import '../functions/cli-runtime';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Command } from 'commander';

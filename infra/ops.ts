@@ -3,11 +3,17 @@
  * checking what it needs (terraform on PATH, AWS credentials) and only then building and
  * synthesizing, so a missing prerequisite fails in one clear line within a second or two.
  * `outputs` of local state reads the state file and needs neither credentials nor terraform init.
+ *
+ * plan, deploy and destroy plan to a file, read it back as JSON and refuse to delete or replace
+ * a device CA, a CA key or the registry table unless `--allow-destroy=<address>` names it
+ * (infra/plan-check.ts); deploy and destroy then apply exactly the plan file that was checked.
  */
+import '../functions/cli-runtime';
 import { spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline/promises';
 import { Command } from 'commander';
 import { GetPublicKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import { awsCaller, MissingCredentialsError } from './aws-credentials';
@@ -19,6 +25,7 @@ import {
   REPO_ROOT,
   stackName,
 } from './config';
+import { checkPlan, describeRefusal, parsePlan, PlanUnreadableError } from './plan-check';
 
 class PrerequisiteError extends Error {
   override readonly name = 'PrerequisiteError';
@@ -152,15 +159,124 @@ function terraform(dir: string, args: string[]): void {
   if (run.status !== 0) throw new Error(`${TERRAFORM} ${args[0]} failed (exit ${run.status ?? run.signal})`);
 }
 
-async function prepare(): Promise<{ config: DeploymentConfig; dir: string }> {
+/** The provider lock file, committed at the repository root; init runs in the stack directory. */
+const LOCK_FILE = '.terraform.lock.hcl';
+/** The plan file plan/deploy/destroy write and apply, in the stack directory. */
+const PLAN_FILE = 'tfplan';
+
+/**
+ * terraform init with the committed provider lock file, read-only: a provider whose checksum
+ * differs from the committed one fails init instead of being used. Without a committed lock file
+ * (a new checkout of an old branch) init records one, and it is copied to the repository root to
+ * be committed (docs/deploy.md, "Terraform state and providers").
+ */
+function init(dir: string): void {
+  const committed = join(REPO_ROOT, LOCK_FILE);
+  if (existsSync(committed)) {
+    copyFileSync(committed, join(dir, LOCK_FILE));
+    terraform(dir, ['init', '-input=false', '-lockfile=readonly']);
+    return;
+  }
+  terraform(dir, ['init', '-input=false']);
+  if (existsSync(join(dir, LOCK_FILE))) {
+    copyFileSync(join(dir, LOCK_FILE), committed);
+    progress(
+      `recorded the providers' checksums in ${LOCK_FILE}: commit it (make deploy uses it from now on)`,
+    );
+  }
+}
+
+async function prepare(
+  allowDestroy: readonly string[] = [],
+): Promise<{ config: DeploymentConfig; dir: string }> {
   const config = loadDeploymentConfig();
   requireTerraform();
   await requireAwsCredentials(config);
   synthesize();
   const dir = requireSynthesizedStack(config);
-  terraform(dir, ['init', '-input=false']);
+  liftPreventDestroy(dir, allowDestroy);
+  init(dir);
   return { config, dir };
 }
+
+/**
+ * prevent_destroy makes Terraform refuse to even plan the replacement of a protected resource;
+ * a resource the operator allowed by address gets it lifted in this synthesized copy only.
+ */
+function liftPreventDestroy(dir: string, allowDestroy: readonly string[]): void {
+  if (allowDestroy.length === 0) return;
+  const file = join(dir, 'cdk.tf.json');
+  const synthesized = JSON.parse(readFileSync(file, 'utf8')) as {
+    resource?: Record<string, Record<string, { lifecycle?: { prevent_destroy?: boolean } }>>;
+  };
+  const allowed = (address: string) =>
+    allowDestroy.some((entry) =>
+      entry.endsWith('*') ? address.startsWith(entry.slice(0, -1)) : address === entry,
+    );
+  for (const [type, byName] of Object.entries(synthesized.resource ?? {})) {
+    for (const [name, resource] of Object.entries(byName)) {
+      if (resource.lifecycle?.prevent_destroy && allowed(`${type}.${name}`)) {
+        delete resource.lifecycle.prevent_destroy;
+        progress(`--allow-destroy: ${type}.${name} may be deleted or replaced by this plan`);
+      }
+    }
+  }
+  writeFileSync(file, JSON.stringify(synthesized, null, 2));
+}
+
+/**
+ * Plans to PLAN_FILE, reads it back with `terraform show -json` and checks it. A plan that
+ * cannot be read or parsed stops here: nothing is applied on a guess.
+ */
+function planAndCheck(dir: string, planArgs: string[], allowDestroy: readonly string[]): void {
+  terraform(dir, ['plan', '-input=false', `-out=${PLAN_FILE}`, ...planArgs]);
+  const shown = spawnSync(TERRAFORM, ['show', '-json', PLAN_FILE], {
+    cwd: dir,
+    encoding: 'utf8',
+    maxBuffer: 512 * 1024 * 1024,
+    env: { ...process.env, CHECKPOINT_DISABLE: '1' },
+  });
+  if (shown.error || shown.status !== 0) {
+    throw new PlanUnreadableError(
+      `cannot read the plan back (${TERRAFORM} show -json ${PLAN_FILE}: ${shown.error?.message ?? `exit ${shown.status}`}): nothing applied`,
+    );
+  }
+  const verdict = checkPlan(parsePlan(shown.stdout), allowDestroy);
+  for (const destruction of verdict.allowed) {
+    progress(`allowed by --allow-destroy: ${destruction.address}: ${destruction.consequence}`);
+  }
+  if (verdict.refused.length > 0) throw new PlanRefusedError(describeRefusal(verdict.refused));
+  progress('plan checked: no device CA, CA key or registry table is deleted or replaced');
+}
+
+class PlanRefusedError extends Error {
+  override readonly name = 'PlanRefusedError';
+}
+
+/** A saved plan applies without Terraform's own prompt, so the prompt is here. */
+async function confirm(question: string, autoApprove: boolean | undefined): Promise<void> {
+  if (autoApprove) return;
+  if (!process.stdin.isTTY) {
+    throw new PrerequisiteError(
+      'no terminal to confirm on: review `make plan`, then run with --auto-approve',
+    );
+  }
+  const prompt = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await prompt.question(`${question} Only 'yes' is accepted: `);
+  prompt.close();
+  if (answer.trim() !== 'yes') throw new Error('not confirmed: nothing applied');
+}
+
+/** `--allow-destroy a --allow-destroy b` or `--allow-destroy=a,b`. */
+const collectAddresses = (value: string, previous: string[]) => [
+  ...previous,
+  ...value
+    .split(',')
+    .map((address) => address.trim())
+    .filter(Boolean),
+];
+const ALLOW_DESTROY_HELP =
+  'let the plan delete or replace this device CA / CA key / registry table address (repeat, or comma-separate; a trailing * matches a prefix)';
 
 const program = new Command('ops')
   .description(
@@ -170,21 +286,25 @@ const program = new Command('ops')
 
 program
   .command('plan')
-  .description('show what deploy would change')
-  .action(async () => {
-    const { dir } = await prepare();
-    terraform(dir, ['plan', '-input=false', ...bootstrapTargets(dir)]);
+  .description('show what deploy would change, and whether deploy would refuse it')
+  .option('--allow-destroy <address>', ALLOW_DESTROY_HELP, collectAddresses, [])
+  .action(async (options: { allowDestroy: string[] }) => {
+    const { dir } = await prepare(options.allowDestroy);
+    planAndCheck(dir, bootstrapTargets(dir), options.allowDestroy);
   });
 
 program
   .command('deploy')
-  .description('create or update everything in AWS (asks for confirmation unless --auto-approve)')
+  .description('plan, check the plan, and apply that plan file (asks for confirmation unless --auto-approve)')
   .option('--auto-approve', 'apply without the interactive confirmation (CI)')
-  .action(async (options: { autoApprove?: boolean }) => {
-    const { config, dir } = await prepare();
+  .option('--allow-destroy <address>', ALLOW_DESTROY_HELP, collectAddresses, [])
+  .action(async (options: { autoApprove?: boolean; allowDestroy: string[] }) => {
+    const { config, dir } = await prepare(options.allowDestroy);
     const targets = bootstrapTargets(dir);
     if (targets.length === 0) await requireMatchingCaCertificate(config);
-    terraform(dir, ['apply', '-input=false', ...targets, ...(options.autoApprove ? ['-auto-approve'] : [])]);
+    planAndCheck(dir, targets, options.allowDestroy);
+    await confirm('Apply the plan above?', options.autoApprove);
+    terraform(dir, ['apply', '-input=false', PLAN_FILE]);
     terraform(dir, ['output']);
     progress(
       targets.length > 0
@@ -197,12 +317,15 @@ program
   .command('destroy')
   .description('delete the deployment (the table needs tableDeletionProtection=false deployed first)')
   .option('--auto-approve', 'destroy without the interactive confirmation')
-  .action(async (options: { autoApprove?: boolean }) => {
-    const { config, dir } = await prepare();
+  .option('--allow-destroy <address>', ALLOW_DESTROY_HELP, collectAddresses, [])
+  .action(async (options: { autoApprove?: boolean; allowDestroy: string[] }) => {
+    const { config, dir } = await prepare(options.allowDestroy);
     if (config.tableDeletionProtection) {
       progress('tableDeletionProtection is true: the registry table will refuse deletion (docs/deploy.md)');
     }
-    terraform(dir, ['destroy', '-input=false', ...(options.autoApprove ? ['-auto-approve'] : [])]);
+    planAndCheck(dir, ['-destroy'], options.allowDestroy);
+    await confirm('Destroy everything in the plan above?', options.autoApprove);
+    terraform(dir, ['apply', '-input=false', PLAN_FILE]);
   });
 
 program
@@ -221,8 +344,14 @@ program
 
 program.parseAsync(process.argv).catch((error: unknown) => {
   const message = error instanceof Error ? error.message : String(error);
-  console.error(
-    error instanceof PrerequisiteError ? `missing prerequisite: ${message}` : `failed: ${message}`,
-  );
+  const prefix =
+    error instanceof PrerequisiteError
+      ? 'missing prerequisite'
+      : error instanceof PlanRefusedError
+        ? 'refused'
+        : error instanceof PlanUnreadableError
+          ? 'stopped, plan unreadable'
+          : 'failed';
+  console.error(`${prefix}: ${message}`);
   process.exit(1);
 });

@@ -44,6 +44,8 @@ export class RegistryTable extends Construct {
           propagateTags: true,
           deletionProtectionEnabled: config.tableDeletionProtection,
         })),
+      // Every device's record: never deleted or replaced by a deploy (infra/plan-check.ts).
+      lifecycle: { preventDestroy: true },
     });
   }
 }

@@ -4,6 +4,7 @@
  * from argv or the environment, so it stays out of shell history, process lists, logs and
  * Terraform state. Round trip verified by decrypting what was stored; the key is never printed.
  */
+import '../functions/cli-runtime';
 import { timingSafeEqual } from 'node:crypto';
 import { Command } from 'commander';
 import { DecryptCommand, DescribeKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';

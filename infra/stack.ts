@@ -13,7 +13,7 @@
  * 750 MB to load).
  */
 import { createPublicKey } from 'node:crypto';
-import { LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
+import { dependable, LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
 import type { Construct } from 'constructs';
 import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-identity';
@@ -29,10 +29,19 @@ import { Edge } from './edge';
 import { Alarms } from './alarms';
 import { Dashboard } from './dashboard';
 import { escapeTerraformTemplate } from './terraform-strings';
-import { CaCertificateToRegister, caOperatorPolicy, DeviceCaKey, DeviceCaRegistrations } from './device-ca';
+import {
+  CaCertificateToRegister,
+  CaKeyWatch,
+  caOperatorPolicy,
+  DeviceCaKey,
+  DeviceCaRegistrations,
+} from './device-ca';
 import { Reconciler } from './reconciler';
 import { reconcilerServiceName } from './reconciler-environment';
 import { parseCaCertificate } from '../functions/provisioning/certificate-authority';
+
+/** Terraform (or OpenTofu) that reads this JSON: use_lockfile needs 1.10. */
+export const REQUIRED_TERRAFORM_VERSION = '>= 1.10.0';
 
 export interface DeviceCaFiles {
   /** PEM of the CA certificate made by `make init-ca` for the current key (caCertificateFile). */
@@ -76,6 +85,8 @@ export class ProvisioningStack extends TerraformStack {
     const providers = this.createProviders(config);
     // "hashicorp/aws" means the same provider to Terraform and lets OpenTofu use its own registry.
     this.addOverride('terraform.required_providers.aws.source', 'hashicorp/aws');
+    // 1.10: the S3 backend's own lock file (use_lockfile). OpenTofu 1.10 reads the same setting.
+    this.addOverride('terraform.required_version', REQUIRED_TERRAFORM_VERSION);
     this.providers = providers;
     const home = providers.get(config.homeRegion) as AwsProvider;
     const account = new DataAwsCallerIdentity(this, 'account', { provider: home });
@@ -87,6 +98,18 @@ export class ProvisioningStack extends TerraformStack {
       accountId: account.accountId,
       partition: partition.partition,
     });
+    // Earlier CAs' keys stay; disabled once the function signs with the current key (full stack).
+    const retiredCaKeys = config.caRetiredKmsKeyAliases.map(
+      (alias) =>
+        new DeviceCaKey(this, {
+          config,
+          provider: home,
+          accountId: account.accountId,
+          partition: partition.partition,
+          retiredAlias: alias,
+          disabled: props.deviceCa !== undefined,
+        }),
+    );
     const caOperator = caOperatorPolicy(this, config, home, caKey.key.arn);
     new TerraformOutput(this, 'device_ca_key_alias', { value: caKey.alias.name });
     new TerraformOutput(this, 'device_ca_operator_policy_arn', {
@@ -132,6 +155,8 @@ export class ProvisioningStack extends TerraformStack {
       caCertificatePem,
       caRegistrations,
     });
+    // A retired key is disabled only after the function has moved to the current key.
+    for (const retired of retiredCaKeys) retired.key.dependsOn = [dependable(fn.function)];
     const reconciler = new Reconciler(this, 'reconciler', {
       config,
       provider: home,
@@ -156,18 +181,31 @@ export class ProvisioningStack extends TerraformStack {
     const edge = new Edge(this, 'edge', {
       config,
       provider: home,
-      certificateProvider: providers.get('us-east-1'),
+      certificateProvider: providers.get('us-east-1') as AwsProvider,
       function: fn.function,
       originVerifySecret: fn.originVerifySecret,
     });
-    new Alarms(this, 'alarms', {
+    const alarms = new Alarms(this, 'alarms', {
       config,
       provider: home,
+      edgeProvider: providers.get('us-east-1') as AwsProvider,
+      accountId: account.accountId,
       apiId: edge.api.id,
       stageName: edge.stage.name,
+      accessLogGroupName: edge.accessLogs.name,
+      webAclName: edge.webAcl.name,
+      rateRuleMetricName: edge.rateRuleMetricName,
       functionName: fn.function.functionName,
       reconcilerFunctionName: reconciler.function.functionName,
       reconcilerServiceName: reconcilerServiceName(config),
+    });
+    new CaKeyWatch(this, 'ca-key-watch', {
+      config,
+      provider: home,
+      keyArns: [caKey.key.arn, ...retiredCaKeys.map((retired) => retired.key.arn)],
+      accountId: account.accountId,
+      partition: partition.partition,
+      topicArn: alarms.topic.arn,
     });
     new Dashboard(this, 'dashboard', {
       config,
@@ -220,10 +258,13 @@ export class ProvisioningStack extends TerraformStack {
     if (!state.dynamodbTable) this.addOverride('terraform.backend.s3.use_lockfile', true);
   }
 
-  /** One AWS provider per region: home (the default provider), every IoT region, us-east-1 for ACM. */
+  /**
+   * One AWS provider per region: home (the default provider), every IoT region, us-east-1 for
+   * CloudFront's WAF web ACL and ACM certificate. Each refuses any account but expectedAccountId,
+   * so the wrong AWS_PROFILE cannot plan a second deployment into another account.
+   */
   private createProviders(config: DeploymentConfig): Map<string, AwsProvider> {
-    const regions = new Set([config.homeRegion, ...config.iotRegions]);
-    if (config.customDomain) regions.add('us-east-1');
+    const regions = new Set([config.homeRegion, ...config.iotRegions, 'us-east-1']);
     const providers = new Map<string, AwsProvider>();
     for (const region of regions) {
       providers.set(
@@ -232,6 +273,7 @@ export class ProvisioningStack extends TerraformStack {
           region,
           alias: region === config.homeRegion ? undefined : region,
           defaultTags: [{ tags: { Application: config.appName, ManagedBy: 'cdktf' } }],
+          allowedAccountIds: config.expectedAccountId ? [config.expectedAccountId] : undefined,
         }),
       );
     }

@@ -1,24 +1,27 @@
-#!/usr/bin/env -S npx tsx
 /**
  * gdp-admin: the operator's tool for the fleet (README, "Operating the fleet"). It talks to the
  * deployment of infra/deployment.json with your AWS credentials, or with --local to the running
  * local stack, through the same registry and IoT adapters the function and the reconciler use.
  */
-import { readFileSync } from 'node:fs';
+import '../cli-runtime';
+import { existsSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { awsCaller, MissingCredentialsError } from '../../infra/aws-credentials';
+import { version } from '../../package.json';
+import { progressLines } from '../cli-runtime';
 import { ConfigError } from '../provisioning/config';
-import type { DeviceRecord } from '../provisioning/device-record';
+import { PROV_STATUS, type DeviceRecord } from '../provisioning/device-record';
 import type { RecordFilter } from '../provisioning/registry';
 import { loadReconcilerConfig, ReconcilerConfig } from '../reconciler/config';
-import { deploymentEnvironment, localStackEnvironment } from '../reconciler/environments';
+import { deploymentEnvironment, localStackEnvironment, STACK_FILE } from '../reconciler/environments';
+import { reconcileProgress } from '../reconciler/cli';
 import { listQuarantine } from '../reconciler/quarantine';
 import { reconcile } from '../reconciler/reconcile';
 import { reconcilerDependencies } from '../reconciler/wiring';
-import { auditEntry } from './audit';
 import { AdminError, EXIT } from './exit-codes';
+import { importDevices, summaryText } from './import-devices';
 import { checkImportFile, formatOf } from './import-file';
 import {
   ChangeResult,
@@ -73,8 +76,26 @@ function isoSeconds(value: string): number {
 
 const err = (line: string) => process.stderr.write(`${line}\n`);
 
+/**
+ * The deployment's environment; when there is none but a local stack runs, say so and point at
+ * --local (as `make reconcile` picks the local stack by itself) rather than name a missing file.
+ */
+function deploymentOrAdvice(): Record<string, string> {
+  try {
+    return deploymentEnvironment();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    throw new ConfigError(
+      `no deployment is configured (${error.message})` +
+        (existsSync(STACK_FILE)
+          ? '. A local stack is running: add --local to use it, e.g. `gdp-admin --local list`'
+          : '. Deploy first (docs/deploy.md), or start the local stack (`make local-up`) and add --local'),
+    );
+  }
+}
+
 function context(options: GlobalOptions): Context {
-  const environment = options.local ? localStackEnvironment() : deploymentEnvironment();
+  const environment = options.local ? localStackEnvironment() : deploymentOrAdvice();
   // The local stack's endpoint and test credentials reach every SDK client through the environment.
   if (options.local) Object.assign(process.env, environment);
   const config = loadReconcilerConfig({ ...process.env, ...environment });
@@ -153,90 +174,49 @@ async function runImport(
     concurrency: number;
   },
 ): Promise<number> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+    throw new AdminError(`cannot read ${file}: ${reason}`, EXIT.usage);
+  }
   const ctx = context(options);
-  const text = readFileSync(file, 'utf8');
   const checked = checkImportFile(text, formatOf(file, options.format), ctx.config.regions);
   for (const rejection of checked.rejected) err(`${file}:${rejection.line}: ${rejection.reason}`);
-  const started = Date.now();
-  const existing = await ctx.deps.registry.existingNames(checked.rows.map((row) => row.thingName));
-  const fresh = checked.rows.filter((row) => !existing.has(row.thingName));
-  const toUpdate = options.update ? checked.rows.filter((row) => existing.has(row.thingName)) : [];
-  const summary = {
-    rows: checked.rows.length + checked.rejected.length,
-    rejected: checked.rejected.length,
-    new: fresh.length,
-    existing: existing.size,
-    updated: 0,
-    written: 0,
-    seconds: 0,
-    rowsPerSecond: 0,
-    batchCalls: 0,
-    unprocessedRetried: 0,
-    throttledRetries: 0,
-    dryRun: options.dryRun === true,
-  };
-  if (!options.dryRun && (fresh.length > 0 || toUpdate.length > 0)) {
-    await confirm(
-      options,
-      `add ${fresh.length} devices${options.update ? ` and update ${toUpdate.length}` : ''} in ${ctx.config.tableName}?`,
-    );
-    const by = await ctx.operator.caller();
-    const bar = progress('import', fresh.length + toUpdate.length);
-    const writeStarted = Date.now();
-    try {
-      const report = await ctx.deps.registry.putNewDevices(fresh, {
-        audit: {
-          at: new Date().toISOString(),
-          by,
-          what: `import ${file}`,
-          before: {},
-          after: { prov_status: 'unprovisioned' },
-        },
+  let bar: ReturnType<typeof progress> | undefined;
+  let shown = 0;
+  let summary;
+  try {
+    summary = await importDevices(
+      {
+        registry: ctx.deps.registry,
+        caller: ctx.operator.caller,
+        confirm: (question) => confirm(options, question),
+        log: err,
+      },
+      checked,
+      {
+        file,
+        update: options.update === true,
+        dryRun: options.dryRun === true,
         concurrency: options.concurrency,
-        onWritten: (count) => bar.increment(count),
-      });
-      Object.assign(summary, {
-        written: report.written,
-        batchCalls: report.calls,
-        unprocessedRetried: report.unprocessedRetried,
-        throttledRetries: report.throttledRetries,
-      });
-      for (const row of toUpdate) {
-        const record = await ctx.deps.registry.read(row.thingName);
-        if (!record) continue;
-        const set = {
-          ...(row.devicePublicKeyPem && row.devicePublicKeyPem !== record.devicePublicKeyPem
-            ? { device_public_key: { S: row.devicePublicKeyPem } }
-            : {}),
-          ...(row.regionPin && row.regionPin !== record.regionPin
-            ? { region_pin: { S: row.regionPin } }
-            : {}),
-        };
-        if (Object.keys(set).length > 0) {
-          const audit = auditEntry(record, `import --update ${file}`, by, { set });
-          if (await ctx.deps.registry.change(record, { set, audit }, undefined)) summary.updated += 1;
-          else err(`${file}:${row.line}: ${row.thingName} changed while importing; run the import again`);
-        }
-        bar.increment(1);
-      }
-    } finally {
-      bar.stop();
-    }
-    summary.seconds = (Date.now() - writeStarted) / 1000;
-    summary.rowsPerSecond = Math.round(summary.written / Math.max(0.001, summary.seconds));
-  }
-  const total = (Date.now() - started) / 1000;
-  if (options.json) console.log(JSON.stringify(summary, null, 2));
-  else {
-    console.log(
-      `${options.dryRun ? 'dry run: would add' : 'added'} ${options.dryRun ? fresh.length : summary.written} devices, ` +
-        `${options.update ? `updated ${summary.updated}, ` : ''}left ${existing.size - summary.updated} existing as they are, rejected ${checked.rejected.length}` +
-        (options.dryRun
-          ? ''
-          : ` — ${summary.rowsPerSecond} rows/s (${summary.seconds.toFixed(1)} s writing, ${total.toFixed(1)} s in all; ${summary.batchCalls} BatchWriteItem calls, ${summary.unprocessedRetried} unprocessed items resent, ${summary.throttledRetries} throttled batches resent)`),
+        tableName: ctx.config.tableName,
+        onProgress: (done, total) => {
+          bar ??= progress('import', total);
+          bar.increment(done - shown);
+          shown = done;
+        },
+      },
     );
+  } finally {
+    bar?.stop();
   }
-  return checked.rejected.length > 0 ? EXIT.rejectedRows : EXIT.ok;
+  if (options.json) console.log(JSON.stringify(summary, null, 2));
+  else console.log(summaryText(summary, options.update === true));
+  if (checked.rejected.length > 0) return EXIT.rejectedRows;
+  return summary.updateLost > 0 ? EXIT.failed : EXIT.ok;
 }
 
 function filterFrom(options: {
@@ -255,18 +235,29 @@ function filterFrom(options: {
   };
 }
 
+/**
+ * Scans with a progress bar on a terminal, and progress lines on stderr elsewhere (every few
+ * seconds; GDP_PROGRESS_SECONDS). The total is DynamoDB's item count, an estimate: with a filter
+ * the matches are fewer, so no ETA is claimed then.
+ */
 async function scanWithProgress(
   ctx: Context,
   label: string,
   filter: RecordFilter,
   each: (record: DeviceRecord) => void,
 ) {
-  const bar = progress(label, process.stderr.isTTY ? await ctx.deps.registry.approximateCount() : 0);
+  const filtered = Object.keys(filter).some((key) => key !== 'attributes');
+  const total = await ctx.deps.registry.approximateCount().catch(() => 0);
+  const bar = progress(label, process.stderr.isTTY ? total : 0);
+  const lines = process.stderr.isTTY
+    ? undefined
+    : progressLines(label, { unit: filtered ? 'matching records' : 'records', total: filtered ? 0 : total });
   let scanned = 0;
   try {
     for await (const record of ctx.deps.registry.scan(undefined, filter)) {
       scanned += 1;
       each(record);
+      lines?.add();
       if (scanned % 500 === 0) bar.increment(500);
     }
   } finally {
@@ -284,7 +275,7 @@ export function program(): Command {
       '--local',
       'use the running local stack (make local-up) instead of infra/deployment.json and your AWS credentials',
     )
-    .option('-y, --yes', 'do not ask before changing anything')
+    .option('-y, --yes', 'do not ask before changing anything (required off a terminal)')
     .option(
       '--wait <seconds>',
       'how long a change waits for a provisioning request in flight',
@@ -296,13 +287,16 @@ export function program(): Command {
       '\nExit codes: 0 ok, 1 failed, 2 usage or configuration, 3 thing not found, 4 refused (state, or a request in flight), 5 import rows rejected, 6 not confirmed, 7 reconcile stopped by its circuit breaker.\n' +
         '\nExamples:\n  npm run admin -- --local import devices.csv --yes\n  make admin ARGS="--local list --status provisioned"',
     )
+    .version(version, '-V, --version')
+    // Subcommand help lists --local, --yes and --wait too: they go before the command.
+    .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError()
     .exitOverride();
   const globals = () => cli.opts<GlobalOptions>();
   const example = (command: Command, ...lines: string[]) =>
     command.addHelpText(
       'after',
-      `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((line) => `  ${line}`).join('\n')}`,
+      `\nExample${lines.length > 1 ? 's' : ''}:\n${lines.map((line) => `  ${line}`).join('\n')}\n`,
     );
   let exitCode: number = EXIT.ok;
   const setExit = (code: number) => {
@@ -323,7 +317,7 @@ export function program(): Command {
           'ndjson',
         ]),
       )
-      .option('--concurrency <n>', 'BatchWriteItem calls in flight', wholeNumber, 4)
+      .option('--concurrency <n>', 'TransactWriteItems calls (100 rows each) in flight', wholeNumber, 4)
       .option('--json', 'print the summary as JSON')
       .action(async (file: string, options) => setExit(await runImport(file, { ...globals(), ...options }))),
     'gdp-admin --local import factory-batch-17.csv --dry-run',
@@ -334,7 +328,7 @@ export function program(): Command {
     cli
       .command('list')
       .description('List records, filtered; a table, --json, --ndjson, or --count by status × region')
-      .option('--status <status...>', 'prov_status values (unprovisioned, provisioned, disabled, revoked)')
+      .addOption(new Option('--status <status...>', 'prov_status values').choices(Object.values(PROV_STATUS)))
       .option('--region <region>', 'aws_region')
       .option('--prefix <prefix>', 'thing names starting with this')
       .option('--since <date>', 'provisioned at or after (ISO date/time, UTC)', isoSeconds)
@@ -469,7 +463,7 @@ export function program(): Command {
     (ctx, thing) => enable(ctx.operator, thing),
     (thing) => `enable ${thing}?`,
     'enabled',
-    'gdp-admin enable wm101',
+    'gdp-admin enable wm101 --yes',
   );
   mutation(
     'revoke',
@@ -477,7 +471,7 @@ export function program(): Command {
     (ctx, thing, options) => revoke(ctx.operator, thing, { delete: options.delete === true }),
     (thing, options) => `revoke ${thing}${options.delete ? ' and delete its certificate and thing' : ''}?`,
     'revoked',
-    'gdp-admin revoke wm101 --delete',
+    'gdp-admin revoke wm101 --delete --yes',
     (command) => command.option('--delete', 'also detach and delete the certificate(s) and the thing'),
   );
   mutation(
@@ -503,7 +497,7 @@ export function program(): Command {
     (thing, options) =>
       options.to ? `move ${thing} to ${String(options.to)}?` : `retire the old region's copy of ${thing}?`,
     'moved',
-    'gdp-admin move wm101 --to eu-central-1   # later, once the device uses it: gdp-admin move wm101 --finish',
+    'gdp-admin move wm101 --to eu-central-1 --yes   # later, once the device uses it: gdp-admin move wm101 --finish --yes',
     (command) =>
       command
         .option('--to <region>', 'the region to move it to')
@@ -554,6 +548,7 @@ export function program(): Command {
           ...(options.prefix ? { thingNamePrefix: options.prefix as string } : {}),
           allowLarge: options.allowLarge === true,
           log: options.json ? () => undefined : (line) => console.log(line),
+          onProgress: await reconcileProgress(ctx.deps.registry),
         });
         if (options.json) console.log(JSON.stringify(report, null, 2));
         if (report.aborted) {
@@ -636,9 +631,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (error) {
     const commander = error as { code?: string; exitCode?: number };
     if (commander.code?.startsWith('commander.')) {
+      // commander.help with exit code 1 is the help shown because no command was given: a usage error.
       return commander.code === 'commander.helpDisplayed' ||
         commander.code === 'commander.version' ||
-        commander.code === 'commander.help'
+        (commander.code === 'commander.help' && commander.exitCode === 0)
         ? EXIT.ok
         : EXIT.usage;
     }
@@ -655,6 +651,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
-if (require.main === module) {
+/** `tsx functions/admin/cli.ts …`, `npm run admin`, and the `gdp-admin` bin (bin/gdp-admin.js). */
+export function runCommandLine(): void {
   main(process.argv).then((code) => process.exit(code));
 }
+
+if (require.main === module) runCommandLine();

@@ -3,9 +3,9 @@
  * `device_public_key` (PEM SubjectPublicKeyInfo, v2 per-device keys) and optional `region` (a
  * pin). Pure: text in, rows and rejections with line numbers out.
  */
-import { createPublicKey } from 'node:crypto';
+import { toPem } from '../provisioning/ca-certificate';
+import { checkPublicKeyPem } from '../provisioning/key-soundness';
 import { THING_NAME_PATTERN } from '../provisioning/request';
-import { describeSigningKey } from '../provisioning/signature';
 import type { NewDevice } from '../provisioning/registry';
 
 export interface ImportRow extends NewDevice {
@@ -121,22 +121,21 @@ function rawRows(
   return { rows, rejected };
 }
 
-/** Why a PEM public key can't be a device key, or undefined when it can. */
-export function devicePublicKeyProblem(pem: string): string | undefined {
-  let key;
-  try {
-    key = createPublicKey(pem);
-  } catch {
-    return 'device_public_key is not a PEM public key';
-  }
-  if (describeSigningKey(key)) return undefined;
-  const details = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'secp384r1') {
-    // The function's v2 check (signature.ts) takes RSA and P-256 only: a P-384 key would be
-    // imported and then every request refused with 401.
-    return 'device_public_key is EC P-384, which the provisioning function does not accept yet (RSA ≥ 2048 or EC P-256)';
-  }
-  return `device_public_key is ${key.asymmetricKeyType}${details?.modulusLength ? ` ${details.modulusLength}-bit` : ''}${details?.namedCurve ? ` ${details.namedCurve}` : ''}; expected RSA ≥ 2048 or EC P-256`;
+/**
+ * The device key of a row as the registry will hold it (one SubjectPublicKeyInfo PEM block), or
+ * why it can't be a device key. The function checks the record's key the same way
+ * (key-soundness.ts), so a key refused here would only ever be refused later, with a 401.
+ */
+export function devicePublicKey(pem: string): { pem: string } | { problem: string } {
+  const verdict = checkPublicKeyPem(pem);
+  if (!verdict.sound) return { problem: `device_public_key refused: ${verdict.problem}` };
+  return { pem: toPem(verdict.spki, 'PUBLIC KEY') };
+}
+
+/** A cell's value for a message: quoted, control characters escaped, cut short when long. */
+function shownValue(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}…` : text;
 }
 
 export function formatOf(fileName: string, explicit?: string): ImportFormat {
@@ -158,7 +157,11 @@ export function checkImportFile(
     const keyText = values.device_public_key ?? '';
     const region = values.region ?? '';
     if (typeof thingName !== 'string' || !THING_NAME_PATTERN.test(thingName)) {
-      reject("thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'");
+      reject(
+        thingName === undefined || thingName === ''
+          ? 'thing_name is missing'
+          : `thing_name must be 1–128 characters of letters, digits, ':', '_' or '-'; got ${shownValue(thingName)}`,
+      );
       continue;
     }
     if (typeof keyText !== 'string' || typeof region !== 'string') {
@@ -172,9 +175,9 @@ export function checkImportFile(
     }
     // A PEM in one CSV cell or JSON string may carry its line breaks as \n.
     const pem = keyText.trim().replace(/\\n/g, '\n');
-    const keyProblem = pem ? devicePublicKeyProblem(pem) : undefined;
-    if (keyProblem) {
-      reject(keyProblem);
+    const key = pem ? devicePublicKey(pem) : undefined;
+    if (key && 'problem' in key) {
+      reject(key.problem);
       continue;
     }
     if (region && !enabledRegions.includes(region)) {
@@ -185,8 +188,14 @@ export function checkImportFile(
     rows.push({
       line,
       thingName,
-      ...(pem ? { devicePublicKeyPem: `${pem}\n` } : {}),
+      ...(key ? { devicePublicKeyPem: key.pem } : {}),
       ...(region ? { regionPin: region } : {}),
+    });
+  }
+  if (raw.length === 0 && rejected.length === 0) {
+    rejected.push({
+      line: 1,
+      reason: `no devices: the file is empty${format === 'csv' ? ' or holds only its header row' : ''}`,
     });
   }
   rejected.sort((a, b) => a.line - b.line);

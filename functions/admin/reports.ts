@@ -4,7 +4,8 @@
  * plain objects out.
  */
 import { DeviceRecord, PROV_STATUS } from '../provisioning/device-record';
-import type { ThingReport } from '../provisioning/iot';
+import { X509Certificate } from 'node:crypto';
+import type { PrincipalReport, ThingReport } from '../provisioning/iot';
 import { recordValidity } from '../provisioning/lifecycle';
 
 export interface ListRow {
@@ -265,6 +266,36 @@ export function certificateLifetime(record: DeviceRecord, policy: CertificatePol
   );
 }
 
+const day = (date: Date) => date.toISOString().slice(0, 10);
+
+/**
+ * A certificate's dates as `show` prints them, with their source: the certificate's own (its PEM
+ * on the record, for the live and the pending certificate), else what DescribeCertificate says.
+ * The two differ locally: moto invents its own validity for a registered certificate.
+ */
+export function principalValidity(
+  record: DeviceRecord,
+  principal: Pick<PrincipalReport, 'certificateId' | 'notBefore' | 'notAfter'>,
+): string {
+  const pem =
+    principal.certificateId === record.certificateId
+      ? record.certificatePem
+      : principal.certificateId === record.pending?.certificateId
+        ? record.pending.certificatePem
+        : undefined;
+  if (pem) {
+    try {
+      const certificate = new X509Certificate(pem);
+      return `  valid ${day(new Date(certificate.validFrom))} → ${day(new Date(certificate.validTo))} (its PEM)`;
+    } catch {
+      // Unreadable on the record: fall back to AWS IoT's dates, labelled as such.
+    }
+  }
+  return principal.notAfter
+    ? `  valid ${principal.notBefore ? day(principal.notBefore) : '?'} → ${day(principal.notAfter)} (AWS IoT's DescribeCertificate)`
+    : '';
+}
+
 export function showText(
   record: DeviceRecord,
   reports: readonly ThingReport[],
@@ -283,7 +314,7 @@ export function showText(
   field('certificate', record.certificateId);
   const lifetime = policy ? certificateLifetime(record, policy) : undefined;
   if (lifetime) {
-    field('valid', `${lifetime.notBefore} → ${lifetime.notAfter}`);
+    field('valid (its PEM)', `${lifetime.notBefore} → ${lifetime.notAfter}`);
     field('renews from', `${lifetime.renewAfter} (status answers "renew")`);
   }
   if (record.previous) {
@@ -323,9 +354,7 @@ export function showText(
     for (const principal of report.principals) {
       lines.push(
         `  certificate ${principal.certificateId}  ${principal.status ?? 'MISSING'}` +
-          (principal.notAfter
-            ? `  valid ${principal.notBefore?.toISOString().slice(0, 10)} → ${principal.notAfter.toISOString().slice(0, 10)}`
-            : '') +
+          principalValidity(record, principal) +
           `  issuer ${principal.ours ? 'our CA' : (principal.caCertificateId ?? 'none (registered without CA)')}` +
           `  policies ${principal.policies.join(', ') || 'none'}`,
       );

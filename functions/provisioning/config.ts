@@ -22,6 +22,7 @@ export const FUNCTION_ENVIRONMENT = {
   FLEET_PUBLIC_KEY: 'required',
   ACCEPT_V1_SIGNATURES: 'optional',
   ORIGIN_VERIFY_SECRET: 'required',
+  ORIGIN_VERIFY_SECRET_NEXT: 'optional',
   IPSTACK_URL: 'optional',
   IPSTACK_KEY_PARAMETER: 'optional',
   IPSTACK_KEY_CACHE_SECONDS: 'optional',
@@ -68,7 +69,11 @@ export interface ProvisioningConfig {
   readonly iotPolicyName: string;
   readonly fleetPublicKey: KeyObject;
   readonly acceptV1Signatures: boolean;
-  readonly originVerifySecret: string;
+  /**
+   * Values CloudFront may send in x-origin-verify: the current one, and during a rotation the
+   * next one too (CloudFront switches minutes after the function does, docs/deploy.md).
+   */
+  readonly originVerifySecrets: readonly string[];
   readonly ipstack?: {
     readonly baseUrl: string;
     readonly keyParameter: string;
@@ -166,6 +171,7 @@ export const environmentSchema = z.object({
   FLEET_PUBLIC_KEY: nonEmpty(),
   ACCEPT_V1_SIGNATURES: boolean(true),
   ORIGIN_VERIFY_SECRET: nonEmpty(16, 'must be at least 16 characters'),
+  ORIGIN_VERIFY_SECRET_NEXT: z.optional(nonEmpty(16, 'must be at least 16 characters')),
   IPSTACK_URL: z.optional(z.url()),
   IPSTACK_KEY_PARAMETER: z.optional(nonEmpty()),
   IPSTACK_KEY_CACHE_SECONDS: wholeNumber(300),
@@ -261,7 +267,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     iotPolicyName: settings.IOT_POLICY_NAME,
     fleetPublicKey: fleetPublicKey as KeyObject,
     acceptV1Signatures: settings.ACCEPT_V1_SIGNATURES,
-    originVerifySecret: settings.ORIGIN_VERIFY_SECRET,
+    originVerifySecrets: [
+      settings.ORIGIN_VERIFY_SECRET,
+      ...(settings.ORIGIN_VERIFY_SECRET_NEXT ? [settings.ORIGIN_VERIFY_SECRET_NEXT] : []),
+    ],
     ipstack:
       settings.IPSTACK_URL && settings.IPSTACK_KEY_PARAMETER
         ? {

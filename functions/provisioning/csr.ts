@@ -7,14 +7,16 @@
  * The PKCS#10 structure is parsed with @peculiar/asn1-csr and the self-signature is verified with
  * node:crypto: the checks @peculiar/x509 made, without its WebCrypto layer and the dependency
  * injection container (tsyringe + reflect-metadata) it needs. Loaded only when a device sends a
- * CSR (provision.ts imports it on demand).
+ * CSR (provision.ts imports it on demand). The key itself is judged by key-soundness.ts before its
+ * self-signature means anything: with an RSA exponent of 1 anyone can "sign" for a key nobody holds.
  */
-import { constants, createPublicKey, KeyObject, verify } from 'node:crypto';
+import { constants, KeyObject, verify } from 'node:crypto';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { id_mgf1, id_RSASSA_PSS, RsaSaPssParams } from '@peculiar/asn1-rsa';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { malformed } from './errors';
+import { checkPublicKey } from './key-soundness';
 import { pemToDer } from './wire';
 
 export interface CheckedCsr {
@@ -45,19 +47,6 @@ const SIGNATURES: Readonly<Record<string, { keyType: 'rsa' | 'ec'; hash: string 
   '1.2.840.10045.4.3.3': { keyType: 'ec', hash: 'sha384' },
   '1.2.840.10045.4.3.4': { keyType: 'ec', hash: 'sha512' },
 };
-
-function describeCsrKey(key: KeyObject): string | undefined {
-  const details = key.asymmetricKeyDetails;
-  if (key.asymmetricKeyType === 'rsa') {
-    const bits = details?.modulusLength ?? 0;
-    return bits >= 2048 ? `RSA-${bits}` : undefined;
-  }
-  if (key.asymmetricKeyType === 'ec') {
-    if (details?.namedCurve === 'prime256v1') return 'EC-P256';
-    if (details?.namedCurve === 'secp384r1') return 'EC-P384';
-  }
-  return undefined;
-}
 
 /** Whether the CSR's signature verifies with its own key; false for algorithms we don't know. */
 function selfSignatureVerifies(csr: CertificationRequest, key: KeyObject): boolean {
@@ -104,16 +93,9 @@ export async function checkCsr(pem: string, thingName: string): Promise<CheckedC
     throw malformed('CSR is not a parseable PKCS#10 certificate request');
   }
   const publicKeySpki = Buffer.from(AsnConvert.serialize(csr.certificationRequestInfo.subjectPKInfo));
-  let key: KeyObject | undefined;
-  let keyDescription: string | undefined;
-  try {
-    key = createPublicKey({ key: publicKeySpki, format: 'der', type: 'spki' });
-    keyDescription = describeCsrKey(key);
-  } catch {
-    keyDescription = undefined;
-  }
-  if (!key || !keyDescription)
-    throw malformed('CSR key must be RSA of at least 2048 bits, or EC P-256 or P-384');
+  const verdict = checkPublicKey(publicKeySpki);
+  if (!verdict.sound) throw malformed(`CSR key refused: ${verdict.problem}`);
+  const { key, description: keyDescription } = verdict;
   let selfSigned: boolean;
   try {
     selfSigned = selfSignatureVerifies(csr, key);

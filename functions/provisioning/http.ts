@@ -79,10 +79,19 @@ function respond(
   };
 }
 
-function cameThroughCloudFront(headers: APIGatewayProxyEventV2['headers'], secret: string): boolean {
+/** Compares with every accepted secret, each in constant time, without stopping at a match. */
+function cameThroughCloudFront(
+  headers: APIGatewayProxyEventV2['headers'],
+  secrets: readonly string[],
+): boolean {
   const presented = Buffer.from(headers?.[ORIGIN_VERIFY_HEADER] ?? '', 'utf8');
-  const expected = Buffer.from(secret, 'utf8');
-  return presented.length === expected.length && timingSafeEqual(presented, expected);
+  let matched = false;
+  for (const secret of secrets) {
+    const expected = Buffer.from(secret, 'utf8');
+    const same = presented.length === expected.length && timingSafeEqual(presented, expected);
+    matched = matched || same;
+  }
+  return matched;
 }
 
 const OUTCOME_METRIC = {
@@ -141,7 +150,7 @@ async function lifecycle(
 ): Promise<APIGatewayProxyStructuredResultV2> {
   let request: LifecycleRequest | undefined;
   try {
-    if (!cameThroughCloudFront(event.headers ?? {}, deps.config.originVerifySecret)) {
+    if (!cameThroughCloudFront(event.headers ?? {}, deps.config.originVerifySecrets)) {
       throw forbidden('requests must come through the provisioning URL');
     }
     request = parseLifecycleRequest(operation, event.body, event.isBase64Encoded);
@@ -197,7 +206,7 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
     // reads it), and only once it passed validation: arbitrary input never reaches the logs.
     let request: ProvisioningRequest | undefined;
     try {
-      if (!cameThroughCloudFront(headers, deps.config.originVerifySecret)) {
+      if (!cameThroughCloudFront(headers, deps.config.originVerifySecrets)) {
         throw forbidden('requests must come through the provisioning URL');
       }
       request = parseProvisioningRequest(event.body, event.isBase64Encoded);

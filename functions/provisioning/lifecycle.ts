@@ -43,8 +43,12 @@ export interface PresentedCertificate {
   readonly x509: X509Certificate;
 }
 
-/** Parses the `certificate` field; 400 naming the problem when it is not one PEM certificate. */
-export function readPresentedCertificate(pem: string): PresentedCertificate {
+/**
+ * Parses the `certificate` field; 400 naming the problem when it is not one PEM certificate. A
+ * certificate whose key can't be read, or is one nobody can hold (key-soundness.ts), gets the
+ * same 401 as any certificate we did not issue: we never issue one, so it proves nothing.
+ */
+export async function readPresentedCertificate(pem: string): Promise<PresentedCertificate> {
   let der: Buffer;
   let x509: X509Certificate;
   try {
@@ -53,7 +57,12 @@ export function readPresentedCertificate(pem: string): PresentedCertificate {
   } catch (error) {
     throw malformed(`certificate: ${(error as Error).message}`);
   }
-  return { id: createHash('sha256').update(der).digest('hex'), publicKey: x509.publicKey, x509 };
+  // Loaded on the first lifecycle request, not at cold start: it brings the ASN.1 parser.
+  const verdict = (await import('./key-soundness')).checkCertificateKey(der);
+  if (!verdict.sound) {
+    throw unauthenticated(`certificate key refused: ${verdict.problem}; this service never issued it`);
+  }
+  return { id: createHash('sha256').update(der).digest('hex'), publicKey: verdict.key, x509 };
 }
 
 /** Whether this deployment's CA issued the certificate for this thing (CN = thing name). */
@@ -102,19 +111,19 @@ export function recordValidity(record: DeviceRecord, renewAtPercent: number): Va
  * What every status or renewal request must pass before the registry is read: the timestamp, the
  * certificate's form, and the signature with that certificate's key. Returns the certificate.
  */
-export function verifyLifecycleProof(
+export async function verifyLifecycleProof(
   request: LifecycleRequest,
   maxClockSkewSeconds: number,
   nowSeconds: number,
   csrDer?: Uint8Array,
-): PresentedCertificate {
+): Promise<PresentedCertificate> {
   precheckProof({
     proof: { version: 2, signature: request.signature, timestamp: request.timestamp, nonce: request.nonce },
     acceptV1: false,
     nowSeconds,
     maxClockSkewSeconds,
   });
-  const certificate = readPresentedCertificate(request.certificatePem);
+  const certificate = await readPresentedCertificate(request.certificatePem);
   const message = canonicalLifecycleMessage({
     operation: request.operation,
     thingName: request.thingName,

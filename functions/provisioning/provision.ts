@@ -14,7 +14,7 @@
  * killed function leaves, the next request for the device or the reconciler finishes.
  * docs/protocol.md states the guarantees.
  */
-import { createPublicKey, KeyObject, randomUUID } from 'node:crypto';
+import { KeyObject, randomUUID } from 'node:crypto';
 import { checkpoint } from './checkpoints';
 import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
@@ -38,7 +38,7 @@ import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate'
 import { distanceToRegionKm } from './regions';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
-import { describeSigningKey, precheckProof, proofVerifies, SignatureCheck } from './signature';
+import { precheckProof, proofVerifies, SignatureCheck } from './signature';
 import { countMetric, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
 
@@ -71,25 +71,25 @@ export interface PreparedCertificate {
 }
 
 /** The record's own key, undefined when it has none; throws 401 when it has an unusable one. */
-function deviceKeyOf(record: DeviceRecord | undefined, thingName: string): KeyObject | undefined {
+async function deviceKeyOf(
+  record: DeviceRecord | undefined,
+  thingName: string,
+): Promise<KeyObject | undefined> {
   const pem = record?.devicePublicKeyPem;
   if (!pem) return undefined;
-  let key: KeyObject | undefined;
-  try {
-    key = createPublicKey(pem);
-  } catch {
-    key = undefined;
-  }
-  if (!key || !describeSigningKey(key)) {
+  // Loaded only for records with their own key: it brings the ASN.1 parser.
+  const verdict = (await import('./key-soundness')).checkPublicKeyPem(pem);
+  if (!verdict.sound) {
     // Not the fleet key instead: the record demands its own. The caller learns no more than
     // from a wrong signature; the operator finds the reason in the log.
-    logger.error('registered device_public_key is not an RSA ≥ 2048 or EC P-256 public key; fix the record', {
+    logger.error('registered device_public_key is refused; fix the record', {
       thingName,
+      problem: verdict.problem,
     });
     countMetric('RegistryRecordInvalid');
     throw unauthenticated('signature does not verify');
   }
-  return key;
+  return verdict.key;
 }
 
 export async function prepareCertificate(
@@ -165,7 +165,7 @@ export async function provision(
   const [record, placement] = await timer.time('read', () =>
     Promise.all([registry.read(thingName, signal), locateDevice(viewer, config, deps.geolocator)]),
   );
-  const deviceKey = deviceKeyOf(record, thingName);
+  const deviceKey = await deviceKeyOf(record, thingName);
   if (deviceKey) {
     if (!proofVerifies({ ...withCsr, deviceKey })) throw unauthenticated('signature does not verify');
     early = undefined; // verified with the device's own key: sign below, now that we know it's the device

@@ -16,8 +16,8 @@ export { PROV_STATUS, provDatetime, toDeviceRecord } from './device-record';
 export type { DeviceRecord } from './device-record';
 export { ClaimLost } from './registry-device';
 export type { Claim, ClaimRequest, DeviceRegistry, ProvisionedFacts, StatusCall } from './registry-device';
-export { writeBatches } from './registry-import';
-export type { BatchWriteReport, ImportRegistry, NewDevice } from './registry-import';
+export { writeTransactions } from './registry-import';
+export type { ImportRegistry, ImportWriteReport, NewDevice } from './registry-import';
 export type { OperatorRegistry, RecordChange, RecordFilter } from './registry-operator';
 export type { ReconcilerRegistry } from './registry-reconciler';
 

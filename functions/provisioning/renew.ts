@@ -60,7 +60,12 @@ export async function renewCertificate(
   const csr: CheckedCsr | undefined = request.csrPem
     ? await (await import('./csr')).checkCsr(request.csrPem, thingName)
     : undefined;
-  const certificate = verifyLifecycleProof(request, config.v2MaxClockSkewSeconds, nowSeconds(), csr?.der);
+  const certificate = await verifyLifecycleProof(
+    request,
+    config.v2MaxClockSkewSeconds,
+    nowSeconds(),
+    csr?.der,
+  );
 
   deadline.beforeStage('reading the registry');
   const signal = deadline.workSignal();

@@ -30,7 +30,7 @@ export async function deviceStatus(
   const { config, registry, iot } = deps;
   const nowSeconds = () => Math.floor((deps.clock ?? Date.now)() / 1000);
   const { thingName } = request;
-  const certificate = verifyLifecycleProof(request, config.v2MaxClockSkewSeconds, nowSeconds());
+  const certificate = await verifyLifecycleProof(request, config.v2MaxClockSkewSeconds, nowSeconds());
 
   deadline.beforeStage('reading the registry');
   const record = await registry.read(thingName, deadline.workSignal());

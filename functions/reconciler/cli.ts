@@ -7,12 +7,15 @@
  * 2 bad usage or configuration, 3 stopped by the circuit breaker (nothing changed; breaker.ts):
  * check the table, then confirm with --allow-large.
  */
+import '../cli-runtime';
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
+import { progressLines } from '../cli-runtime';
 import { ConfigError } from '../provisioning/config';
+import type { Registry } from '../provisioning/registry';
 import { loadReconcilerConfig } from './config';
 import { localStackEnvironment, STACK_FILE } from './environments';
-import { reconcile } from './reconcile';
+import { reconcile, type ReconcileDependencies } from './reconcile';
 import { reconcilerDependencies } from './wiring';
 
 export function wholeSeconds(value: string): number {
@@ -21,10 +24,33 @@ export function wholeSeconds(value: string): number {
   return parsed;
 }
 
+/**
+ * Progress lines on stderr while the reconciler scans the registry and lists certificates, every
+ * few seconds (GDP_PROGRESS_SECONDS), so a long run off a terminal is not silent. The record total
+ * is DynamoDB's item count, an estimate; certificates have no total.
+ */
+export async function reconcileProgress(
+  registry: Pick<Registry, 'approximateCount'>,
+): Promise<NonNullable<ReconcileDependencies['onProgress']>> {
+  const total = await registry.approximateCount().catch(() => 0);
+  const records = progressLines('reconcile: registry scan', { total });
+  const certificates = new Map<string, ReturnType<typeof progressLines>>();
+  return (step, region) => {
+    if (step === 'records') return records.add();
+    const key = region ?? '';
+    let listed = certificates.get(key);
+    if (!listed) {
+      listed = progressLines(`reconcile: certificates of our CA in ${key}`, { unit: 'certificates' });
+      certificates.set(key, listed);
+    }
+    listed.add();
+  };
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command('reconcile')
     .description(
-      'Finish what dead provisioning requests left: release stale claims, retire certificates of our CA that no record references, reset records whose certificate is gone.',
+      'Finish what dead provisioning requests left: release stale claims, quarantine (and a week later delete) certificates of our CA that no record references, reset records whose certificate is gone; a circuit breaker stops a run that would take too much.',
     )
     .option('--local', 'use the running local stack (default when .local/stack.json exists)')
     .option('--aws', 'use the environment and your AWS credentials, even when a local stack runs')
@@ -64,10 +90,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   log(
     `reconciling ${config.tableName} in ${config.regions.length} regions${useLocal ? ' (local stack)' : ''}`,
   );
+  const deps = reconcilerDependencies(config);
   const report = await reconcile({
-    ...reconcilerDependencies(config),
+    ...deps,
     allowLarge: options.allowLarge === true,
     log,
+    onProgress: await reconcileProgress(deps.registry),
   });
   if (options.json) console.log(JSON.stringify(report, null, 2));
   if (report.aborted) {

@@ -66,6 +66,8 @@ export interface ReconcileDependencies {
    * sweep of orphan certificates is account-wide either way.
    */
   readonly thingNamePrefix?: string;
+  /** Called for every record scanned and every certificate listed: progress for the CLI. */
+  readonly onProgress?: (step: 'records' | 'certificates', region?: string) => void;
 }
 
 export interface ReconcileReport {
@@ -144,6 +146,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
     recordsScanned += 1;
+    deps.onProgress?.('records');
     unreadable.push(...unreadableReferences(record));
     // The live copy, a pending intent, a renewal's previous one, and a move's copy in the other region.
     for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
@@ -169,6 +172,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     try {
       const orphans: Listed[] = [];
       for await (const certificate of iot.listCertificatesOfOurCa(region, signal)) {
+        deps.onProgress?.('certificates', region);
         const entry = { region, certificateId: certificate.certificateId, status: certificate.status };
         inRegion.push(entry);
         if (referenced.has(refKey(region, certificate.certificateId))) continue;

@@ -2,6 +2,7 @@
  * gdp-admin against the local stack, through its command line (in process, `--local --yes`): what
  * an operator sees and what the registry and AWS IoT hold afterwards.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -26,6 +27,32 @@ import {
 } from '../integration/requests';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'gdp-admin-'));
+const TSX = path.resolve('node_modules/.bin/tsx');
+
+/** gdp-admin in its own process, as a script runs it: stdout and stderr are pipes, not a terminal. */
+function adminProcess(command: string, env: Record<string, string> = {}) {
+  return spawnSync('bash', ['-c', `set -o pipefail; "${TSX}" functions/admin/cli.ts ${command}`], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+    timeout: 60_000,
+  });
+}
+
+/** Runs `work` with stderr not a terminal, as in CI or a log, whatever runs the tests. */
+async function offTerminal<T>(work: () => Promise<T>): Promise<T> {
+  const descriptor = Object.getOwnPropertyDescriptor(process.stderr, 'isTTY');
+  const interval = process.env.GDP_PROGRESS_SECONDS;
+  Object.defineProperty(process.stderr, 'isTTY', { value: false, configurable: true });
+  process.env.GDP_PROGRESS_SECONDS = '0';
+  try {
+    return await work();
+  } finally {
+    if (descriptor) Object.defineProperty(process.stderr, 'isTTY', descriptor);
+    else delete (process.stderr as { isTTY?: boolean }).isTTY;
+    if (interval === undefined) delete process.env.GDP_PROGRESS_SECONDS;
+    else process.env.GDP_PROGRESS_SECONDS = interval;
+  }
+}
 
 async function provisioned(prefix: string, place: Record<string, string> = PLACES.mumbai): Promise<string> {
   const thingName = uniqueThingName(prefix);
@@ -69,7 +96,9 @@ describe('gdp-admin import', () => {
     expect(JSON.parse(run.out)).toMatchObject({ new: 2, written: 2, rejected: 4 });
     expect(run.err).toContain(`${file}:4: thing_name must be`);
     expect(run.err).toContain(`${file}:5: region us-west-1 is not enabled`);
-    expect(run.err).toContain(`${file}:6: device_public_key is not a PEM public key`);
+    expect(run.err).toContain(
+      `${file}:6: device_public_key refused: the PUBLIC KEY block is not well-formed PEM`,
+    );
     expect(run.err).toContain(`${file}:10: ${prefix}-a is already on line 2`);
     expect(await registryRecord(`${prefix}-b`)).toMatchObject({
       prov_status: { S: 'unprovisioned' },
@@ -135,6 +164,9 @@ describe('gdp-admin list, show and stats', () => {
     expect(shown.out).toMatch(
       /ACTIVE {2}valid .* issuer our CA {2}policies global-device-provisioning-device/,
     );
+    // The certificate's own dates, from its PEM, labelled (moto's DescribeCertificate invents others).
+    const [, from, to] = /ACTIVE {2}valid (\d{4})-\S+ → (\d{4})-\S+ \(its PEM\)/.exec(shown.out) ?? [];
+    expect(Number(to) - Number(from)).toBe(10);
     expect(shown.out).not.toContain('WARNINGS');
     expect(shown.out).not.toContain('BEGIN CERTIFICATE');
     // The deployment's certificate policy, and where this certificate stands in it.
@@ -313,6 +345,43 @@ describe('gdp-admin move', () => {
     await addDevice(stack, thingName);
     expect((await admin('move', thingName, '--to', 'eu-west-1')).code).toBe(4);
     expect((await admin('move', thingName, '--to', 'us-west-1')).code).toBe(2);
+  });
+});
+
+describe('gdp-admin off a terminal', () => {
+  const prefix = uniqueThingName('many');
+  beforeAll(async () => {
+    const file = path.join(dir, `${prefix}.csv`);
+    const rows = Array.from({ length: 3000 }, (_, index) => `${prefix}-${index}`);
+    writeFileSync(file, ['thing_name', ...rows].join('\n'));
+    expect((await admin('import', file)).code).toBe(0);
+  });
+
+  it('ends quietly with 0 when the reader closes the pipe: list --ndjson | head -1', () => {
+    const run = adminProcess(`--local list --prefix ${prefix} --ndjson | head -1`);
+    expect(run.stderr).not.toMatch(/EPIPE|Error/);
+    expect(run.status).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ status: 'unprovisioned' });
+  });
+
+  it('list, stats and reconcile print progress lines on stderr', async () => {
+    const piped = adminProcess(`--local list --prefix ${prefix} --count`, { GDP_PROGRESS_SECONDS: '0' });
+    expect(piped.status).toBe(0);
+    expect(piped.stderr).toMatch(/^count: 3000 matching records, \d+\/s$/m);
+
+    const stats = await offTerminal(() => admin('stats'));
+    expect(stats.err).toMatch(/^stats: \d+ records, \d+\/s(, \d+ % of ~\d+, ETA \d+ s)?$/m);
+    const reconcile = await offTerminal(() => admin('reconcile', '--grace', '900', '--prefix', prefix));
+    expect(reconcile.code).toBe(0);
+    expect(reconcile.err).toMatch(/^reconcile: registry scan: \d+ records, \d+\/s/m);
+  });
+
+  it('without --local, says no deployment is configured and suggests --local while a local stack runs', () => {
+    const words = adminProcess('list --count');
+    expect(words.status).toBe(2);
+    expect(words.stderr).toMatch(
+      /^gdp-admin: no deployment is configured \(.*\)\. A local stack is running: add --local/,
+    );
   });
 });
 

@@ -1,7 +1,8 @@
 /**
- * A 10,000-row import while DynamoDB throttles BatchWriteItem (the fault proxy answers
- * ProvisionedThroughputExceededException): every row ends up written exactly once. moto never
- * answers UnprocessedItems, so that path is pinned by tests/unit/admin/write-batches.test.ts.
+ * A 10,000-row import while DynamoDB throttles TransactWriteItems (the fault proxy answers
+ * ProvisionedThroughputExceededException): every row ends up written exactly once. Cancellations
+ * for throughput or a conflict, and a lost answer, are pinned by
+ * tests/unit/admin/write-transactions.test.ts (moto does none of them).
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,17 +25,17 @@ async function run(...args: string[]): Promise<{ code: number; out: string }> {
   }
 }
 
-it('imports 10,000 rows under BatchWriteItem throttling, each exactly once', async () => {
+it('imports 10,000 rows under TransactWriteItems throttling, each exactly once', async () => {
   const prefix = uniqueThingName('bulk');
   const file = path.join(mkdtempSync(path.join(tmpdir(), 'gdp-import-')), 'fleet.csv');
   const names = Array.from({ length: 10_000 }, (_, index) => `${prefix}-${String(index).padStart(5, '0')}`);
   writeFileSync(file, ['thing_name', ...names].join('\n'));
-  // 12 throttled answers: with the SDK's 3 attempts per call, some batches fail outright and are
-  // sent again by the import's own backoff.
+  // 12 throttled answers: with the SDK's 3 attempts per call, some transactions fail outright and
+  // are sent again by the import's own backoff.
   await setFaults({
     rules: [
       {
-        match: { service: 'dynamodb', target: 'DynamoDB_20120810.BatchWriteItem' },
+        match: { service: 'dynamodb', target: 'DynamoDB_20120810.TransactWriteItems' },
         error: 'ProvisionedThroughputExceededException',
         times: 12,
       },

@@ -18,6 +18,7 @@
  * - /device-status (status.ts): devices provisioned in key mode, then status calls signed with
  *   each device's certificate key, one at a time; latency p50/p99 and the AWS calls each makes.
  */
+import '../../functions/cli-runtime';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, platform, arch, tmpdir, totalmem } from 'node:os';

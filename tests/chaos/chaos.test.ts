@@ -7,7 +7,9 @@
 import { runChaos } from './chaos';
 
 it('provisions and renews every device exactly once, whatever fails, and leaves nothing behind', async () => {
+  const log: string[] = [];
   const report = await runChaos({
+    log: (line) => log.push(line),
     devices: 100,
     concurrency: 12,
     faultProbability: 0.015,
@@ -20,6 +22,16 @@ it('provisions and renews every device exactly once, whatever fails, and leaves 
     operators: 12,
   });
   expect(report.audit.problems).toEqual([]);
+  // `make chaos` says when each phase starts and ends, never silent between its figures.
+  for (const phase of [
+    'devices provisioned',
+    'moving the records a day back',
+    'devices renewed',
+    'reconciling',
+  ]) {
+    expect(log).toContain(`${phase}…`);
+    expect(log).toContainEqual(expect.stringMatching(new RegExp(`^${phase}: done in \\d+ s$`)));
+  }
   expect(report.audit).toMatchObject({
     provisionedExactlyOnce: 100,
     notProvisioned: 0,

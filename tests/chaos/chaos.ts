@@ -9,6 +9,7 @@
  * Used by tests/chaos/chaos.test.ts (in `make test`) and by `make chaos` (larger, prints figures).
  */
 import { randomBytes } from 'node:crypto';
+import { progressIntervalMs, progressLines } from '../../functions/cli-runtime';
 import { CHECKPOINTS } from '../../functions/provisioning/checkpoints';
 import type { ReconcileReport } from '../../functions/reconciler/reconcile';
 import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
@@ -122,6 +123,35 @@ function faultRules(prefix: string, probability: number): FaultRule[] {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * One phase of the run: a line when it starts, one every few seconds while it lasts (items done,
+ * rate, ETA when the total is known; GDP_PROGRESS_SECONDS) and one when it ends, so `make chaos`
+ * is never silent for minutes between its figures.
+ */
+async function phase<T>(
+  log: (line: string) => void,
+  what: string,
+  total: number | undefined,
+  work: (tick: () => void) => Promise<T>,
+): Promise<T> {
+  const started = Date.now();
+  let done = 0;
+  log(`${what}…`);
+  const seconds = () => (Date.now() - started) / 1000;
+  const heartbeat = setInterval(() => {
+    const rate = done / Math.max(0.001, seconds());
+    const eta = total && rate > 0 ? `, ETA ${Math.ceil((total - done) / rate)} s` : '';
+    log(`  ${what}: ${done}${total ? `/${total}` : ''} after ${seconds().toFixed(0)} s${eta}`);
+  }, progressIntervalMs() || 1000);
+  heartbeat.unref();
+  try {
+    return await work(() => void (done += 1));
+  } finally {
+    clearInterval(heartbeat);
+    log(`${what}: done in ${seconds().toFixed(0)} s`);
+  }
+}
+
 export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const stack = readStack();
   const log = options.log ?? (() => undefined);
@@ -132,7 +162,12 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     mode: MODES[index % MODES.length] as Mode,
     city: CITIES[index % CITIES.length] as [number, number],
   }));
-  for (const device of devices) await addDevice(stack, device.thingName);
+  await phase(log, 'putting the devices on the allowlist', devices.length, async (tick) => {
+    for (const device of devices) {
+      await addDevice(stack, device.thingName);
+      tick();
+    }
+  });
   log(`${devices.length} devices ${prefix}-0…${devices.length - 1} on the allowlist`);
 
   await setFaults(stack.faultsUrl, {
@@ -205,21 +240,30 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   async function eachDevice(work: (device: (typeof devices)[number]) => Promise<void>, what: string) {
     const queue = [...devices];
     done = 0;
-    await Promise.all(
-      Array.from({ length: options.concurrency }, async () => {
-        for (let device = queue.shift(); device; device = queue.shift()) {
-          await work(device);
-          done += 1;
-          if (done % 20 === 0 || done === devices.length) log(`  ${done}/${devices.length} devices ${what}`);
-        }
-      }),
+    await phase(log, `devices ${what}`, devices.length, (tick) =>
+      Promise.all(
+        Array.from({ length: options.concurrency }, async () => {
+          for (let device = queue.shift(); device; device = queue.shift()) {
+            await work(device);
+            done += 1;
+            tick();
+            if (done % 20 === 0 || done === devices.length)
+              log(`  ${done}/${devices.length} devices ${what}`);
+          }
+        }),
+      ),
     );
   }
   await eachDevice(provisionDevice, 'provisioned');
   log(`provisioning phase: ${((Date.now() - started) / 1000).toFixed(0)} s`);
 
   // A day later: renewals are allowed again (RENEW_MIN_INTERVAL_SECONDS).
-  for (const device of devices) await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: 86_400 });
+  await phase(log, 'moving the records a day back', devices.length, async (tick) => {
+    for (const device of devices) {
+      await moveRecordClock(device.thingName, 'prov_epoch', { earlierBy: 86_400 });
+      tick();
+    }
+  });
   const renewal = {
     requests: 0,
     answers: {} as Record<string, number>,
@@ -292,11 +336,17 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
 
   // The grace periods end: whatever a status call could not retire, the reconciler does.
   const past = Math.floor(Date.now() / 1000) - 1;
-  for (const device of devices)
-    await moveRecordClock(device.thingName, 'previous_retire_after', { at: past });
+  await phase(log, 'ending the renewals’ grace periods', devices.length, async (tick) => {
+    for (const device of devices) {
+      await moveRecordClock(device.thingName, 'previous_retire_after', { at: past });
+      tick();
+    }
+  });
   // A chaos run makes more orphans in minutes than a deployment in a day: confirmed, as an
-  // operator would (--allow-large). The breaker has its own tests (tests/integration/reconciler.test.ts).
-  const reconcile = await localReconcile({ thingNamePrefix: prefix, allowLarge: true });
+  // operator would (--allow-large). The breaker has its own tests (tests/integration/quarantine.test.ts).
+  const reconcile = await phase(log, 'reconciling', undefined, () =>
+    localReconcile({ thingNamePrefix: prefix, allowLarge: true }),
+  );
   log(
     `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesQuarantined} orphans quarantined, ` +
       `${reconcile.recordsReset} records reset, ${reconcile.failures.length} failures`,
@@ -305,14 +355,25 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   // The audit, over every region.
   const problems: string[] = [];
   const ours = new Map<string, CertificateOfOurs[]>();
-  for (const region of stack.regions) ours.set(region, await certificatesOfOurCa(region));
+  await phase(log, 'listing the certificates of our CA', stack.regions.length, async (tick) => {
+    for (const region of stack.regions) {
+      ours.set(region, await certificatesOfOurCa(region));
+      tick();
+    }
+  });
   let provisionedExactlyOnce = 0;
   let notProvisioned = 0;
   let thingsWithTwoLiveCertificates = 0;
   let recordsPointingAtMissingCertificates = 0;
   let renewedExactlyOnce = 0;
   const referenced = new Set<string>();
+  const auditTick = progressLines('auditing devices', {
+    total: devices.length,
+    unit: 'devices',
+    write: log,
+  });
   for (const device of devices) {
+    auditTick.add();
     const record = await registryRecord(device.thingName);
     const held = renewed.get(device.thingName);
     if (

@@ -2,6 +2,7 @@
  * `make chaos`: a larger chaos run than the one in `make test`, printing the figures the README
  * quotes. Starts the local stack if none runs (and stops it again).
  */
+import '../../functions/cli-runtime';
 import { Command, InvalidArgumentError } from 'commander';
 import { startStack, stopStack } from '../local/stack';
 

@@ -10,6 +10,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { EXIT } from '../../device/cli';
+import type { DeviceReport } from '../../device/run-report';
+import { loadCredentials, saveCredentials, type DeviceCredentials } from '../../device/store';
 import { version } from '../../package.json';
 
 const TSX = resolve('node_modules/.bin/tsx');
@@ -96,6 +98,55 @@ describe('gdp-device command line', () => {
     expect(run.status).toBe(EXIT.unavailable);
     expect(run.stdout).not.toMatch(/attempt \d/);
     expect(run.stderr).toMatch(/is the local stack running\? Start it with `make local-up && make seed`/);
+  });
+
+  it('--json: prints one JSON report on stdout, the lines on stderr, whatever the outcome', async () => {
+    const url = `http://127.0.0.1:${await closedPort()}/device-provisioning`;
+    const run = device('-t', 'd1', '-a', url, '--signing-key', signingKey, '--json');
+    expect(run.status).toBe(EXIT.unavailable);
+    expect(run.stdout.trim().split('\n')).toHaveLength(1);
+    const report = JSON.parse(run.stdout) as DeviceReport;
+    expect(report).toMatchObject({
+      outcome: 'unavailable',
+      exitCode: EXIT.unavailable,
+      thingName: 'd1',
+      error: expect.stringMatching(/ECONNREFUSED|fetch failed|refused/),
+    });
+    expect(report).not.toHaveProperty('region');
+    expect(run.stderr).toMatch(/Step 1: ask .* for credentials/);
+    expect(run.stderr).toMatch(/is the local stack running\?/);
+  });
+
+  describe('--reset keeps the stored credentials until new ones arrive', () => {
+    const dataDir = () => join(workDir, 'device-data', 'kept');
+    const credentials: DeviceCredentials = {
+      identity: {
+        thingName: 'kept',
+        region: 'eu-west-1',
+        endpointAddress: '127.0.0.1',
+        distance: 0,
+        provisionedAt: '2026-01-01T00:00:00.000Z',
+        keySource: 'service',
+      },
+      privateKeyPem: 'stored key',
+      certificatePem: 'stored certificate',
+    };
+    beforeEach(() => saveCredentials(dataDir(), credentials));
+
+    it('when nothing listens at the provisioning URL', async () => {
+      const url = `http://127.0.0.1:${await closedPort()}/device-provisioning`;
+      const run = device('-t', 'kept', '-c', '--reset', '-a', url, '--signing-key', signingKey);
+      expect(run.status).toBe(EXIT.unavailable);
+      expect(run.stderr).toContain(`--reset: kept the credentials stored in ${dataDir()}`);
+      expect(await loadCredentials(dataDir())).toEqual(credentials);
+    });
+
+    it('when there is no provisioning URL at all', async () => {
+      const run = device('-t', 'kept', '-c', '--reset', '--signing-key', signingKey);
+      expect(run.status).toBe(EXIT.usage);
+      expect(run.stderr).toMatch(/no provisioning URL/);
+      expect(await loadCredentials(dataDir())).toEqual(credentials);
+    });
   });
 
   it('names a stale .local/stack.json instead of retrying its dead URL', async () => {

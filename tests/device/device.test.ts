@@ -8,7 +8,7 @@ import { createPublicKey, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { EXIT, runDevice, type DeviceSettings } from '../../device/cli';
+import { EXIT, runDevice, runDeviceForScripts, type DeviceSettings } from '../../device/cli';
 import { certificateIdOf } from '../../device/keys';
 import { connectDevice, disconnect, publishTelemetry, telemetryTopic } from '../../device/mqtt';
 import { PRIVATE_KEY_FILE } from '../../device/store';
@@ -162,6 +162,46 @@ describe('virtual device against the local stack', () => {
     expect(await watch.countWithin((message) => message.topic === topic, 2, 5000)).toBe(2);
   });
 
+  it('--json reports outcome, region, endpoint, certificate and what it did after day one', async () => {
+    const settings = await newDevice({ json: true });
+    const humans = capture();
+    const first = await runDeviceForScripts(settings, humans);
+    const credentials = await stored(settings);
+    expect(first).toEqual({
+      outcome: 'ok',
+      exitCode: EXIT.ok,
+      thingName: settings.thingName,
+      region: 'ap-northeast-1',
+      endpoint: credentials.identity.endpointAddress,
+      certificateId: certificateIdOf(credentials.certificatePem),
+      dataDir: settings.dataDir,
+      provisioned: 'now',
+      attempts: 1,
+      latencyMs: expect.any(Number),
+      published: 1,
+    });
+    expect(humans.errors.join('\n')).toMatch(/provisioned .* in ap-northeast-1/);
+
+    const again = await runDeviceForScripts(
+      {
+        ...settings,
+        lifecycle: {
+          statusCheck: 'always',
+          statusIntervalSeconds: 0,
+          statusUrl: stack.statusUrl,
+          renewUrl: stack.renewUrl,
+        },
+      },
+      capture(),
+    );
+    expect(again).toMatchObject({
+      outcome: 'ok',
+      provisioned: 'earlier',
+      certificateId: first.certificateId,
+      dayTwo: { statusCheck: 'answered', action: 'none' },
+    });
+  });
+
   describe('when AWS IoT fails in the device’s region', () => {
     afterEach(clearFaults);
 
@@ -196,6 +236,11 @@ describe('virtual device against the local stack', () => {
     const output = capture();
     expect(await runDevice(settings, output)).toBe(EXIT.connectFailed);
     expect(output.errors.join('\n')).toMatch(/Not authorized/);
+    // What was refused and why, from the CONNACK's reason code and reason string (MQTT 5).
+    expect(output.errors.join('\n')).toContain(
+      `refused the connection as ${settings.thingName}: Not authorized (MQTT 5 reason code 0x87): ` +
+        `certificate ${certificateIdOf(credentials.certificatePem)} is REVOKED`,
+    );
     expect(output.errors.join('\n')).toMatch(/does not accept the certificate stored in .*--reset/s);
   });
 
@@ -208,7 +253,10 @@ describe('virtual device against the local stack', () => {
     const output = capture();
     expect(await runDevice({ ...settings, reset: true }, output)).toBe(EXIT.ok);
 
-    expect(output.lines[0]).toMatch(/--reset: forgot the credentials/);
+    expect(output.lines[0]).toMatch(
+      /--reset: provisioning .* again; the credentials stored in .* stay until new ones arrive/,
+    );
+    expect(output.lines).toContain(`--reset: replaced the credentials stored in ${settings.dataDir}`);
     expect((await stored(settings)).certificatePem).not.toBe(first.certificatePem);
   });
 
@@ -229,16 +277,18 @@ describe('virtual device against the local stack', () => {
     ).rejects.toThrow(/Not authorized/);
   });
 
-  it('loses its connection when it publishes outside data/<thing>/', async () => {
+  it('loses its connection when it publishes outside data/<thing>/ (MQTT 3.1.1)', async () => {
     const settings = await newDevice();
     expect(await runDevice(settings, capture())).toBe(EXIT.ok);
     const credentials = await stored(settings);
+    // MQTT 5 refuses just the message (PUBACK 0x87): tests/device/iot-data-plane.test.ts pins that.
     const client = await connectDevice({
       endpointAddress: credentials.identity.endpointAddress,
       thingName: settings.thingName,
       privateKeyPem: credentials.privateKeyPem,
       certificatePem: credentials.certificatePem,
       caPems: settings.caPems,
+      protocolVersion: 4,
     });
     const foreign = `data/${uniqueThingName()}/misc`;
 

@@ -199,6 +199,23 @@ describe('AWS IoT policy evaluation (local MQTT endpoints)', () => {
     ).toBe('allow');
   });
 
+  it('gives a thing its own cmd/<thing>/ topics to receive commands on, and no one else’s', () => {
+    const product = parsePolicyDocument(JSON.stringify(devicePolicyDocument()));
+    const filter = (name: string): string => iotResourceArn(context, 'topicfilter', name);
+    const decide = (action: 'iot:Subscribe' | 'iot:Receive' | 'iot:Publish', resource: string) =>
+      evaluatePolicies([product], action, resource, context);
+    expect(decide('iot:Subscribe', filter('cmd/wm101/#'))).toBe('allow');
+    expect(decide('iot:Subscribe', filter('cmd/wm101/reboot'))).toBe('allow');
+    expect(decide('iot:Receive', topic('cmd/wm101/reboot'))).toBe('allow');
+    expect(decide('iot:Subscribe', filter('cmd/#'))).toBe('implicit-deny');
+    expect(decide('iot:Subscribe', filter('cmd/+/reboot'))).toBe('implicit-deny');
+    expect(decide('iot:Subscribe', filter('cmd/wm102/#'))).toBe('implicit-deny');
+    expect(decide('iot:Receive', topic('cmd/wm102/reboot'))).toBe('implicit-deny');
+    // Commands come from the backend (the iot-data Publish API), never from a device.
+    expect(decide('iot:Publish', topic('cmd/wm101/reboot'))).toBe('implicit-deny');
+    expect(decide('iot:Receive', topic('data/wm101/misc'))).toBe('implicit-deny');
+  });
+
   it('allows nothing without policies', () => {
     expect(evaluatePolicies([], 'iot:Connect', client('wm101'), context)).toBe('implicit-deny');
   });

@@ -1,9 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_DEPLOYMENT_FILE, loadDeploymentConfig, parseDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { environmentSchema } from '../../functions/provisioning/config';
 
+const REPO_ROOT = join(__dirname, '..', '..');
 const deployment = JSON.parse(readFileSync(DEFAULT_DEPLOYMENT_FILE, 'utf8')) as Record<string, unknown>;
 const withChanges = (changes: Record<string, unknown>) =>
   parseDeploymentConfig({ ...deployment, ...changes }, 'test');
@@ -136,5 +139,91 @@ describe('deployment config: after day one', () => {
       withChanges({ api: without(api, ['statusThrottleRatePerSecond', 'statusThrottleBurst']) }).api,
     ).toMatchObject({ statusThrottleRatePerSecond: 100, statusThrottleBurst: 200 });
     expect(() => withChanges({ api: { ...api, statusThrottleBurst: 0 } })).toThrow(/api.statusThrottleBurst/);
+  });
+});
+
+describe('deployment config: production needs state, an alarm destination, CA roles and its account', () => {
+  const ACCOUNT = '123456789012';
+  const production = {
+    sandbox: false,
+    expectedAccountId: ACCOUNT,
+    terraformState: { bucket: 'acme-terraform-state', key: 'gdp.tfstate', region: 'us-east-2' },
+    caKeyAccess: {
+      operatorRoleArns: [`arn:aws:iam::${ACCOUNT}:role/ca-operator`],
+      breakGlassRoleArns: [`arn:aws:iam::${ACCOUNT}:role/ca-break-glass`],
+    },
+    alarms: { ...(deployment.alarms as Record<string, unknown>), alarmEmails: ['oncall@example.com'] },
+  };
+
+  it('keeps the committed file a sandbox, and accepts a complete production config', () => {
+    expect(loadDeploymentConfig().sandbox).toBe(true);
+    expect(withChanges(production).sandbox).toBe(false);
+  });
+
+  it('refuses production without terraformState, naming the field and showing an example', () => {
+    expect(() => withChanges({ ...production, terraformState: null })).toThrow(
+      /terraformState is required for a production deployment.*"bucket": "acme-terraform-state"/,
+    );
+  });
+
+  it('refuses production without an alarm destination', () => {
+    const alarms = { ...production.alarms, alarmEmails: [], alarmEmail: null, alarmTopicArns: [] };
+    expect(() => withChanges({ ...production, alarms })).toThrow(
+      /alarms.alarmEmails \(or alarms.alarmTopicArns\) is required.*"alarmEmails": \["oncall@example.com"\]/,
+    );
+    expect(
+      withChanges({
+        ...production,
+        alarms: { ...alarms, alarmTopicArns: [`arn:aws:sns:us-east-2:${ACCOUNT}:oncall`] },
+      }).alarms.alarmTopicArns,
+    ).toHaveLength(1);
+  });
+
+  it('refuses production without CA-operator or break-glass roles, or with roles of another account', () => {
+    expect(() =>
+      withChanges({ ...production, caKeyAccess: { ...production.caKeyAccess, operatorRoleArns: [] } }),
+    ).toThrow(/caKeyAccess.operatorRoleArns is required.*arn:aws:iam::123456789012:role\/ca-operator/);
+    expect(() =>
+      withChanges({ ...production, caKeyAccess: { ...production.caKeyAccess, breakGlassRoleArns: [] } }),
+    ).toThrow(/caKeyAccess.breakGlassRoleArns is required/);
+    expect(() =>
+      withChanges({
+        ...production,
+        caKeyAccess: { ...production.caKeyAccess, operatorRoleArns: ['arn:aws:iam::999999999999:role/x'] },
+      }),
+    ).toThrow(/outside expectedAccountId 123456789012/);
+  });
+
+  it('refuses production without expectedAccountId, and lists every missing field at once', () => {
+    expect(() => withChanges({ ...production, expectedAccountId: null })).toThrow(
+      /expectedAccountId is required/,
+    );
+    expect(() => withChanges({ sandbox: false })).toThrow(
+      /terraformState is required.*alarms.alarmEmails.*operatorRoleArns.*breakGlassRoleArns.*expectedAccountId/,
+    );
+  });
+
+  it('refuses a reconciler schedule the hourly heartbeat alarm would always fire on', () => {
+    const reconciler = deployment.reconciler as Record<string, unknown>;
+    expect(() => withChanges({ reconciler: { ...reconciler, schedule: 'rate(2 hours)' } })).toThrow(
+      /heartbeat/,
+    );
+  });
+});
+
+describe('make synth with a production config that names no state', () => {
+  it('fails before synthesizing, naming the field', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'synth-config-')), 'deployment.json');
+    writeFileSync(file, JSON.stringify({ ...deployment, sandbox: false }));
+    const run = spawnSync(
+      join(REPO_ROOT, 'node_modules', '.bin', 'tsx'),
+      [join(REPO_ROOT, 'infra', 'main.ts')],
+      {
+        env: { ...process.env, DEPLOYMENT_CONFIG: file },
+        encoding: 'utf8',
+      },
+    );
+    expect(run.status).toBe(1);
+    expect(run.stderr).toMatch(/synth failed: .*terraformState is required for a production deployment/);
   });
 });

@@ -47,10 +47,17 @@ describe('device CA key', () => {
     expect(alias.target_key_id).toMatch(/^\$\{aws_kms_key\.device-ca-key-.+\.key_id\}$/);
   });
 
-  it('delegates to IAM only: the key policy grants nothing to any role directly', () => {
+  it('carries the policy infra/ca-key-policy.ts builds, with no kms:* and no CreateGrant for anyone', () => {
     const keyPolicy = statements(key.policy);
-    expect(keyPolicy).toHaveLength(1);
-    expect(keyPolicy[0]!.Principal?.AWS).toMatch(/:root$/);
+    expect(keyPolicy.map((statement) => statement.Sid)).toEqual([
+      'ReadMetadataThroughIam',
+      'RootUserKeepsKeyManageable',
+      'SignDeviceCertificates',
+      'BreakGlassAdministers',
+    ]);
+    const actions = keyPolicy.flatMap((statement) => list(statement.Action));
+    expect(actions).not.toContain('kms:*');
+    expect(actions).not.toContain('kms:CreateGrant');
   });
 
   it('becomes a new key when the alias changes (the first step of a CA rotation)', () => {
@@ -73,7 +80,9 @@ describe('who may sign with the CA key', () => {
     expect(signing.length).toBeGreaterThan(0);
     for (const statement of signing) {
       expect(list(statement.Resource)).toEqual([expect.stringMatching(caKeyArn)]);
-      expect(statement.Condition).toEqual({ StringEquals: { 'kms:SigningAlgorithm': 'ECDSA_SHA_256' } });
+      expect(statement.Condition).toEqual({
+        StringEquals: { 'kms:SigningAlgorithm': 'ECDSA_SHA_256', 'kms:MessageType': 'RAW' },
+      });
     }
   });
 

@@ -3,7 +3,10 @@
  * arguments (the real one needs the provider registry) and moto as STS and KMS:
  *   - the bootstrap stack is planned and applied with -target on its own resources only, so an
  *     existing deployment is never touched by it;
- *   - the full stack is refused before apply when the CA certificate was not made by the CA key.
+ *   - the full stack is refused before apply when the CA certificate was not made by the CA key;
+ *   - every plan goes to a file that is read back (`show -json`) and checked: a plan deleting a
+ *     CA registration is refused unless --allow-destroy names it, an unreadable plan stops, and
+ *     deploy applies the plan file it checked.
  * Skipped when moto_server is not installed.
  */
 import { ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +41,8 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
     terraformScript = join(work, 'terraform');
     writeFileSync(
       terraformScript,
-      `#!/bin/sh\necho "$*" >> "${terraformLog}"\n[ "$1" = version ] && echo '{"terraform_version":"1.11.0"}'\nexit 0\n`,
+      `#!/bin/sh\necho "$*" >> "${terraformLog}"\n[ "$1" = version ] && echo '{"terraform_version":"1.11.0"}'\n` +
+        `[ "$1" = show ] && cat "$PLAN_JSON"\nexit 0\n`,
     );
     chmodSync(terraformScript, 0o755);
     const deployment = JSON.parse(
@@ -84,6 +88,7 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
   function runOps(
     args: string[],
     deployment: string = deploymentFile,
+    planFixture = 'no-destroy.json',
   ): Promise<{ status: number | null; output: string; calls: string[] }> {
     writeFileSync(terraformLog, '');
     return new Promise((resolveRun) => {
@@ -93,6 +98,7 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
           ...process.env,
           DEPLOYMENT_CONFIG: deployment,
           TERRAFORM: terraformScript,
+          PLAN_JSON: join(__dirname, 'fixtures', 'plans', planFixture),
           AWS_ENDPOINT_URL: endpoint,
           AWS_ACCESS_KEY_ID: credentials.accessKeyId,
           AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey,
@@ -117,18 +123,51 @@ describeWithMoto('make plan / deploy with the device CA (stand-in terraform, mot
 
     const plan = await runOps(['plan'], bootstrapDeploymentFile);
     expect(plan.status).toBe(0);
-    expect(plan.calls).toContain(`plan -input=false ${targets.join(' ')}`);
+    expect(plan.calls).toContain(`plan -input=false -out=tfplan ${targets.join(' ')}`);
+    expect(plan.calls).toContain('show -json tfplan');
 
     const deploy = await runOps(['deploy', '--auto-approve'], bootstrapDeploymentFile);
     expect(deploy.status).toBe(0);
-    expect(deploy.calls).toContain(`apply -input=false ${targets.join(' ')} -auto-approve`);
+    // The plan file that was shown and checked is what gets applied.
+    const planAt = deploy.calls.indexOf(`plan -input=false -out=tfplan ${targets.join(' ')}`);
+    const shownAt = deploy.calls.indexOf('show -json tfplan');
+    const appliedAt = deploy.calls.indexOf('apply -input=false tfplan');
+    expect([planAt >= 0, planAt < shownAt, shownAt < appliedAt]).toEqual([true, true, true]);
     expect(deploy.output).toMatch(/next: `make init-ca`/);
   });
 
   it('plans the full stack without targets', async () => {
     const plan = await runOps(['plan']);
     expect(plan.status).toBe(0);
-    expect(plan.calls).toContain('plan -input=false');
+    expect(plan.calls).toContain('plan -input=false -out=tfplan');
+  });
+
+  const removedCa = 'aws_iot_ca_certificate.device-ca_eu-west-1-5c2d7e0a19b3f4a1_1A2B3C4D';
+
+  it('refuses a plan that deletes a CA registration, naming it and what it does to devices', async () => {
+    const plan = await runOps(['plan'], bootstrapDeploymentFile, 'region-removed.json');
+    expect(plan.status).toBe(1);
+    expect(plan.output).toContain(`refused: this plan deletes or replaces 1 resource(s) devices depend on`);
+    expect(plan.output).toContain(`${removedCa} would be deleted`);
+    expect(plan.output).toMatch(/stops connecting there/);
+    expect(plan.calls.some((call) => call.startsWith('apply'))).toBe(false);
+  });
+
+  it('lets it through when --allow-destroy names the address', async () => {
+    const plan = await runOps(
+      ['plan', `--allow-destroy=${removedCa}`],
+      bootstrapDeploymentFile,
+      'region-removed.json',
+    );
+    expect(plan.status).toBe(0);
+    expect(plan.output).toContain(`allowed by --allow-destroy: ${removedCa}`);
+  });
+
+  it('stops when the plan cannot be read back as JSON', async () => {
+    const deploy = await runOps(['deploy', '--auto-approve'], bootstrapDeploymentFile, 'not-a-plan.json');
+    expect(deploy.status).toBe(1);
+    expect(deploy.output).toMatch(/stopped, plan unreadable: the plan JSON has no format_version/);
+    expect(deploy.calls.some((call) => call.startsWith('apply'))).toBe(false);
   });
 
   it('refuses to deploy a CA certificate the CA key did not make, before terraform apply', async () => {

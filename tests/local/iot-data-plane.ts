@@ -9,14 +9,23 @@
  * out on purpose (`rejectUnauthorized: false`): certificates from CreateKeysAndCertificate are
  * self-signed by moto, and AWS itself accepts registered certificates from any CA.
  * Authorization of publish/subscribe/receive uses the attached policies, fetched once per
- * connection (AWS caches them per connection too); a denied publish closes the connection, a
- * denied subscription is answered with 0x80, as AWS IoT does for MQTT 3.1.1.
+ * connection (AWS caches them per connection too). MQTT 3.1.1 and MQTT 5 both work, on one broker
+ * per region (tests/local/mqtt-broker.ts): a denied publish closes a 3.1.1 connection and gets a
+ * PUBACK 0x87 under MQTT 5 (QoS 1); a denied subscription is answered with 0x80 (3.1.1) or 0x87
+ * (MQTT 5), as AWS IoT answers.
+ *
+ * Each region also listens where AWS IoT takes MQTT on port 443: TLS with ALPN `x-amzn-mqtt-ca`.
+ * A client there that offers no ALPN or another protocol is refused, as AWS would route it to HTTPS.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
+import {
+  createServer as createTlsServer,
+  TLSSocket,
+  type Server as TlsServer,
+  type TlsOptions,
+} from 'node:tls';
 import type { Socket } from 'node:net';
-import Aedes, { type AuthenticateError, type Client } from 'aedes';
 import {
   DescribeCertificateCommand,
   GetPolicyCommand,
@@ -32,8 +41,18 @@ import {
   type PolicyContext,
 } from './iot-policy';
 import type { PolicyDocument } from './iot-policy';
+import {
+  ConnectRefusal,
+  createMqttBroker,
+  REASON,
+  type BrokerConnection,
+  type MqttBroker,
+} from './mqtt-broker';
 import { issueServerCertificate } from './pki';
-import { endpointAddress } from './stack-state';
+import { endpointAddress, MQTT_ALPN_STAND_IN_PORT } from './stack-state';
+
+/** The ALPN protocol id AWS IoT expects for MQTT with a client certificate on port 443. */
+export const MQTT_ALPN_PROTOCOL = 'x-amzn-mqtt-ca';
 
 export interface RegionalBrokersOptions {
   readonly regions: readonly string[];
@@ -41,6 +60,11 @@ export interface RegionalBrokersOptions {
   readonly host: string;
   /** Port per region; 0 picks a free one (the answer's `endpoints` says which). */
   readonly ports: Readonly<Record<string, number>>;
+  /**
+   * Port per region of the listener for ALPN `x-amzn-mqtt-ca` (443 as AWS; 0 picks a free one;
+   * absent: 0). When 443 can't be bound (EACCES: not root), the stand-in 8443 is used instead.
+   */
+  readonly alpnPorts?: Readonly<Record<string, number>>;
   /** Address per region (the local stack gives each region a loopback address of its own). */
   readonly hosts?: Readonly<Record<string, string>>;
   /** Where the SDK reaches moto (the same endpoint the provisioning function uses locally). */
@@ -55,7 +79,13 @@ export interface RegionalBrokersOptions {
 export interface RegionalBrokers {
   /** Region → bare host (port 8883) or "host:PORT", what the local DescribeEndpoint answers. */
   readonly endpoints: Record<string, string>;
-  /** GET it for NDJSON lines {"region","topic","payload"}, one per published message. */
+  /** Region → "host:port" of the listener for ALPN `x-amzn-mqtt-ca`. */
+  readonly alpnEndpoints: Record<string, string>;
+  /**
+   * GET it for NDJSON lines {"region","topic","payload"}, one per published message;
+   * POST `publish?topic=T[&region=R][&qos=0|1]` with the payload as body to send a message as the
+   * service does (`make local-publish`), in R or in every region: answers {"receivers":{region: n}}.
+   */
   readonly watchUrl: string;
   close(): Promise<void>;
 }
@@ -73,20 +103,8 @@ interface ConnectionAuthority {
   readonly policies: readonly PolicyDocument[];
 }
 
-/** The MQTT CONNACK codes AWS-style refusals map to. */
-const NOT_AUTHORIZED = 5;
-const SERVER_UNAVAILABLE = 3;
-/** AWS IoT accepts client ids up to 128 characters; aedes defaults to MQTT 3.1's 23. */
+/** AWS IoT accepts client ids up to 128 characters. */
 const MAX_CLIENT_ID_LENGTH = 128;
-
-class ConnectionRefused extends Error {
-  constructor(
-    message: string,
-    readonly returnCode: number = NOT_AUTHORIZED,
-  ) {
-    super(message);
-  }
-}
 
 export async function startRegionalBrokers(options: RegionalBrokersOptions): Promise<RegionalBrokers> {
   const log = options.logger ?? (() => undefined);
@@ -97,8 +115,15 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
     { certPem: options.caCertPem, keyPem: options.caKeyPem },
     { dns: ['localhost'], ips: [...new Set([options.host, ...options.regions.map(hostOf)])] },
   );
-  const watch = await startWatchServer(options.host, options.watchPort);
   const started: RegionalBroker[] = [];
+  const watch = await startWatchServer(options.host, options.watchPort, (region, topic, payload, qos) => {
+    const receivers: Record<string, number> = {};
+    for (const broker of started) {
+      if (region === undefined || broker.region === region)
+        receivers[broker.region] = broker.publish(topic, payload, qos);
+    }
+    return receivers;
+  });
   try {
     for (const region of options.regions) {
       started.push(
@@ -106,6 +131,7 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
           region,
           host: hostOf(region),
           port: options.ports[region] ?? 0,
+          alpnPort: options.alpnPorts?.[region] ?? 0,
           awsEndpoint: options.awsEndpoint,
           serverCertificate,
           caCertPem: options.caCertPem,
@@ -120,11 +146,18 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
     throw error;
   }
   const endpoints: Record<string, string> = {};
-  for (const broker of started)
+  const alpnEndpoints: Record<string, string> = {};
+  for (const broker of started) {
     endpoints[broker.region] = endpointAddress(hostOf(broker.region), broker.port);
-  log(`[mqtt] endpoints ${JSON.stringify(endpoints)}; observer ${watch.url}`);
+    alpnEndpoints[broker.region] = `${hostOf(broker.region)}:${broker.alpnPort}`;
+  }
+  log(
+    `[mqtt] endpoints ${JSON.stringify(endpoints)}; ALPN ${MQTT_ALPN_PROTOCOL} ` +
+      `${JSON.stringify(alpnEndpoints)}; observer ${watch.url}`,
+  );
   return {
     endpoints,
+    alpnEndpoints,
     watchUrl: watch.url,
     async close() {
       await Promise.all(started.map((broker) => broker.close()));
@@ -136,6 +169,8 @@ export async function startRegionalBrokers(options: RegionalBrokersOptions): Pro
 interface RegionalBroker {
   readonly region: string;
   readonly port: number;
+  readonly alpnPort: number;
+  publish(topic: string, payload: Buffer, qos: 0 | 1): number;
   close(): Promise<void>;
 }
 
@@ -143,6 +178,7 @@ interface RegionalBrokerOptions {
   readonly region: string;
   readonly host: string;
   readonly port: number;
+  readonly alpnPort: number;
   readonly awsEndpoint: string;
   readonly serverCertificate: { readonly certPem: string; readonly keyPem: string };
   readonly caCertPem: string;
@@ -157,119 +193,123 @@ async function startRegionalBroker(options: RegionalBrokerOptions): Promise<Regi
     endpoint: options.awsEndpoint,
     credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
   });
-  const authorities = new WeakMap<Client, ConnectionAuthority>();
 
   const allowed = (
-    client: Client,
+    connection: BrokerConnection<ConnectionAuthority>,
     action: IotAction,
     kind: 'client' | 'topic' | 'topicfilter',
     name: string,
   ) => {
-    const authority = authorities.get(client);
-    if (!authority) return false;
-    const resource = iotResourceArn(authority.context, kind, name);
-    return evaluatePolicies(authority.policies, action, resource, authority.context) === 'allow';
+    const { context, policies } = connection.authority;
+    const resource = iotResourceArn(context, kind, name);
+    return evaluatePolicies(policies, action, resource, context) === 'allow';
   };
 
-  const broker = new Aedes({
-    id: `local-iot-${region}`,
-    maxClientsIdLength: MAX_CLIENT_ID_LENGTH,
-    authenticate(client, _username, _password, done) {
-      authenticateConnection(iot, region, client)
-        .then((authority) => {
-          authorities.set(client, authority);
-          log(`[mqtt ${region}] ${client.id} connected (certificate ${authority.context.certificateId})`);
-          done(null, true);
-        })
-        .catch((error: unknown) => {
-          const refusal =
-            error instanceof ConnectionRefused
-              ? error
-              : new ConnectionRefused(`registry lookup failed: ${errorName(error)}`, SERVER_UNAVAILABLE);
-          log(`[mqtt ${region}] refused ${client.id}: ${refusal.message}`);
-          const authError = Object.assign(new Error(refusal.message), {
-            returnCode: refusal.returnCode,
-          }) as AuthenticateError;
-          done(authError, false);
-        });
-    },
-    authorizePublish(client, packet, done) {
-      if (!client) return done(null);
-      const topicAllowed =
-        !packet.topic.startsWith('$') &&
-        allowed(client, 'iot:Publish', 'topic', packet.topic) &&
-        (!packet.retain || allowed(client, 'iot:RetainPublish', 'topic', packet.topic));
-      if (topicAllowed) return done(null);
-      log(`[mqtt ${region}] ${client.id} may not publish to ${packet.topic}; disconnecting`);
-      done(new Error(`not authorized to publish to ${packet.topic}`));
-    },
-    authorizeSubscribe(client, subscription, done) {
-      if (
-        !subscription.topic.startsWith('$') &&
-        allowed(client, 'iot:Subscribe', 'topicfilter', subscription.topic)
-      ) {
-        return done(null, subscription);
-      }
-      log(`[mqtt ${region}] ${client.id} may not subscribe to ${subscription.topic}`);
-      done(null, null);
-    },
-    authorizeForward(client, packet) {
-      return allowed(client, 'iot:Receive', 'topic', packet.topic) ? packet : null;
-    },
+  const broker: MqttBroker = createMqttBroker<ConnectionAuthority>({
+    authenticate: ({ clientId, socket }) => authenticateConnection(iot, region, clientId, socket),
+    mayPublish: (connection, topic, retain) =>
+      allowed(connection, 'iot:Publish', 'topic', topic) &&
+      (!retain || allowed(connection, 'iot:RetainPublish', 'topic', topic)),
+    maySubscribe: (connection, filter) => allowed(connection, 'iot:Subscribe', 'topicfilter', filter),
+    mayReceive: (connection, topic) => allowed(connection, 'iot:Receive', 'topic', topic),
+    onConnected: (connection) =>
+      log(
+        `[mqtt ${region}] ${connection.clientId} connected, MQTT ${versionName(connection.protocolVersion)} ` +
+          `(certificate ${connection.authority.context.certificateId})`,
+      ),
+    onRefused: (clientId, refusal) =>
+      log(
+        `[mqtt ${region}] refused ${clientId} (reason 0x${refusal.reasonCode.toString(16)}): ${refusal.message}`,
+      ),
+    onDenied: (connection, what) => log(`[mqtt ${region}] ${connection.clientId} may not ${what}`),
+    onPublished: (_connection, topic, payload) =>
+      options.onMessage({ region, topic, payload: payload.toString('utf8') }),
   });
-  broker.on('publish', (packet, client) => {
-    if (client && !packet.topic.startsWith('$SYS')) {
-      options.onMessage({
-        region,
-        topic: packet.topic,
-        payload: Buffer.from(packet.payload).toString('utf8'),
-      });
-    }
-  });
-  broker.on('clientError', (client, error) => log(`[mqtt ${region}] ${client.id}: ${error.message}`));
 
   const sockets = new Set<Socket>();
-  const server: TlsServer = createTlsServer(
-    {
-      key: options.serverCertificate.keyPem,
-      cert: options.serverCertificate.certPem,
-      ca: [options.caCertPem],
-      requestCert: true,
-      rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
-    },
+  const track = (socket: Socket): void => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  };
+  const tlsOptions: TlsOptions = {
+    key: options.serverCertificate.keyPem,
+    cert: options.serverCertificate.certPem,
+    ca: [options.caCertPem],
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+  };
+  const server: TlsServer = createTlsServer(tlsOptions, (socket) => {
+    track(socket);
+    broker.handle(socket);
+  });
+  server.on('tlsClientError', (error) => log(`[mqtt ${region}] TLS handshake failed: ${error.message}`));
+  // AWS IoT's port 443 serves HTTPS and MQTT; the ALPN id tells which. Only MQTT is modelled here.
+  const alpnServer: TlsServer = createTlsServer(
+    { ...tlsOptions, ALPNProtocols: [MQTT_ALPN_PROTOCOL] },
     (socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
+      track(socket);
+      if (socket.alpnProtocol !== MQTT_ALPN_PROTOCOL) {
+        log(`[mqtt ${region}] refused a connection on the ALPN port without ALPN ${MQTT_ALPN_PROTOCOL}`);
+        socket.destroy();
+        return;
+      }
       broker.handle(socket);
     },
   );
-  server.on('tlsClientError', (error) => log(`[mqtt ${region}] TLS handshake failed: ${error.message}`));
+  alpnServer.on('tlsClientError', (error) =>
+    log(`[mqtt ${region}] TLS handshake failed on the ALPN port: ${error.message}`),
+  );
   const port = await listen(server, options.host, options.port);
+  let alpnPort: number;
+  try {
+    alpnPort = await listen(alpnServer, options.host, options.alpnPort);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EACCES') {
+      await new Promise<void>((done) => server.close(() => done()));
+      throw error;
+    }
+    log(
+      `[mqtt ${region}] may not bind port ${options.alpnPort}: ALPN listener on ${MQTT_ALPN_STAND_IN_PORT}`,
+    );
+    alpnPort = await listen(alpnServer, options.host, MQTT_ALPN_STAND_IN_PORT);
+  }
   return {
     region,
     port,
+    alpnPort,
+    publish: (topic, payload, qos) => broker.publish(topic, payload, qos),
     async close() {
+      await broker.close();
       for (const socket of sockets) socket.destroy();
-      await Promise.all([
-        new Promise<void>((done) => server.close(() => done())),
-        new Promise<void>((done) => broker.close(() => done())),
-      ]);
+      await Promise.all(
+        [server, alpnServer].map((listener) => new Promise<void>((done) => listener.close(() => done()))),
+      );
       iot.destroy();
     },
   };
+}
+
+function versionName(protocolVersion: 3 | 4 | 5): string {
+  return protocolVersion === 5 ? '5' : protocolVersion === 4 ? '3.1.1' : '3.1';
 }
 
 /** The AWS IoT checks a CONNECT goes through, against the region's registry. */
 async function authenticateConnection(
   iot: IoTClient,
   region: string,
-  client: Client,
+  clientId: string,
+  socket: Socket,
 ): Promise<ConnectionAuthority> {
-  const socket = client.conn;
-  if (!(socket instanceof TLSSocket)) throw new ConnectionRefused('not a TLS connection');
+  if (!(socket instanceof TLSSocket)) throw new ConnectRefusal('not a TLS connection');
+  if (clientId.length === 0 || clientId.length > MAX_CLIENT_ID_LENGTH) {
+    throw new ConnectRefusal(
+      `client id must be 1 to ${MAX_CLIENT_ID_LENGTH} characters (the thing name)`,
+      REASON.clientIdentifierNotValid,
+    );
+  }
   const peer = socket.getPeerCertificate(false);
-  if (!peer || !peer.raw) throw new ConnectionRefused('no client certificate');
+  if (!peer || !peer.raw) throw new ConnectRefusal('no client certificate');
   const certificateId = createHash('sha256').update(peer.raw).digest('hex');
 
   let description;
@@ -277,12 +317,12 @@ async function authenticateConnection(
     description = (await iot.send(new DescribeCertificateCommand({ certificateId }))).certificateDescription;
   } catch (error) {
     if (errorName(error) === 'ResourceNotFoundException') {
-      throw new ConnectionRefused(`certificate ${certificateId} is not registered in ${region}`);
+      throw new ConnectRefusal(`certificate ${certificateId} is not registered in ${region}`);
     }
     throw error;
   }
   if (description?.status !== 'ACTIVE') {
-    throw new ConnectionRefused(`certificate ${certificateId} is ${description?.status ?? 'unknown'}`);
+    throw new ConnectRefusal(`certificate ${certificateId} is ${description?.status ?? 'unknown'}`);
   }
   const certificateArn = description.certificateArn ?? '';
   const accountId = certificateArn.split(':')[4] ?? '';
@@ -291,8 +331,8 @@ async function authenticateConnection(
     iot.send(new ListPrincipalThingsCommand({ principal: certificateArn })),
     iot.send(new ListAttachedPoliciesCommand({ target: certificateArn })),
   ]);
-  if (!(things.things ?? []).includes(client.id)) {
-    throw new ConnectionRefused(`certificate ${certificateId} is not attached to thing ${client.id}`);
+  if (!(things.things ?? []).includes(clientId)) {
+    throw new ConnectRefusal(`certificate ${certificateId} is not attached to thing ${clientId}`);
   }
   const policies = await Promise.all(
     (attached.policies ?? []).map(async (policy) => {
@@ -301,8 +341,8 @@ async function authenticateConnection(
     }),
   );
   const context: PolicyContext = {
-    clientId: client.id,
-    thingName: client.id,
+    clientId,
+    thingName: clientId,
     certificateId,
     region,
     accountId,
@@ -310,11 +350,11 @@ async function authenticateConnection(
   const decision = evaluatePolicies(
     policies,
     'iot:Connect',
-    iotResourceArn(context, 'client', client.id),
+    iotResourceArn(context, 'client', clientId),
     context,
   );
   if (decision !== 'allow') {
-    throw new ConnectionRefused(`policy does not allow iot:Connect for ${client.id} (${decision})`);
+    throw new ConnectRefusal(`policy does not allow iot:Connect for ${clientId} (${decision})`);
   }
   return { context, policies };
 }
@@ -329,12 +369,34 @@ interface WatchServer {
   close(): Promise<void>;
 }
 
-/** Streams every observed message as one NDJSON line to every connected GET client. */
-async function startWatchServer(host: string, port: number): Promise<WatchServer> {
+/** Sends a message as the service, in one region or all; answers how many connections got it per region. */
+type ServicePublish = (
+  region: string | undefined,
+  topic: string,
+  payload: Buffer,
+  qos: 0 | 1,
+) => Record<string, number>;
+
+/** Largest payload AWS IoT takes in one message (128 KiB). */
+const MAX_PAYLOAD_BYTES = 128 * 1024;
+
+/**
+ * Streams every observed message as one NDJSON line to every connected GET client, and takes
+ * POST /publish: the local stand-in for the iot-data Publish API (no IAM check here).
+ */
+async function startWatchServer(host: string, port: number, publish: ServicePublish): Promise<WatchServer> {
   const listeners = new Set<ServerResponse>();
+  const broadcast = (message: WatchedMessage): void => {
+    const line = JSON.stringify(message) + '\n';
+    for (const listener of listeners) listener.write(line);
+  };
   const server: Server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    if (request.method === 'POST') {
+      void servicePublish(request, response, publish, broadcast);
+      return;
+    }
     if (request.method !== 'GET') {
-      response.writeHead(405, { allow: 'GET' }).end();
+      response.writeHead(405, { allow: 'GET, POST' }).end();
       return;
     }
     response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -345,16 +407,46 @@ async function startWatchServer(host: string, port: number): Promise<WatchServer
   const actualPort = await listen(server, host, port);
   return {
     url: `http://${host}:${actualPort}/`,
-    broadcast(message) {
-      const line = JSON.stringify(message) + '\n';
-      for (const listener of listeners) listener.write(line);
-    },
+    broadcast,
     async close() {
       for (const listener of listeners) listener.end();
       server.closeAllConnections();
       await new Promise<void>((done) => server.close(() => done()));
     },
   };
+}
+
+async function servicePublish(
+  request: IncomingMessage,
+  response: ServerResponse,
+  publish: ServicePublish,
+  broadcast: (message: WatchedMessage) => void,
+): Promise<void> {
+  const answer = (status: number, body: unknown): void => {
+    response.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  };
+  const url = new URL(request.url ?? '/', 'http://local');
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of request as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size <= MAX_PAYLOAD_BYTES) chunks.push(chunk);
+  }
+  if (url.pathname !== '/publish') return answer(404, { message: 'POST /publish?topic=...' });
+  const topic = url.searchParams.get('topic') ?? '';
+  const region = url.searchParams.get('region') ?? undefined;
+  const qos = url.searchParams.get('qos') ?? '1';
+  if (!topic || /[+#]/.test(topic) || topic.startsWith('$'))
+    return answer(400, { message: `not a topic to publish to: "${topic}"` });
+  if (qos !== '0' && qos !== '1') return answer(400, { message: `qos must be 0 or 1 (got ${qos})` });
+  if (size > MAX_PAYLOAD_BYTES)
+    return answer(413, { message: `payload of ${size} bytes is over AWS IoT's ${MAX_PAYLOAD_BYTES}` });
+  const payload = Buffer.concat(chunks);
+  const receivers = publish(region, topic, payload, qos === '1' ? 1 : 0);
+  if (Object.keys(receivers).length === 0) return answer(404, { message: `no local region ${region}` });
+  for (const name of Object.keys(receivers))
+    broadcast({ region: name, topic, payload: payload.toString('utf8') });
+  answer(200, { topic, receivers });
 }
 
 function listen(server: Server | TlsServer, host: string, port: number): Promise<number> {

@@ -40,6 +40,7 @@ const LOCAL_CREDENTIALS = { accessKeyId: 'local', secretAccessKey: 'local' };
 
 interface RegionalBrokers {
   readonly endpoints: Record<string, string>;
+  readonly alpnEndpoints: Record<string, string>;
   readonly watchUrl: string;
   close(): Promise<void>;
 }
@@ -48,6 +49,7 @@ type StartRegionalBrokers = (options: {
   regions: string[];
   host: '127.0.0.1';
   ports: Record<string, number>;
+  alpnPorts?: Record<string, number>;
   hosts: Record<string, string>;
   awsEndpoint: string;
   caCertPem: string;
@@ -264,6 +266,7 @@ async function main(): Promise<void> {
   );
 
   let mqttRunning = false;
+  let mqttAlpnEndpoints: Record<string, string> = {};
   let watchUrl = `http://${HOST}:${options.ports.watch}`;
   const startRegionalBrokers = await loadBrokerModule();
   if (startRegionalBrokers) {
@@ -272,6 +275,7 @@ async function main(): Promise<void> {
         regions,
         host: HOST,
         ports: options.ports.mqtt,
+        alpnPorts: options.ports.mqttAlpn,
         hosts: options.ports.mqttHosts,
         awsEndpoint: proxy.url,
         caCertPem: readFileSync(options.caCertPath, 'utf8'),
@@ -281,6 +285,7 @@ async function main(): Promise<void> {
       });
       closers.push({ name: 'MQTT brokers', close: brokers.close });
       watchUrl = brokers.watchUrl;
+      mqttAlpnEndpoints = brokers.alpnEndpoints;
       mqttRunning = true;
       progress(`MQTT brokers ready: ${Object.values(brokers.endpoints).join(' ')}`);
     } catch (error) {
@@ -359,6 +364,7 @@ async function main(): Promise<void> {
     deviceCaCertificateId: deviceCa.certificateId,
     mqttEndpoints,
     mqttRunning,
+    mqttAlpnEndpoints,
     watchUrl,
     handlerModule: options.handlerModule,
     functionEnvironment: environment,

@@ -24,6 +24,10 @@ export const FUNCTION_LOG = path.join(LOGS_DIR, 'function.log');
 export const DEFAULT_PORT_BASE = 17400;
 /** AWS IoT's MQTT-over-TLS port; DescribeEndpoint answers a bare host and devices assume it. */
 export const MQTT_PORT = 8883;
+/** AWS IoT's MQTT port for clients that send ALPN `x-amzn-mqtt-ca` (networks that only open 443). */
+export const MQTT_ALPN_PORT = 443;
+/** Where the 443 listener goes instead when this process may not bind 443 (not root). */
+export const MQTT_ALPN_STAND_IN_PORT = 8443;
 
 export interface LocalPorts {
   readonly edge: number;
@@ -35,6 +39,12 @@ export interface LocalPorts {
   readonly mqtt: Record<string, number>;
   /** region → the loopback address its MQTT broker listens on */
   readonly mqttHosts: Record<string, string>;
+  /**
+   * region → port of the MQTT-over-TLS listener with ALPN `x-amzn-mqtt-ca`, on the region's address:
+   * 443 (8443 when 443 can't be bound), or base + 30 + i where per-region addresses are unavailable.
+   * Absent in a stack started before it existed.
+   */
+  readonly mqttAlpn?: Record<string, number>;
 }
 
 /**
@@ -51,7 +61,8 @@ export function mqttLoopbackAddress(base: number, regionIndex: number): string {
 /**
  * Ports from a base: edge +0, AWS proxy +1, moto +2, ipstack +3, watch +4 on 127.0.0.1; MQTT on
  * 8883 at one loopback address per region, or (`perRegionAddresses: false`, for systems that only
- * answer on 127.0.0.1) at 127.0.0.1, base + 10 + i.
+ * answer on 127.0.0.1) at 127.0.0.1, base + 10 + i; MQTT with ALPN on 443 at the same addresses, or
+ * at 127.0.0.1, base + 30 + i.
  */
 export function portsFrom(base: number, regions: readonly string[], perRegionAddresses = true): LocalPorts {
   return {
@@ -68,6 +79,9 @@ export function portsFrom(base: number, regions: readonly string[], perRegionAdd
         region,
         perRegionAddresses ? mqttLoopbackAddress(base, index) : '127.0.0.1',
       ]),
+    ),
+    mqttAlpn: Object.fromEntries(
+      regions.map((region, index) => [region, perRegionAddresses ? MQTT_ALPN_PORT : base + 30 + index]),
     ),
   };
 }
@@ -143,6 +157,11 @@ export interface LocalStack {
   readonly deviceCaCertificateId: string;
   /** region → its MQTT endpoint, what DescribeEndpoint(iot:Data-ATS) answers: a bare host (port 8883). */
   readonly mqttEndpoints: Record<string, string>;
+  /**
+   * region → "host:port" of its MQTT listener for ALPN `x-amzn-mqtt-ca` (AWS IoT's port 443), where
+   * the stack actually bound it: 443, or the stand-in 8443 when 443 could not be bound.
+   */
+  readonly mqttAlpnEndpoints?: Record<string, string>;
   /** false when tests/local/iot-data-plane.ts is missing or its brokers failed to start. */
   readonly mqttRunning: boolean;
   readonly watchUrl: string;

@@ -6,6 +6,7 @@
  * fixtures), then starts one detached process group — stack-server.ts with moto as its child —
  * and returns when .local/stack.json is written and everything answers.
  */
+import '../../functions/cli-runtime';
 import { spawn } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import {

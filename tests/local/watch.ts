@@ -3,6 +3,7 @@
  * {"region","topic","payload"} each, like the AWS console's MQTT test client subscribed to `#`
  * in every region at once. Also the library the demo and the tests observe messages with.
  */
+import '../../functions/cli-runtime';
 import { request, type ClientRequest } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';

@@ -1,5 +1,6 @@
 import { checkCsr } from '../../../functions/provisioning/csr';
 import { CsrKeyAlgorithm, EC_P256, makeCsr, rsaAlgorithm } from '../../support/csr';
+import { exponentOneCsr } from '../../support/unsound-keys';
 import * as x509 from '../../support/x509';
 
 const ecAlgorithm = EC_P256;
@@ -58,8 +59,21 @@ describe('CSR checks (before anything is created in AWS)', () => {
   });
 
   it('rejects an RSA key under 2048 bits', async () => {
-    expect(await refusal(await csrPem('CN=wm101', rsaAlgorithm(1024)))).toContain(
-      'RSA of at least 2048 bits',
+    expect(await refusal(await csrPem('CN=wm101', rsaAlgorithm(1024)))).toBe(
+      'CSR key refused: RSA modulus is 1024 bits; at least 2048 are required',
+    );
+  });
+
+  it('rejects a key nobody holds: RSA with exponent 1, whose self-signature anyone can compute', async () => {
+    expect(await refusal(exponentOneCsr('wm101'))).toBe(
+      'CSR key refused: RSA public exponent is 1; it must be odd and at least 65537',
+    );
+  });
+
+  it('rejects an EC P-384 key: P-256 is the one curve accepted', async () => {
+    const p384 = { name: 'ECDSA', namedCurve: 'P-384', hash: 'SHA-384' } as CsrKeyAlgorithm;
+    expect(await refusal(await csrPem('CN=wm101', p384))).toBe(
+      'CSR key refused: EC key is on P-384; only P-256 is accepted',
     );
   });
 
