@@ -129,6 +129,11 @@ const deploymentSchema = z
       .object({
         schedule: scheduleExpression,
         graceSeconds: positiveInt,
+        /** Days an orphan stays deactivated before it is deleted (functions/reconciler/quarantine.ts). */
+        quarantineDays: positiveInt.default(7),
+        /** The circuit breaker (functions/reconciler/breaker.ts): a run may take max(N, X % of our certificates). */
+        breakerMinimum: z.number().int().min(0).default(25),
+        breakerPercent: z.number().int().min(0).max(100).default(2),
         timeoutSeconds: z.number().int().min(30).max(900, 'Lambda runs at most 900 s'),
         memoryMb: z.number().int().min(128).max(10240),
       })

@@ -32,6 +32,9 @@ export function reconcilerEnvironment(
     // The same lease the provisioning function holds: a claim older than this is stale.
     LEASE_SECONDS: String(config.leaseSeconds),
     RECONCILE_GRACE_SECONDS: String(config.reconciler.graceSeconds),
+    RECONCILE_QUARANTINE_DAYS: String(config.reconciler.quarantineDays),
+    RECONCILE_BREAKER_MINIMUM: String(config.reconciler.breakerMinimum),
+    RECONCILE_BREAKER_PERCENT: String(config.reconciler.breakerPercent),
     CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
     RENEW_AT_PERCENT: String(config.certificates.renewAtPercent),
     RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),

@@ -17,12 +17,22 @@ import type { RecordFilter } from '../provisioning/registry';
 import { loadReconcilerConfig, ReconcilerConfig } from '../reconciler/config';
 import { deploymentEnvironment, localStackEnvironment, STACK_FILE } from '../reconciler/environments';
 import { reconcileProgress } from '../reconciler/cli';
+import { listQuarantine } from '../reconciler/quarantine';
 import { reconcile } from '../reconciler/reconcile';
 import { reconcilerDependencies } from '../reconciler/wiring';
 import { AdminError, EXIT } from './exit-codes';
 import { importDevices, summaryText } from './import-devices';
 import { checkImportFile, formatOf } from './import-file';
-import { ChangeResult, disable, enable, move, OperatorDependencies, reset, revoke } from './operations';
+import {
+  ChangeResult,
+  disable,
+  enable,
+  move,
+  OperatorDependencies,
+  reset,
+  restoreFromQuarantine,
+  revoke,
+} from './operations';
 import {
   addToCounts,
   Counts,
@@ -274,7 +284,7 @@ export function program(): Command {
     )
     .addHelpText(
       'after',
-      '\nExit codes: 0 ok, 1 failed, 2 usage or configuration, 3 thing not found, 4 refused (state, or a request in flight), 5 import rows rejected, 6 not confirmed.\n' +
+      '\nExit codes: 0 ok, 1 failed, 2 usage or configuration, 3 thing not found, 4 refused (state, or a request in flight), 5 import rows rejected, 6 not confirmed, 7 reconcile stopped by its circuit breaker.\n' +
         '\nExamples:\n  npm run admin -- --local import devices.csv --yes\n  make admin ARGS="--local list --status provisioned"',
     )
     .version(version, '-V, --version')
@@ -525,6 +535,10 @@ export function program(): Command {
         '--prefix <prefix>',
         'only records whose thing name starts with this (the orphan sweep stays account-wide)',
       )
+      .option(
+        '--allow-large',
+        'confirm a run larger than the circuit breaker allows (after checking the table is the right one)',
+      )
       .option('--json', 'print the report as JSON')
       .action(async (options) => {
         const ctx = context(globals());
@@ -532,13 +546,75 @@ export function program(): Command {
           ...ctx.deps,
           ...(options.grace !== undefined ? { graceSeconds: options.grace as number } : {}),
           ...(options.prefix ? { thingNamePrefix: options.prefix as string } : {}),
+          allowLarge: options.allowLarge === true,
           log: options.json ? () => undefined : (line) => console.log(line),
           onProgress: await reconcileProgress(ctx.deps.registry),
         });
         if (options.json) console.log(JSON.stringify(report, null, 2));
-        if (report.failures.length > 0) setExit(EXIT.failed);
+        if (report.aborted) {
+          err(
+            'gdp-admin: the circuit breaker stopped this run, nothing changed: ' +
+              `${report.breaker.reasons.join('; ')}. Check the table, then \`gdp-admin reconcile --allow-large\``,
+          );
+          setExit(EXIT.aborted);
+        } else if (report.failures.length > 0) setExit(EXIT.failed);
       }),
     'gdp-admin --local reconcile --grace 0',
+    'gdp-admin reconcile --allow-large   # after ReconcilerAborted, once the table is known good',
+  );
+
+  const quarantine = example(
+    cli
+      .command('quarantine')
+      .description(
+        'Certificates the reconciler quarantined (ours, INACTIVE, no record names them): deleted after the quarantine period; `quarantine restore` reactivates one',
+      )
+      .option('--json', 'print as JSON')
+      .action(async (options) => {
+        const ctx = context(globals());
+        const entries = await listQuarantine(ctx.deps);
+        if (options.json) {
+          console.log(JSON.stringify(entries, null, 2));
+          return;
+        }
+        const days = ctx.config.quarantineSeconds / 86_400;
+        console.log(
+          table(
+            ['CERTIFICATE', 'REGION', 'SINCE', 'THING'],
+            entries.map((entry) => [
+              entry.certificateId,
+              entry.region,
+              entry.since ?? 'unknown (never deleted)',
+              entry.things.join(',') || '-',
+            ]),
+          ),
+        );
+        console.log(`${entries.length} certificates in quarantine; deleted ${days} days after SINCE`);
+      }),
+    'gdp-admin quarantine',
+    'gdp-admin quarantine restore 3f0c…e1 --region eu-central-1 --yes',
+  );
+  example(
+    quarantine
+      .command('restore <certificateId>')
+      .description('Reactivate a quarantined certificate (its thing attachments were kept)')
+      .option('--region <region>', 'only in this region (default: every region where it is quarantined)')
+      .option('--json', 'print the result as JSON')
+      .action(async (certificateId: string, options) => {
+        const ctx = context(globals());
+        await confirm(
+          globals(),
+          `reactivate certificate ${certificateId}${options.region ? ` in ${String(options.region)}` : ''}?`,
+        );
+        printResult(
+          await restoreFromQuarantine(ctx.operator, certificateId, {
+            region: options.region as string | undefined,
+          }),
+          options.json === true,
+          'restored',
+        );
+      }),
+    'gdp-admin quarantine restore 3f0c…e1 --yes',
   );
 
   cli.hook('postAction', () => {

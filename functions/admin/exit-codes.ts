@@ -13,6 +13,8 @@ export const EXIT = {
   rejectedRows: 5,
   /** The operator answered no at the confirmation prompt. */
   declined: 6,
+  /** reconcile: the circuit breaker stopped a large run; nothing changed (confirm with --allow-large). */
+  aborted: 7,
 } as const;
 
 /** An expected refusal: printed as one line, no stack trace, with its exit code. */

@@ -109,9 +109,17 @@ async function changeRecord(
     const record = await settledRecord(deps, thingName);
     const planned = plan(record);
     if (!planned) return { record };
+    // A dead request's claim goes with every change: left on the record, the dead request could
+    // still mark it (its mark is conditional on its claim) and undo the operator's change.
+    const remove = [...new Set([...(planned.remove ?? []), ...(record.claimId ? PENDING_ATTRIBUTES : [])])];
     const audit = auditEntry(record, planned.what, by, planned);
-    if (await deps.registry.change(record, { set: planned.set, remove: planned.remove, audit })) {
+    if (await deps.registry.change(record, { set: planned.set, remove, audit })) {
       deps.log(`audit ${JSON.stringify({ thingName, ...audit })}`);
+      // Its intent was never answered (no mark): retired, not left live for the reconciler.
+      const intent = record.claimId ? record.pending : undefined;
+      if (intent && intent.certificateId !== record.certificateId) {
+        await deps.iot.retireCertificate(intent.region, intent.certificateId);
+      }
       return { record, audit };
     }
     // A provisioning request (or another operator) wrote in between: decide again.
@@ -125,9 +133,16 @@ async function changeRecord(
 const S = (value: string): AttributeValue => ({ S: value });
 const N = (value: number): AttributeValue => ({ N: String(value) });
 
-/** Every region where the record's live certificate (or a move's copy) is registered. */
-function liveCopies(record: DeviceRecord): CertificateRef[] {
-  return referencedCertificates({ ...record, pending: undefined });
+/**
+ * Every certificate the record references: the live one in every region it is registered in
+ * (a move's copies), a renewal's previous one, and a dead request's intent. Revoking covers all.
+ */
+function everyCopy(record: DeviceRecord): CertificateRef[] {
+  const seen = new Set<string>();
+  return referencedCertificates(record).filter((ref) => {
+    const key = `${ref.region}/${ref.certificateId}`;
+    return !seen.has(key) && seen.add(key) !== undefined;
+  });
 }
 
 export async function disable(
@@ -166,21 +181,29 @@ export async function enable(deps: OperatorDependencies, thingName: string): Pro
     return { what: 'enable', set: { prov_status: S(status) } };
   });
   const notes: string[] = [];
-  if (record.certificateId && record.region) {
-    const state = await deps.iot.describeCertificate(record.region, record.certificateId);
-    if (state && state.status !== 'ACTIVE') {
+  // `disable --revoke` deactivated the live copies: enabling gives them back, once the record
+  // says provisioned again (the write above). Judged on the record as written: if another
+  // operator's change landed meanwhile, the record decides and nothing is reactivated.
+  const latest = audit ? await deps.registry.read(thingName) : undefined;
+  if (latest && latest.version === record.version + 1 && latest.provStatus === PROV_STATUS.provisioned) {
+    for (const copy of referencedCertificates({ ...latest, pending: undefined, previous: undefined })) {
+      const state = await deps.iot.describeCertificate(copy.region, copy.certificateId);
+      if (state?.status !== 'INACTIVE') continue;
+      await deps.iot.setCertificateStatus(copy.region, copy.certificateId, 'ACTIVE');
       notes.push(
-        `certificate ${record.certificateId} in ${record.region} is ${state.status} (disable --revoke), so the device cannot connect; ` +
-          `\`gdp-admin reset ${thingName}\` lets it provision a new one`,
+        `reactivated certificate ${copy.certificateId} in ${copy.region} (deactivated by disable --revoke)`,
       );
     }
+    // A disable --revoke that wrote after our read deactivates after us: it must win.
+    const after = await deps.registry.read(thingName);
+    if (after && after.provStatus !== PROV_STATUS.provisioned) notes.push(...(await deactivate(deps, after)));
   }
   return { thingName, changed: audit !== undefined, audit, notes };
 }
 
 async function deactivate(deps: OperatorDependencies, record: DeviceRecord): Promise<string[]> {
   const notes: string[] = [];
-  for (const copy of liveCopies(record)) {
+  for (const copy of everyCopy(record)) {
     if (await deps.iot.setCertificateStatus(copy.region, copy.certificateId, 'INACTIVE')) {
       notes.push(`deactivated certificate ${copy.certificateId} in ${copy.region}`);
     }
@@ -218,12 +241,12 @@ export async function revoke(
       what: options.delete ? 'revoke --delete' : 'revoke',
       set: { prov_status: S(PROV_STATUS.revoked) },
       // With --delete the record lets go of the certificate first: if we stop before AWS IoT is
-      // done, nothing references it any more and the reconciler retires it.
+      // done, nothing references it any more and the reconciler quarantines it.
       remove: options.delete ? [...CERTIFICATE_ATTRIBUTES, ...MOVE_ATTRIBUTES] : [],
     };
   });
   const notes = options.delete
-    ? await retire(deps, thingName, liveCopies(record))
+    ? await retire(deps, thingName, everyCopy(record))
     : await deactivate(deps, record);
   return { thingName, changed: audit !== undefined, audit, notes };
 }
@@ -256,7 +279,7 @@ export async function reset(deps: OperatorDependencies, thingName: string): Prom
       ],
     };
   });
-  const notes = audit ? await retire(deps, thingName, referencedCertificates(record)) : [];
+  const notes = audit ? await retire(deps, thingName, everyCopy(record)) : [];
   return { thingName, changed: audit !== undefined, audit, notes };
 }
 
@@ -330,32 +353,44 @@ export async function move(
       // Recorded with the region, so status calls tell the device where to go without an IoT call.
       const endpointAddress = await deps.iot.endpointAddress(to);
       notes.push(`registered certificate ${record.certificateId} in ${to}, attached to thing ${thingName}`);
-      const switched = await changeRecord(deps, thingName, (current) => {
-        if (
-          current.moveTo?.region !== to ||
-          current.certificateId !== record.certificateId ||
-          !current.region
-        ) {
-          throw new AdminError(
-            `${thingName} changed during the move (re-provisioned?): run the move again`,
-            EXIT.refused,
-          );
+      let switched;
+      try {
+        switched = await changeRecord(deps, thingName, (current) => {
+          if (
+            current.moveTo?.region !== to ||
+            current.certificateId !== record.certificateId ||
+            !current.region
+          ) {
+            throw new AdminError(
+              `${thingName} changed during the move (re-provisioned?): run the move again`,
+              EXIT.refused,
+            );
+          }
+          return {
+            what: `move --to ${to}`,
+            set: {
+              aws_region: S(to),
+              moved_from_region: S(current.region),
+              moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
+              certificate_arn: S(certificateArn),
+              thing_arn: S(thing.thingArn),
+              endpoint_address: S(endpointAddress),
+              // A pinned device would go back to its pin when it next provisions: the pin moves too.
+              ...(current.regionPin ? { region_pin: S(to) } : {}),
+            },
+            remove: ['move_to_region', 'move_started'],
+          };
+        });
+      } catch (error) {
+        // The record moved on while we registered (a reset, a re-provisioning): what this move
+        // put in the target region is nobody's now. Undone, unless the record names it after all.
+        const latest = await deps.registry.read(thingName);
+        const named = latest ? everyCopy(latest) : [];
+        if (!named.some((ref) => ref.region === to && ref.certificateId === record.certificateId)) {
+          await retire(deps, thingName, [{ region: to, certificateId: record.certificateId }]);
         }
-        return {
-          what: `move --to ${to}`,
-          set: {
-            aws_region: S(to),
-            moved_from_region: S(current.region),
-            moved_at: N(Math.floor((deps.clock ?? Date.now)() / 1000)),
-            certificate_arn: S(certificateArn),
-            thing_arn: S(thing.thingArn),
-            endpoint_address: S(endpointAddress),
-            // A pinned device would go back to its pin when it next provisions: the pin moves too.
-            ...(current.regionPin ? { region_pin: S(to) } : {}),
-          },
-          remove: ['move_to_region', 'move_started'],
-        };
-      });
+        throw error;
+      }
       audit = switched.audit ?? audit;
     }
   }
@@ -364,6 +399,18 @@ export async function move(
   if (current.movedFrom && current.certificateId) {
     if (options.finish || (to !== undefined && current.region === to && audit === undefined)) {
       const old = { certificateId: current.certificateId, region: current.movedFrom.region };
+      const previous = current.previous;
+      if (previous && previous.region === old.region) {
+        // Its thing there holds the renewal's previous certificate, the device's fallback until it
+        // proves the new one: finishing now would leave that thing behind once it is retired.
+        throw new AdminError(
+          `${thingName} renewed and has not proven its new certificate yet: its previous certificate ` +
+            `${previous.certificateId} stays live in ${old.region} until ` +
+            `${new Date(previous.retireAfter * 1000).toISOString()} (or its next status call); ` +
+            'nothing was changed: run --finish after that',
+          EXIT.refused,
+        );
+      }
       // Retire first, then forget: a second run after a crash finds the copy gone and still works.
       notes.push(...(await retire(deps, thingName, [old])));
       const finished = await changeRecord(deps, thingName, (latest) =>
@@ -384,5 +431,122 @@ export async function move(
   } else if (options.finish && to === undefined) {
     notes.push(`${thingName} has no old copy to retire`);
   }
+  if (options.finish) notes.push(...(await sweepEmptyThings(deps, thingName)));
   return { thingName, changed: audit !== undefined, audit, notes };
+}
+
+/**
+ * Deletes our empty things of the device in every region its record names no certificate in. A
+ * device that re-provisions between a move and its --finish drops the move from its record (its
+ * old certificate's copies are retired by the request), and the thing the move created, or the
+ * one it left, is then nobody's. Only a thing with our marker and no principal is deleted.
+ */
+async function sweepEmptyThings(deps: OperatorDependencies, thingName: string): Promise<string[]> {
+  const record = await settledRecord(deps, thingName);
+  const named = new Set(everyCopy(record).map((ref) => ref.region));
+  const notes: string[] = [];
+  for (const region of deps.regions.filter((candidate) => !named.has(candidate))) {
+    const report = await deps.iot.inspectThing(region, thingName);
+    if (!report.thing?.ours || report.principals.length > 0) continue;
+    if (await deps.iot.deleteThingIfOursAndEmpty(region, thingName)) {
+      notes.push(`deleted empty thing ${thingName} in ${region}`);
+    }
+  }
+  return notes;
+}
+
+/**
+ * `gdp-admin quarantine restore`: reactivates a certificate the reconciler quarantined (ours,
+ * INACTIVE, referenced by no record; functions/reconciler/quarantine.ts). Its attachments were
+ * kept, so reactivating is the whole restore. Audited on the record of each thing it is attached
+ * to (or in the audit log line when none has a record), before the reactivation, like every
+ * operator change. The usual order after a lost table is: restore the table, then the
+ * certificates; a provisioned record naming it is that. A revoked or disabled record naming it
+ * means an operator deactivated it (revoke, disable --revoke), not the reconciler: refused, that
+ * is `enable` or `reset`'s business.
+ */
+export async function restoreFromQuarantine(
+  deps: OperatorDependencies,
+  certificateId: string,
+  options: { readonly region?: string } = {},
+): Promise<ChangeResult & { readonly restored: readonly CertificateRef[] }> {
+  if (options.region !== undefined && !deps.regions.includes(options.region)) {
+    throw new AdminError(
+      `${options.region} is not one of the deployment's regions (${deps.regions.join(', ')})`,
+      EXIT.usage,
+    );
+  }
+  if (!/^[0-9a-f]{64}$/.test(certificateId)) {
+    throw new AdminError(
+      `${certificateId} is not a certificate id (64 lower-case hex digits, as \`gdp-admin quarantine\` lists them)`,
+      EXIT.usage,
+    );
+  }
+  const notes: string[] = [];
+  const restored: CertificateRef[] = [];
+  let audit: AuditEntry | undefined;
+  let named = false;
+  const by = await deps.caller();
+  for (const region of options.region ? [options.region] : deps.regions) {
+    const state = await deps.iot.describeCertificate(region, certificateId);
+    if (!state) continue;
+    if (!state.ours) {
+      throw new AdminError(
+        `${certificateId} in ${region} was not issued by our CA: not ours to restore`,
+        EXIT.refused,
+      );
+    }
+    if (state.status === 'ACTIVE') {
+      notes.push(`certificate ${certificateId} in ${region} is already ACTIVE`);
+      continue;
+    }
+    const things = await deps.iot.certificateThings(region, certificateId);
+    const what = `quarantine restore ${certificateId} in ${region}`;
+    let audited = false;
+    for (const thingName of things) {
+      if (!(await deps.registry.read(thingName))) continue;
+      // Decided on the record as written (a compare-and-set), like every operator change.
+      const changed = await changeRecord(deps, thingName, (current) => {
+        const names = referencedCertificates(current).some(
+          (ref) => ref.region === region && ref.certificateId === certificateId,
+        );
+        if (names && current.provStatus !== PROV_STATUS.provisioned) {
+          throw new AdminError(
+            `${thingName} is ${current.provStatus} and its record names certificate ${certificateId} in ${region}: ` +
+              'an operator deactivated it, not the reconciler; `gdp-admin enable` or `reset` decide about it',
+            EXIT.refused,
+          );
+        }
+        named ||= names;
+        return { what };
+      });
+      audit = changed.audit ?? audit;
+      audited ||= changed.audit !== undefined;
+    }
+    if (!audited) {
+      // No record to carry the entry: the audit log line is the record of it.
+      const at = new Date((deps.clock ?? Date.now)()).toISOString();
+      audit = { at, by, what, before: { status: 'INACTIVE' }, after: { status: 'ACTIVE' } };
+      deps.log(`audit ${JSON.stringify({ certificateId, ...audit })}`);
+    }
+    await deps.iot.setCertificateStatus(region, certificateId, 'ACTIVE');
+    restored.push({ region, certificateId });
+    notes.push(
+      `reactivated certificate ${certificateId} in ${region}` +
+        (things.length > 0 ? `, attached to ${things.join(', ')}` : ', attached to no thing'),
+    );
+  }
+  if (restored.length === 0 && notes.length === 0) {
+    throw new AdminError(
+      `certificate ${certificateId} is not in ${options.region ?? 'any of the deployment’s regions'}`,
+      EXIT.notFound,
+    );
+  }
+  if (restored.length > 0 && !named) {
+    notes.push(
+      'no record names it: unless one does before the next reconciler run (a restored table), ' +
+        'the reconciler quarantines it again',
+    );
+  }
+  return { thingName: certificateId, changed: restored.length > 0, audit, notes, restored };
 }

@@ -24,7 +24,7 @@
  * the wrong type counts as missing.
  */
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { forbidden, ProvisioningError, throttled, unauthenticated } from './errors';
+import { conflict, forbidden, ProvisioningError, throttled, unauthenticated } from './errors';
 
 export const PROV_STATUS = {
   unprovisioned: 'unprovisioned',
@@ -375,6 +375,12 @@ export function decide(
     return { kind: 'same-certificate', region: record.region, certificatePem: record.certificatePem };
   }
   if (inWindow && record.reissueCount < rules.reissueLimit) {
+    // As for renewals (lifecycle.ts): a re-issue would race the operator's move of this certificate.
+    if (record.moveTo) {
+      return refuse(
+        conflict(`an operator is moving ${thingName} to ${record.moveTo.region}; retry after the move`, 60),
+      );
+    }
     // The live certificate in every region it is registered in (a move's copies too), and a dead
     // request's intent.
     const retire = referencedCertificates({ ...record, pending: undefined });

@@ -59,6 +59,11 @@ export interface CertificateState {
   readonly certificateArn: string;
   readonly status: string;
   readonly caCertificateId?: string;
+  /** True when our CA issued it (by caCertificateId, or by its signature when that is omitted). */
+  readonly ours: boolean;
+  readonly createdAt?: Date;
+  /** When its status last changed: for an INACTIVE orphan, when it was quarantined. */
+  readonly lastModifiedAt?: Date;
 }
 
 /** A certificate attached to a thing, as `gdp-admin show` reports it. */
@@ -105,6 +110,19 @@ export interface DeviceIot {
    * Deactivating and detaching are each tried even when another fails, before it gives up.
    */
   retireCertificate(region: string, certificateId: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Retires the certificate like retireCertificate, only if `retirable` holds for its state as
+   * described just before (the reconciler's quarantine deletes only what is still INACTIVE and
+   * old enough). False when it does not: nothing done. True when done or already gone.
+   */
+  retireCertificateIf(
+    region: string,
+    certificateId: string,
+    retirable: (state: CertificateState) => boolean,
+    signal?: AbortSignal,
+  ): Promise<boolean>;
+  /** The things a certificate is attached to ([] when it does not exist). */
+  certificateThings(region: string, certificateId: string, signal?: AbortSignal): Promise<string[]>;
   /** Deletes the thing if it carries our marker and holds no certificate; true when it is gone. */
   deleteThingIfOursAndEmpty(region: string, thingName: string, signal?: AbortSignal): Promise<boolean>;
   /** Certificates our CA issued in the region (the reconciler). */
@@ -243,6 +261,11 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
         certificateArn: description?.certificateArn ?? '',
         status: description?.status ?? 'UNKNOWN',
         caCertificateId: description?.caCertificateId,
+        ours:
+          description?.caCertificateId === settings.caCertificateId ||
+          signedByOurCa(description?.certificatePem),
+        createdAt: description?.creationDate,
+        lastModifiedAt: description?.lastModifiedDate,
       };
     } catch (error) {
       if (hasName(error, 'ResourceNotFoundException')) return undefined;
@@ -266,6 +289,69 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       throw error;
     }
     return principals;
+  }
+
+  /** Deactivates, detaches and deletes, if `retirable` agrees with the certificate's state. */
+  async function retire(
+    region: string,
+    certificateId: string,
+    signal: AbortSignal | undefined,
+    retirable: (state: CertificateState) => boolean = () => true,
+  ): Promise<boolean> {
+    const iot = client(region);
+    const state = await describeCertificate(region, certificateId, signal);
+    if (!state) return true;
+    if (!retirable(state)) return false;
+    const certificateArn = state.certificateArn;
+    // Deactivating and detaching are independent, and each cuts the certificate off on its own
+    // (INACTIVE can't connect; without its policy it can do nothing, off its thing it is no
+    // device's): under sustained throttling of one, the others still happen before we give up.
+    const failures: unknown[] = [];
+    const attempt = (work: () => Promise<unknown>) =>
+      gone(work).catch((error: unknown) => {
+        failures.push(error);
+      });
+    await Promise.all([
+      state.status === 'ACTIVE'
+        ? attempt(() =>
+            iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
+              abortSignal: signal,
+            }),
+          )
+        : undefined,
+      attempt(async () => {
+        const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
+          abortSignal: signal,
+        });
+        await Promise.all(
+          (things.things ?? []).map((thingName) =>
+            attempt(() =>
+              iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
+                abortSignal: signal,
+              }),
+            ),
+          ),
+        );
+      }),
+      attempt(() =>
+        iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
+      ),
+    ]);
+    // DeleteCertificate needs it INACTIVE and detached: give up now, naming the first failure.
+    if (failures.length > 0) throw failures[0];
+    // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
+    // attachment for a moment (CertificateStateException / DeleteConflictException).
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await gone(() => iot.send(new DeleteCertificateCommand({ certificateId }), { abortSignal: signal }));
+        return true;
+      } catch (error) {
+        const retryable =
+          hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
+        if (!retryable || attempt >= 4 || signal?.aborted) throw error;
+        await sleep(100 * 2 ** attempt);
+      }
+    }
   }
 
   return {
@@ -386,61 +472,27 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
     },
 
     async retireCertificate(region, certificateId, signal) {
-      const iot = client(region);
+      await retire(region, certificateId, signal);
+    },
+
+    retireCertificateIf(region, certificateId, retirable, signal) {
+      return retire(region, certificateId, signal, retirable);
+    },
+
+    async certificateThings(region, certificateId, signal) {
       const state = await describeCertificate(region, certificateId, signal);
-      if (!state) return;
-      const certificateArn = state.certificateArn;
-      // Deactivating and detaching are independent, and each cuts the certificate off on its own
-      // (INACTIVE can't connect; without its policy it can do nothing, off its thing it is no
-      // device's): under sustained throttling of one, the others still happen before we give up.
-      const failures: unknown[] = [];
-      const attempt = (work: () => Promise<unknown>) =>
-        gone(work).catch((error: unknown) => {
-          failures.push(error);
-        });
-      await Promise.all([
-        state.status === 'ACTIVE'
-          ? attempt(() =>
-              iot.send(new UpdateCertificateCommand({ certificateId, newStatus: 'INACTIVE' }), {
-                abortSignal: signal,
-              }),
-            )
-          : undefined,
-        attempt(async () => {
-          const things = await iot.send(new ListPrincipalThingsCommand({ principal: certificateArn }), {
-            abortSignal: signal,
-          });
-          await Promise.all(
-            (things.things ?? []).map((thingName) =>
-              attempt(() =>
-                iot.send(new DetachThingPrincipalCommand({ thingName, principal: certificateArn }), {
-                  abortSignal: signal,
-                }),
-              ),
-            ),
-          );
-        }),
-        attempt(() =>
-          iot.send(new DetachPolicyCommand({ policyName, target: certificateArn }), { abortSignal: signal }),
-        ),
-      ]);
-      // DeleteCertificate needs it INACTIVE and detached: give up now, naming the first failure.
-      if (failures.length > 0) throw failures[0];
-      // Detaching is eventually consistent in AWS: DeleteCertificate may still see the
-      // attachment for a moment (CertificateStateException / DeleteConflictException).
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await gone(() =>
-            iot.send(new DeleteCertificateCommand({ certificateId }), { abortSignal: signal }),
-          );
-          return;
-        } catch (error) {
-          const retryable =
-            hasName(error, 'CertificateStateException', 'DeleteConflictException') || isThrottling(error);
-          if (!retryable || attempt >= 4 || signal?.aborted) throw error;
-          await sleep(100 * 2 ** attempt);
-        }
-      }
+      if (!state) return [];
+      const things: string[] = [];
+      let nextToken: string | undefined;
+      do {
+        const page = await client(region).send(
+          new ListPrincipalThingsCommand({ principal: state.certificateArn, nextToken }),
+          { abortSignal: signal },
+        );
+        things.push(...(page.things ?? []));
+        nextToken = page.nextToken;
+      } while (nextToken);
+      return things;
     },
 
     async deleteThingIfOursAndEmpty(region, thingName, signal) {

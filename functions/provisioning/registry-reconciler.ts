@@ -1,6 +1,8 @@
 /**
  * The registry as the reconciler uses it: finish what a dead request left (a stale claim) and
- * reset a record whose certificate is gone. Each write is conditional on the record as judged.
+ * reset a record whose certificate is gone. Each write is conditional on the record as judged:
+ * its version (every write of ours adds one, so any device request, operator change or move in
+ * between makes it fail) and its region, besides the attributes the decision read.
  */
 import { AttributeValue, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import { DeviceRecord, PROV_STATUS } from './device-record';
@@ -21,7 +23,8 @@ export interface ReconcilerRegistry {
   dropStaleClaim(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
   /**
    * Puts a provisioned record whose certificate no longer exists back to unprovisioned, if it
-   * still points at that certificate. False when the record moved on.
+   * is still exactly as judged (version, region, status, certificate, no claim). False when the
+   * record moved on.
    */
   resetMissingCertificate(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
 }
@@ -32,6 +35,8 @@ export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
     async dropStaleClaim(record, signal) {
       const values: Record<string, AttributeValue> = { ':zero': { N: '0' }, ':one': { N: '1' } };
       const condition = [
+        unchanged(record, 'record_version', values),
+        unchanged(record, 'aws_region', values),
         unchanged(record, 'claim_id', values),
         unchanged(record, 'pending_certificate_id', values),
       ].join(' AND ');
@@ -57,6 +62,8 @@ export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
         ':one': { N: '1' },
       };
       const condition = [
+        unchanged(record, 'record_version', values),
+        unchanged(record, 'aws_region', values),
         unchanged(record, 'prov_status', values),
         unchanged(record, 'certificate_id', values),
         'attribute_not_exists(claim_id)',

@@ -4,7 +4,8 @@
  * (RECONCILER_ENVIRONMENT in config.ts, plus your AWS credentials).
  *
  * Exit codes: 0 done (whatever it fixed), 1 some fixes failed (see the lines marked FAILED),
- * 2 bad usage or configuration.
+ * 2 bad usage or configuration, 3 stopped by the circuit breaker (nothing changed; breaker.ts):
+ * check the table, then confirm with --allow-large.
  */
 import '../cli-runtime';
 import { existsSync } from 'node:fs';
@@ -49,16 +50,30 @@ export async function reconcileProgress(
 export async function main(argv: readonly string[]): Promise<number> {
   const program = new Command('reconcile')
     .description(
-      'Finish what dead provisioning requests left: release stale claims, retire certificates of our CA that no record references, reset records whose certificate is gone.',
+      'Finish what dead provisioning requests left: release stale claims, quarantine (and a week later delete) certificates of our CA that no record references, reset records whose certificate is gone; a circuit breaker stops a run that would take too much.',
     )
     .option('--local', 'use the running local stack (default when .local/stack.json exists)')
     .option('--aws', 'use the environment and your AWS credentials, even when a local stack runs')
     .option('--grace <seconds>', 'leave certificates registered less than this long ago alone', wholeSeconds)
+    .option(
+      '--allow-large',
+      'confirm a run larger than the circuit breaker allows (after checking the table is the right one)',
+    )
     .option('--json', 'print the report as JSON')
-    .addHelpText('after', '\nExamples:\n  make reconcile\n  npm run reconcile -- --local --grace 0 --json')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done, 1 some fixes failed, 2 usage or configuration, 3 stopped by the circuit breaker (nothing changed).\n' +
+        '\nExamples:\n  make reconcile\n  npm run reconcile -- --local --grace 0 --json\n  make reconcile ARGS=--allow-large',
+    )
     .exitOverride();
   program.parse([...argv]);
-  const options = program.opts<{ local?: boolean; aws?: boolean; grace?: number; json?: boolean }>();
+  const options = program.opts<{
+    local?: boolean;
+    aws?: boolean;
+    grace?: number;
+    allowLarge?: boolean;
+    json?: boolean;
+  }>();
   const useLocal = options.local === true || (options.aws !== true && existsSync(STACK_FILE));
   if (useLocal) Object.assign(process.env, localStackEnvironment());
   else if (!process.env.TABLE_NAME) {
@@ -76,8 +91,20 @@ export async function main(argv: readonly string[]): Promise<number> {
     `reconciling ${config.tableName} in ${config.regions.length} regions${useLocal ? ' (local stack)' : ''}`,
   );
   const deps = reconcilerDependencies(config);
-  const report = await reconcile({ ...deps, log, onProgress: await reconcileProgress(deps.registry) });
+  const report = await reconcile({
+    ...deps,
+    allowLarge: options.allowLarge === true,
+    log,
+    onProgress: await reconcileProgress(deps.registry),
+  });
   if (options.json) console.log(JSON.stringify(report, null, 2));
+  if (report.aborted) {
+    console.error(
+      `reconcile: the circuit breaker stopped this run, nothing changed: ${report.breaker.reasons.join('; ')}. ` +
+        'Check the table, then `make reconcile ARGS=--allow-large`',
+    );
+    return 3;
+  }
   return report.failures.length > 0 ? 1 : 0;
 }
 

@@ -13,6 +13,8 @@ import {
   wholeNumber,
 } from '../provisioning/config';
 import { enabledRegionSites } from '../provisioning/regions';
+import { BreakerLimits, DEFAULT_BREAKER } from './breaker';
+import { DEFAULT_QUARANTINE_DAYS } from './quarantine';
 
 export const RECONCILER_ENVIRONMENT = {
   TABLE_NAME: 'required',
@@ -22,6 +24,9 @@ export const RECONCILER_ENVIRONMENT = {
   CA_CERTIFICATE_PEM: 'required',
   LEASE_SECONDS: 'optional',
   RECONCILE_GRACE_SECONDS: 'optional',
+  RECONCILE_QUARANTINE_DAYS: 'optional',
+  RECONCILE_BREAKER_MINIMUM: 'optional',
+  RECONCILE_BREAKER_PERCENT: 'optional',
   CERTIFICATE_VALIDITY_DAYS: 'optional',
   RENEW_AT_PERCENT: 'optional',
   RENEW_GRACE_SECONDS: 'optional',
@@ -42,6 +47,10 @@ export interface ReconcilerConfig {
   readonly caCertificate: CaCertificate;
   readonly leaseSeconds: number;
   readonly graceSeconds: number;
+  /** How long an orphan stays deactivated before it is deleted (quarantine.ts). */
+  readonly quarantineSeconds: number;
+  /** The circuit breaker's N and X (breaker.ts). */
+  readonly breaker: BreakerLimits;
   /** The deployment's certificate policy, as the function applies it (gdp-admin show prints it). */
   readonly certificates: {
     readonly validityDays: number;
@@ -62,7 +71,19 @@ const reconcilerSchema = z.extend(
     RENEW_AT_PERCENT: true,
     RENEW_GRACE_SECONDS: true,
   }),
-  { RECONCILE_GRACE_SECONDS: wholeNumber(DEFAULT_GRACE_SECONDS, 0) },
+  {
+    RECONCILE_GRACE_SECONDS: wholeNumber(DEFAULT_GRACE_SECONDS, 0),
+    RECONCILE_QUARANTINE_DAYS: wholeNumber(DEFAULT_QUARANTINE_DAYS, 1),
+    RECONCILE_BREAKER_MINIMUM: wholeNumber(DEFAULT_BREAKER.minimum, 0),
+    RECONCILE_BREAKER_PERCENT: z._default(
+      z.coerce.number().check(
+        z.refine((value: number) => Number.isInteger(value), { message: 'expected a whole number' }),
+        z.gte(0, 'expected 0–100'),
+        z.lte(100, 'expected 0–100'),
+      ),
+      DEFAULT_BREAKER.percent,
+    ),
+  },
 );
 
 export function loadReconcilerConfig(env: NodeJS.ProcessEnv = process.env): ReconcilerConfig {
@@ -81,6 +102,11 @@ export function loadReconcilerConfig(env: NodeJS.ProcessEnv = process.env): Reco
     caCertificate: caCertificateFrom(settings.CA_CERTIFICATE_PEM, 'reconciler'),
     leaseSeconds: settings.LEASE_SECONDS,
     graceSeconds: settings.RECONCILE_GRACE_SECONDS,
+    quarantineSeconds: settings.RECONCILE_QUARANTINE_DAYS * 86_400,
+    breaker: {
+      minimum: settings.RECONCILE_BREAKER_MINIMUM,
+      percent: settings.RECONCILE_BREAKER_PERCENT,
+    },
     certificates: {
       validityDays: settings.CERTIFICATE_VALIDITY_DAYS,
       renewAtPercent: settings.RENEW_AT_PERCENT,

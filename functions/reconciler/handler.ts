@@ -1,6 +1,7 @@
 /**
  * The scheduled reconciler (EventBridge Scheduler, infra/). Logs what it fixed and emits
- * `ReconcilerFixed` / `ReconcilerFailed`, which the infra alarms on.
+ * `ReconcilerFixed` / `ReconcilerFailed`, which the infra alarms on, and from the run itself
+ * `ReconcilerRun` (a heartbeat, every run) and `ReconcilerAborted` (the circuit breaker tripped).
  */
 import { countMetric, logger, metrics } from '../provisioning/telemetry';
 import { loadReconcilerConfig } from './config';
@@ -22,10 +23,12 @@ export async function handler(
       ...dependencies,
       signal: AbortSignal.timeout(Math.max(1_000, budget)),
       log: (line) => logger.info(line),
+      count: countMetric,
     });
     countMetric('ReconcilerFixed', report.fixed);
     countMetric('ReconcilerGracePeriodsEnded', report.previousCertificatesRetired);
     countMetric('ReconcilerFailed', report.failures.length);
+    countMetric('ReconcilerQuarantined', report.orphanCertificatesQuarantined);
     logger.info('reconciled', { ...report, failures: report.failures.slice(0, 20) });
     return report;
   } finally {

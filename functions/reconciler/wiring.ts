@@ -6,7 +6,10 @@ import type { ReconcileDependencies } from './reconcile';
 
 export function reconcilerDependencies(
   config: ReconcilerConfig,
-): Pick<ReconcileDependencies, 'registry' | 'iot' | 'regions' | 'graceSeconds'> {
+): Pick<
+  ReconcileDependencies,
+  'registry' | 'iot' | 'regions' | 'graceSeconds' | 'quarantineSeconds' | 'breaker'
+> {
   return {
     registry: dynamoRegistry({ region: config.registryRegion, tableName: config.tableName }),
     iot: awsDeviceIot({
@@ -16,5 +19,7 @@ export function reconcilerDependencies(
     }),
     regions: config.regions,
     graceSeconds: config.graceSeconds,
+    quarantineSeconds: config.quarantineSeconds,
+    breaker: config.breaker,
   };
 }

@@ -200,9 +200,11 @@ describe('gdp-admin disable, enable, revoke, reset', () => {
       body: { message: expect.stringContaining(`gdp-admin enable ${thingName}`) },
     });
 
+    // enable gives back what disable --revoke took (issue 17 item 15): the device connects again.
     const enabled = await admin('enable', thingName);
-    expect(enabled.out).toContain('is INACTIVE');
+    expect(enabled.out).toContain(`reactivated certificate ${certificateId} in ap-south-1`);
     expect(await status(thingName)).toBe('provisioned');
+    expect(await certificateStatus('ap-south-1', certificateId)).toBe('ACTIVE');
     const record = await registryRecord(thingName);
     expect(record?.history?.L?.map((entry) => entry.M?.what?.S)).toEqual(['disable --revoke', 'enable']);
     expect(record?.history?.L?.[0]?.M?.by?.S).toMatch(/^arn:aws:sts::/);

@@ -18,6 +18,8 @@ it('provisions and renews every device exactly once, whatever fails, and leaves 
     // Half the fleet renews: every renewal path meets faults, and `make test` stays short.
     // `make chaos` renews every device.
     renewals: 50,
+    // Revoked, moved, reset, disabled and enabled while they provision (tests/chaos/operators.ts).
+    operators: 12,
   });
   expect(report.audit.problems).toEqual([]);
   // `make chaos` says when each phase starts and ends, never silent between its figures.
@@ -38,6 +40,7 @@ it('provisions and renews every device exactly once, whatever fails, and leaves 
     recordsPointingAtMissingCertificates: 0,
   });
   expect(report.reconcile.failures).toEqual([]);
+  expect(report.operators?.gaveUp).toEqual([]);
   // Every device that kept its credentials renewed: lost answers and kills are retried, never refused for good.
   expect(report.renewal.renewedExactlyOnce).toBe(report.renewal.devices);
   expect(report.renewal.devices).toBe(Math.min(50, 100 - report.devicesStoppedAt409));

@@ -15,6 +15,7 @@ import type { ReconcileReport } from '../../functions/reconciler/reconcile';
 import { clearFaults, getFaults, setFaults, type FaultRule } from '../local/aws-proxy';
 import { addDevice, readStack } from '../local/stack';
 import { auditDevice, certificatesOfOurCa, CertificateOfOurs } from '../integration/audit';
+import { auditOperated, OperatorsReport, runOperators } from './operators';
 import {
   Answer,
   DeviceCredentials,
@@ -42,6 +43,8 @@ export interface ChaosOptions {
   readonly lostAnswerProbability: number;
   /** How many of the provisioned devices renew afterwards (default: all). */
   readonly renewals?: number;
+  /** A cohort of devices an operator revokes, moves, resets, disables and enables meanwhile (operators.ts). */
+  readonly operators?: number;
   /** A device gives up after this long (a stranded device fails the audit). */
   readonly deviceBudgetMs?: number;
   readonly log?: (line: string) => void;
@@ -67,6 +70,7 @@ export interface ChaosReport {
     readonly durationMs: number;
   };
   readonly reconcile: ReconcileReport;
+  readonly operators?: OperatorsReport;
   readonly audit: {
     readonly provisionedExactlyOnce: number;
     readonly notProvisioned: number;
@@ -170,10 +174,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     rules: faultRules(prefix, options.faultProbability),
     kills: CHECKPOINTS.map((point) => ({
       point,
-      thingNamePattern: `^${prefix}-`,
+      // The fleet (`${prefix}-n`) and the operated cohort (`${prefix}op-n`).
+      thingNamePattern: `^${prefix}`,
       probability: options.killProbability,
     })),
   });
+
+  const operating = options.operators ? runOperators(prefix, options.operators) : undefined;
 
   const answers: Record<string, number> = {};
   let requests = 0;
@@ -320,6 +327,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const renewalMs = Date.now() - renewalStarted;
   log(`renewal phase: ${renewing.size} devices in ${(renewalMs / 1000).toFixed(0)} s`);
 
+  const operators = await operating;
+  if (operators) log(`operators: ${JSON.stringify(operators.done)}, ${operators.reruns} commands re-run`);
   const faultState = await getFaults(stack.faultsUrl);
   await clearFaults(stack.faultsUrl);
   const faults: Record<string, number> = { ...faultState.byAction };
@@ -333,11 +342,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
       tick();
     }
   });
+  // A chaos run makes more orphans in minutes than a deployment in a day: confirmed, as an
+  // operator would (--allow-large). The breaker has its own tests (tests/integration/quarantine.test.ts).
   const reconcile = await phase(log, 'reconciling', undefined, () =>
-    localReconcile({ thingNamePrefix: prefix }),
+    localReconcile({ thingNamePrefix: prefix, allowLarge: true }),
   );
   log(
-    `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesRetired} orphans, ` +
+    `reconciler: ${reconcile.staleClaimsReleased} stale claims, ${reconcile.orphanCertificatesQuarantined} orphans quarantined, ` +
       `${reconcile.recordsReset} records reset, ${reconcile.failures.length} failures`,
   );
 
@@ -395,10 +406,13 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const unreferenced = [...ours.values()]
     .flat()
     .filter((certificate) => certificate.commonName.startsWith(`${prefix}-`))
-    .filter((certificate) => !referenced.has(certificate.certificateId));
+    .filter((certificate) => !referenced.has(certificate.certificateId))
+    // Quarantined (INACTIVE, deleted after the quarantine period) is where orphans are meant to be.
+    .filter((certificate) => certificate.status === 'ACTIVE');
   problems.push(
     ...unreferenced.map((certificate) => `unreferenced certificate ${certificate.certificateId}`),
   );
+  if (options.operators) problems.push(...(await auditOperated(prefix, options.operators, ours)));
 
   return {
     devices: devices.length,
@@ -409,6 +423,7 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
     devicesStoppedAt409,
     renewal: { ...renewal, renewedExactlyOnce, devices: renewing.size, durationMs: renewalMs },
     reconcile,
+    operators,
     audit: {
       provisionedExactlyOnce,
       notProvisioned,

@@ -28,6 +28,12 @@ async function main(): Promise<void> {
     .option('--faults <p>', 'chance per AWS call of each kind of fault', probability, 0.015)
     .option('--kills <p>', 'chance per checkpoint of killing the function', probability, 0.01)
     .option('--lost <p>', 'chance that a device loses a 200 answer', probability, 0.1)
+    .option(
+      '--operators <count>',
+      'devices an operator revokes, moves, resets, disables and enables while they provision',
+      (value: string) => (value === '0' ? 0 : positive(value)),
+      24,
+    )
     .addHelpText('after', '\nExample:\n  make chaos ARGS="--devices 500 --kills 0.02"')
     .parse();
   const options = program.opts<{
@@ -36,6 +42,7 @@ async function main(): Promise<void> {
     faults: number;
     kills: number;
     lost: number;
+    operators: number;
   }>();
   const { started } = await startStack({ log: (line) => console.log(line), stopWithOwner: true });
   try {
@@ -47,6 +54,7 @@ async function main(): Promise<void> {
       faultProbability: options.faults,
       killProbability: options.kills,
       lostAnswerProbability: options.lost,
+      operators: options.operators,
       log: (line) => console.log(line),
     });
     const { audit } = report;
@@ -66,8 +74,12 @@ async function main(): Promise<void> {
       ],
       ['renewal phase', `${(report.renewal.durationMs / 1000).toFixed(0)} s`],
       [
-        'reconciler: stale claims / orphans / records reset',
-        `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesRetired} / ${report.reconcile.recordsReset}`,
+        'reconciler: stale claims / orphans quarantined / records reset',
+        `${report.reconcile.staleClaimsReleased} / ${report.reconcile.orphanCertificatesQuarantined} / ${report.reconcile.recordsReset}`,
+      ],
+      [
+        'operators: devices / actions done / commands re-run / given up',
+        `${report.operators?.devices ?? 0} / ${JSON.stringify(report.operators?.done ?? {})} / ${report.operators?.reruns ?? 0} / ${report.operators?.gaveUp.length ?? 0}`,
       ],
       ['provisioned exactly once', `${audit.provisionedExactlyOnce} of ${report.devices}`],
       ['certificates of our CA unreferenced', String(audit.unreferencedCertificatesOfOurCa)],

@@ -76,12 +76,22 @@ export async function auditDevice(
     ).Item ?? {};
   const provisioned = record.prov_status?.S === 'provisioned';
   const recorded = record.certificate_id?.S;
-  const live = (ours ?? (await certificatesOfOurCa(region))).filter(
+  const listed = ours ?? (await certificatesOfOurCa(region));
+  const live = listed.filter(
     (certificate) => certificate.commonName === thingName && certificate.status === 'ACTIVE',
+  );
+  // The reconciler's quarantine keeps an orphan attached, INACTIVE: it can't connect, so it is
+  // not counted as the thing's principal.
+  const quarantined = new Set(
+    listed
+      .filter((certificate) => certificate.status === 'INACTIVE' && certificate.certificateId !== recorded)
+      .map((certificate) => certificate.certificateId),
   );
   let principals: string[] = [];
   try {
-    principals = (await iot(region).send(new ListThingPrincipalsCommand({ thingName }))).principals ?? [];
+    principals = (
+      (await iot(region).send(new ListThingPrincipalsCommand({ thingName }))).principals ?? []
+    ).filter((arn) => !quarantined.has(arn.slice(arn.lastIndexOf('/') + 1)));
   } catch (error) {
     if ((error as Error).name !== 'ResourceNotFoundException') throw error;
   }

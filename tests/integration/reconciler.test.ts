@@ -44,7 +44,7 @@ async function registerOurs(thingName: string) {
 }
 
 describe('the reconciler', () => {
-  it('retires certificates of our CA that no record references, and leaves other issuers alone', async () => {
+  it('quarantines certificates of our CA that no record references, and leaves other issuers alone', async () => {
     const prefix = uniqueThingName('orphan');
     const orphan = await registerOurs(`${prefix}-a`);
     // A certificate from elsewhere (self-signed, registered without a CA): never ours to touch.
@@ -55,7 +55,8 @@ describe('the reconciler', () => {
 
     const report = await localReconcile({ thingNamePrefix: prefix });
     expect(report.failures).toEqual([]);
-    expect(await certificateStatus(REGION, orphan.id)).toBeUndefined();
+    // Deactivated, not deleted: deleted after the quarantine period (tests/integration/quarantine.test.ts).
+    expect(await certificateStatus(REGION, orphan.id)).toBe('INACTIVE');
     expect(await certificateStatus(REGION, foreign.certificateId ?? '')).toBe('ACTIVE');
   });
 

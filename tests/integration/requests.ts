@@ -13,7 +13,7 @@ import {
 } from '../../functions/provisioning/certificate-authority';
 import { kmsSigner } from '../../functions/provisioning/kms';
 import { loadReconcilerConfig } from '../../functions/reconciler/config';
-import { reconcile } from '../../functions/reconciler/reconcile';
+import { reconcile, ReconcileDependencies } from '../../functions/reconciler/reconcile';
 import { reconcilerDependencies } from '../../functions/reconciler/wiring';
 import { DynamoDBClient, GetItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
@@ -250,7 +250,7 @@ export async function issueFromLocalCa(thingName: string): Promise<DeviceCertifi
 }
 
 /** The reconciler with the function's own adapters, pointed at the local stack. */
-export function localReconcile(options: { thingNamePrefix?: string; graceSeconds?: number } = {}) {
+export function localReconcile(options: Partial<ReconcileDependencies> = {}) {
   useLocalAws();
   const config = loadReconcilerConfig({ ...process.env, ...stack.functionEnvironment });
   return reconcile({

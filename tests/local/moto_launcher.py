@@ -103,6 +103,7 @@ def apply_patches(ca_cert_path: str, ca_key_path: str, endpoints: dict[str, str]
     from moto.core.config import default_user_config
     from moto.iot import models
     from moto.iot.exceptions import InvalidRequestException, ResourceAlreadyExistsException
+    from moto.core.utils import utcnow
 
     # certificateId = SHA-256(DER), read by moto.settings.iot_use_valid_cert() at each call.
     default_user_config.setdefault("iot", {})["use_valid_cert"] = True  # type: ignore[typeddict-item]
@@ -216,6 +217,14 @@ def apply_patches(ca_cert_path: str, ca_key_path: str, endpoints: dict[str, str]
             self, thing_name, thing_type_name, attribute_payload, billing_group_name
         )
 
+    original_update_certificate = backend_class.update_certificate
+
+    def update_certificate(self: Any, certificate_id: str, new_status: str) -> None:
+        # AWS: lastModifiedDate is "the date and time the certificate was last modified"; moto
+        # leaves it at the creation date. The reconciler's quarantine dates itself by it.
+        original_update_certificate(self, certificate_id, new_status)
+        self.describe_certificate(certificate_id).last_modified_date = utcnow()
+
     def pem_der(pem: str | None) -> bytes | None:
         try:
             return x509.load_pem_x509_certificate((pem or "").encode("ascii")).public_bytes(
@@ -239,6 +248,7 @@ def apply_patches(ca_cert_path: str, ca_key_path: str, endpoints: dict[str, str]
     backend_class.create_keys_and_certificate = create_keys_and_certificate  # type: ignore[method-assign]
     backend_class.describe_endpoint = describe_endpoint  # type: ignore[method-assign]
     backend_class.create_thing = create_thing  # type: ignore[method-assign]
+    backend_class.update_certificate = update_certificate  # type: ignore[method-assign]
 
 
 def serialise_dynamodb() -> None:
