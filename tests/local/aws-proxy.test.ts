@@ -427,8 +427,22 @@ describeWithStack('quota mode', () => {
     const { counts, rates } = await getQuotas(proxy.faultsUrl);
     expect(rates.RegisterCertificate).toBeCloseTo(1);
     expect(counts).toEqual([
-      { service: 'iot', region: 'eu-central-1', api: 'DescribeCertificate', calls: 2, throttled: 1 },
-      { service: 'iot', region: 'us-east-2', api: 'DescribeCertificate', calls: 1, throttled: 0 },
+      {
+        service: 'iot',
+        region: 'eu-central-1',
+        api: 'DescribeCertificate',
+        calls: 2,
+        throttled: 1,
+        distinctBodies: 1,
+      },
+      {
+        service: 'iot',
+        region: 'us-east-2',
+        api: 'DescribeCertificate',
+        calls: 1,
+        throttled: 0,
+        distinctBodies: 1,
+      },
     ]);
     frankfurt.destroy();
     ohio.destroy();

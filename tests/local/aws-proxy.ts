@@ -522,7 +522,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     if (delayMs > 0) await sleep(delayMs);
 
     const api = apiOf(call);
-    if (api !== undefined && !quotas.admit(call.service, call.region, api)) {
+    if (api !== undefined && !quotas.admit(call.service, call.region, api, call.body)) {
       // Over the API's rate: AWS answers before doing anything, so moto never sees the call.
       const answer = errorAnswer(call, 'ThrottlingException');
       response.writeHead(answer.status, {

@@ -7,6 +7,7 @@
  * Pure apart from the clock it is given: which API a call is, the default rates, the buckets and
  * the per (region, API) counters the storm report reads.
  */
+import { createHash } from 'node:crypto';
 
 /** Default rates per second, per account and region (docs/facts.md says where each comes from). */
 export const DEFAULT_QUOTA_RATES: Readonly<Record<string, number>> = {
@@ -95,6 +96,11 @@ export interface QuotaCount {
   /** Calls that arrived, throttled ones included. */
   readonly calls: number;
   readonly throttled: number;
+  /**
+   * Admitted calls whose request body was new for this (region, API): for RegisterCertificate,
+   * the distinct certificates registered (registering one again sends the same body).
+   */
+  readonly distinctBodies: number;
 }
 
 export interface QuotaState {
@@ -147,10 +153,9 @@ interface Bucket {
 export class QuotaBuckets {
   private spec: QuotaSpec | undefined;
   private readonly buckets = new Map<string, Bucket>();
-  private readonly counts = new Map<
-    string,
-    { service: string; region: string; api: string; calls: number; throttled: number }
-  >();
+  private readonly counts = new Map<string, { -readonly [field in keyof QuotaCount]: QuotaCount[field] }>();
+  /** Hashes of the admitted bodies per (region, API), for distinctBodies. */
+  private readonly bodies = new Map<string, Set<string>>();
 
   constructor(private readonly clock: () => number = () => performance.now()) {}
 
@@ -159,6 +164,7 @@ export class QuotaBuckets {
     this.spec = spec;
     this.buckets.clear();
     this.counts.clear();
+    this.bodies.clear();
   }
 
   private rate(api: string): number | undefined {
@@ -168,11 +174,27 @@ export class QuotaBuckets {
   }
 
   /** Counts the call; false when its API's bucket is empty (the call is to be throttled). */
-  admit(service: string, region: string, api: string): boolean {
+  admit(service: string, region: string, api: string, body = ''): boolean {
     const key = `${service} ${region} ${api}`;
-    const count = this.counts.get(key) ?? { service, region, api, calls: 0, throttled: 0 };
+    const count = this.counts.get(key) ?? { service, region, api, calls: 0, throttled: 0, distinctBodies: 0 };
     this.counts.set(key, count);
     count.calls += 1;
+    if (!this.take(key, api)) {
+      count.throttled += 1;
+      return false;
+    }
+    const seen = this.bodies.get(key) ?? new Set<string>();
+    this.bodies.set(key, seen);
+    const digest = createHash('sha256').update(body).digest('base64');
+    if (!seen.has(digest)) {
+      seen.add(digest);
+      count.distinctBodies += 1;
+    }
+    return true;
+  }
+
+  /** Takes a token from the (region, API) bucket; true when there was one (or no rate applies). */
+  private take(key: string, api: string): boolean {
     const rate = this.rate(api);
     if (rate === undefined) return true;
     const capacity = Math.max(1, rate * (this.spec?.burstSeconds ?? 1));
@@ -181,12 +203,9 @@ export class QuotaBuckets {
     bucket.tokens = Math.min(capacity, bucket.tokens + ((now - bucket.refilledAt) / 1000) * rate);
     bucket.refilledAt = now;
     this.buckets.set(key, bucket);
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return true;
-    }
-    count.throttled += 1;
-    return false;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
   }
 
   state(): QuotaState {
