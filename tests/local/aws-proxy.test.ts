@@ -40,15 +40,18 @@ import { LocalStack, readStack } from './stack-state';
 const describeWithStack = process.env.NO_LOCAL_STACK ? describe.skip : describe;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** SDK settings for a client of `proxy` in `region`, without retries. */
+const clientOf = (proxy: AwsProxy, region: string) => ({
+  endpoint: proxy.url,
+  region,
+  credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  maxAttempts: 1,
+});
+
 describeWithStack('fault-injecting AWS proxy', () => {
   let stack: LocalStack;
   let proxy: AwsProxy;
-  const config = (region: string) => ({
-    endpoint: proxy.url,
-    region,
-    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    maxAttempts: 1,
-  });
+  const config = (region: string) => clientOf(proxy, region);
 
   beforeAll(async () => {
     stack = readStack();
@@ -388,12 +391,7 @@ describeWithStack('fault actions against the real SDK', () => {
  */
 describeWithStack('quota mode', () => {
   let proxy: AwsProxy;
-  const config = (region: string) => ({
-    endpoint: proxy.url,
-    region,
-    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    maxAttempts: 1,
-  });
+  const config = (region: string) => clientOf(proxy, region);
 
   beforeAll(async () => {
     proxy = await startAwsProxy({ host: '127.0.0.1', port: 0, target: readStack().motoUrl });

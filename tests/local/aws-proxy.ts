@@ -616,16 +616,20 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
   };
 }
 
-async function callFaults(faultsUrl: string, method: string, spec?: FaultSpec): Promise<FaultState> {
-  const response = await fetch(faultsUrl, {
+/** One call to a control API of the proxy (faults or quotas): its state, or an error naming the refusal. */
+async function callControl<State>(url: string, api: string, method: string, spec?: object): Promise<State> {
+  const response = await fetch(url, {
     method,
     headers: spec ? { 'content-type': 'application/json' } : undefined,
     body: spec ? JSON.stringify(spec) : undefined,
   });
-  const body = (await response.json()) as FaultState & { message?: string };
-  if (!response.ok) throw new Error(`fault API ${method}: ${response.status} ${body.message ?? ''}`);
+  const body = (await response.json()) as State & { message?: string };
+  if (!response.ok) throw new Error(`${api} API ${method}: ${response.status} ${body.message ?? ''}`);
   return body;
 }
+
+const callFaults = (faultsUrl: string, method: string, spec?: FaultSpec) =>
+  callControl<FaultState>(faultsUrl, 'fault', method, spec);
 
 /** Replaces the current faults (rules, kills and delay) with `spec`. */
 export const setFaults = (faultsUrl: string, spec: FaultSpec): Promise<FaultState> =>
@@ -647,16 +651,8 @@ export async function getCalls(faultsUrl: string, after = 0): Promise<CallRecord
 /** The quota mode's control URL, from the fault API's (same proxy, stack.json's `faultsUrl`). */
 export const quotasUrlOf = (faultsUrl: string): string => faultsUrl.replace(/\/__faults$/, QUOTAS_PATH);
 
-async function callQuotas(faultsUrl: string, method: string, spec?: QuotaSpec): Promise<QuotaState> {
-  const response = await fetch(quotasUrlOf(faultsUrl), {
-    method,
-    headers: spec ? { 'content-type': 'application/json' } : undefined,
-    body: spec ? JSON.stringify(spec) : undefined,
-  });
-  const body = (await response.json()) as QuotaState & { message?: string };
-  if (!response.ok) throw new Error(`quota API ${method}: ${response.status} ${body.message ?? ''}`);
-  return body;
-}
+const callQuotas = (faultsUrl: string, method: string, spec?: QuotaSpec) =>
+  callControl<QuotaState>(quotasUrlOf(faultsUrl), 'quota', method, spec);
 
 /** Switches the quota mode on with `spec`; buckets and counters start over. */
 export const setQuotas = (faultsUrl: string, spec: QuotaSpec): Promise<QuotaState> =>
