@@ -139,6 +139,12 @@ interface Sandbox {
   /** Set when the kill switch let it kill itself: the checkpoint and thing. */
   killedAt?: string;
   timedOut?: boolean;
+  /**
+   * Scaling out: an invocation in it timed out. It takes no new invocation and is killed once
+   * the others in it have ended, so the timed-out one stops calling AWS within one function
+   * timeout, as Lambda ends a timed-out invocation's container.
+   */
+  draining?: boolean;
 }
 
 export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
@@ -177,7 +183,8 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
   );
 
   const all = () => [...sandboxes];
-  const isIdle = (sandbox: Sandbox) => sandbox.state === 'ready' && sandbox.running.size === 0;
+  const isIdle = (sandbox: Sandbox) =>
+    sandbox.state === 'ready' && !sandbox.draining && sandbox.running.size === 0;
   const count = (which: 'starting' | 'idle' | 'busy') =>
     all().filter((sandbox) =>
       which === 'starting'
@@ -194,6 +201,13 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
     clearTimeout(running.timer);
     sandbox.running.delete(id);
     running.pending.resolve(outcome);
+  };
+  /** Kills a draining sandbox once nothing runs in it any more. */
+  const retireIfDrained = (sandbox: Sandbox) => {
+    if (!sandbox.draining || sandbox.running.size > 0 || sandbox.state === 'gone') return;
+    sandbox.state = 'gone';
+    log(`sandbox ${sandbox.pid} drained: killed`);
+    sandbox.child.kill('SIGKILL');
   };
   const finishAll = (sandbox: Sandbox, outcome: InvocationOutcome) => {
     for (const id of [...sandbox.running.keys()]) finish(sandbox, id, outcome);
@@ -216,9 +230,16 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       counters.timedOut += 1;
       const reason = `function timed out after ${options.timeoutMs} ms`;
       if (scaleOut) {
-        // Other invocations share the process: this one fails alone, as its own container would.
-        log(`sandbox ${sandbox.pid}: invocation ${pending.id} timed out after ${options.timeoutMs} ms`);
+        // Other invocations share the process: this one fails alone, as its own container would,
+        // and the process is retired, so that what it left running cannot go on for long.
+        log(
+          `sandbox ${sandbox.pid}: invocation ${pending.id} timed out after ${options.timeoutMs} ms: draining`,
+        );
+        sandbox.draining = true;
+        sandbox.timedOut = true;
         finish(sandbox, pending.id, { kind: 'failed', reason });
+        retireIfDrained(sandbox);
+        pump();
         return;
       }
       sandbox.timedOut = true;
@@ -248,7 +269,10 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
     for (;;) {
       // The least busy sandbox with room (one invocation each, unless scaling out).
       const free = all()
-        .filter((sandbox) => sandbox.state === 'ready' && sandbox.running.size < invocationsPerSandbox)
+        .filter(
+          (sandbox) =>
+            sandbox.state === 'ready' && !sandbox.draining && sandbox.running.size < invocationsPerSandbox,
+        )
         .sort((a, b) => a.running.size - b.running.size)[0];
       const pending = free ? queue.shift() : undefined;
       if (!free || !pending) break;
@@ -259,7 +283,8 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
     // they do in Lambda. Waiting requests start sandboxes at once.
     const spares = lastInitOk && (scaleOut || count('busy') === 0) ? warmSpares : 0;
     const wanted = queue.length + spares - count('idle') - count('starting');
-    const room = maxSandboxes - sandboxes.size;
+    // Draining sandboxes are on their way out: their replacements may start beside them.
+    const room = maxSandboxes - all().filter((sandbox) => !sandbox.draining).length;
     for (let index = 0; index < Math.min(wanted, room); index += 1) spawnSandbox();
   };
 
@@ -353,6 +378,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
               ? { kind: 'result', result: message.result }
               : { kind: 'failed', reason: message.message },
           );
+          retireIfDrained(sandbox);
           break;
       }
       pump();

@@ -56,17 +56,22 @@ describe('an edge that scales out like Lambda', () => {
     expect(edge.sandboxes?.stats().maxConcurrent).toBe(10);
   });
 
-  it('fails only the invocation that runs past the timeout; the others in its process carry on', async () => {
-    const edge = await startTestEdge({ functionTimeoutMs: 1_000 });
+  it('fails only the invocation that runs past the timeout, then retires its process once the others end', async () => {
+    const edge = await startTestEdge({ functionTimeoutMs: 1_500 });
     await edge.sandboxes?.firstInit();
-    const [slow, quick] = await Promise.all([
-      call(edge, { thingName: 'slow', sleepMs: 3_000 }),
-      call(edge, { thingName: 'quick', sleepMs: 100 }),
+    const [slow, steady] = await Promise.all([
+      call(edge, { thingName: 'slow', sleepMs: 5_000 }),
+      // Runs from 1 s to 2 s: the slow one times out meanwhile, and this one still finishes.
+      new Promise((resolve) => setTimeout(resolve, 1_000)).then(() =>
+        call(edge, { thingName: 'steady', sleepMs: 1_000 }),
+      ),
     ]);
     expect(slow.status).toBe(500);
-    expect(quick.status).toBe(200);
+    expect(steady.status).toBe(200);
+    // The next request runs in a fresh process: what the timed-out invocation left running is gone.
     const after = await call(edge, { thingName: 'after' });
-    expect(after.answer.pid).toBe(quick.answer.pid);
-    expect(edge.sandboxes?.stats()).toMatchObject({ timedOut: 1, started: 1 });
+    expect(after.status).toBe(200);
+    expect(after.answer.pid).not.toBe(steady.answer.pid);
+    expect(edge.sandboxes?.stats()).toMatchObject({ timedOut: 1, started: 2, crashed: 0 });
   });
 });

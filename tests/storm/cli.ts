@@ -134,7 +134,7 @@ async function main(): Promise<void> {
       '--trickle-interval <seconds>',
       'one trickle device per other region this often',
       positiveNumber,
-      2,
+      5,
     )
     .option('--baseline <count>', 'trickle devices per region in the baseline run (0: none)', wholeOrZero, 10)
     .option('--budget <seconds>', 'a device gives up after this long', positiveNumber, 600)
