@@ -7,7 +7,7 @@ export AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED := true
 TSX := node_modules/.bin/tsx
 
 .PHONY: help install build lint test test-unit test-integration synth plan deploy destroy outputs \
-        rotate-ipstack-key rotate-origin-secret init-ca local-up local-down seed local-watch local-publish bench demo reconcile admin chaos clean
+        rotate-ipstack-key rotate-origin-secret init-ca local-up local-down seed local-watch local-publish bench storm demo reconcile admin chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 28
@@ -64,6 +64,9 @@ chaos: install ## A fleet provisions and renews under random AWS faults and kill
 
 bench: build ## Latency and dependent AWS stages beside the 2018 sample's calls (plain, 50 ms per AWS call), package, cold start, RSS; /device-status latency and AWS calls
 	@$(TSX) tests/bench/bench.ts $(ARGS)
+
+storm: build ## N devices (default 300) power on in one region under scaled AWS quotas, Lambda-like scale-out, beside a trickle elsewhere; ours and the 2018 sample side by side (ARGS="--devices 100")
+	@$(TSX) tests/storm/cli.ts $(ARGS)
 
 demo: install build ## Six virtual devices provision around the world and publish; then one renews, one follows a move, one is told it is revoked (KEEP_RUNNING=1: leave the stack up)
 	@$(TSX) device/demo.ts $(if $(KEEP_RUNNING),--keep-running)

@@ -31,8 +31,10 @@ import { clearFaults, getCalls, setFaults } from '../local/aws-proxy';
 import { criticalPath } from './critical-path';
 import { callsPerRequest } from './aws-calls';
 import { BenchDevice, measureStatus, provisionForStatus, StatusRun } from './status';
-import { buildEvent, Edge, ROUTE_PATH, startEdge } from '../local/edge';
-import { addDevice, LocalStack, readStack, startStack, stopStack } from '../local/stack';
+import { buildEvent, Edge, ROUTE_PATH } from '../local/edge';
+import { addDevices, startFunctionEdge } from './edges';
+import { median, percentile, sortedCopy } from './stats';
+import { LocalStack, readStack, startStack, stopStack } from '../local/stack';
 
 const REPO_ROOT = join(__dirname, '..', '..');
 const ENTRY = join(bundleDir('provisioning'), BUNDLE_ENTRY_FILE);
@@ -47,14 +49,6 @@ const VIEWER = {
 // Loaded after the stack is up: the request helpers read .local/stack.json when imported.
 type Requests = typeof import('../integration/requests');
 let requests: Requests;
-
-function percentile(sorted: readonly number[], p: number): number {
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index] ?? NaN;
-}
-
-const sortedCopy = (values: readonly number[]) => [...values].sort((a, b) => a - b);
-const median = (values: readonly number[]) => percentile(sortedCopy(values), 50);
 
 interface Contender {
   readonly label: string;
@@ -196,9 +190,7 @@ type EdgeFor = (handlerModule: string, label: string) => Promise<Edge>;
 /** Seeds `how` new unprovisioned devices named after `prefix`, 16 writes at a time. */
 async function seed(stack: LocalStack, prefix: string, how: number): Promise<string[]> {
   const names = Array.from({ length: how }, () => requests.uniqueThingName(prefix));
-  for (let at = 0; at < names.length; at += 16) {
-    await Promise.all(names.slice(at, at + 16).map((thingName) => addDevice(stack, thingName)));
-  }
+  await addDevices(stack, names);
   return names;
 }
 
@@ -412,16 +404,9 @@ async function main(): Promise<void> {
   try {
     await clearFaults(stack.faultsUrl);
     const edgeFor: EdgeFor = async (handlerModule, label) => {
-      const edge = await startEdge({
-        // The function logs a line per request, as in Lambda; into the stack's logs, not here.
-        sandboxOutputFile: join(stack.logs, `bench-${label}.log`),
-        host: '127.0.0.1',
-        port: 0,
-        originVerifySecret: stack.originVerifySecret,
+      const edge = await startFunctionEdge(stack, {
         handlerModule,
-        environment: stack.functionEnvironment,
-        region: stack.homeRegion,
-        accountId: stack.accountId,
+        label,
         // One sandbox each, reused by every request: a warm container, as in steady state.
         maxSandboxes: 1,
         warmSpares: 0,

@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import {
+  Certificate,
   DescribeCertificateCommand,
   IoTClient,
   ListCertificatesByCACommand,
@@ -38,11 +39,21 @@ export interface CertificateOfOurs {
 
 /** Every certificate our CA issued in a region, with its subject's CN. */
 export async function certificatesOfOurCa(region: string): Promise<CertificateOfOurs[]> {
-  const listed = await iot(region).send(
-    new ListCertificatesByCACommand({ caCertificateId: stack.deviceCaCertificateId, pageSize: 250 }),
-  );
+  const listed: Certificate[] = [];
+  let marker: string | undefined;
+  do {
+    const page = await iot(region).send(
+      new ListCertificatesByCACommand({
+        caCertificateId: stack.deviceCaCertificateId,
+        pageSize: 250,
+        marker,
+      }),
+    );
+    listed.push(...(page.certificates ?? []));
+    marker = page.nextMarker;
+  } while (marker);
   return Promise.all(
-    (listed.certificates ?? []).map(async (certificate) => {
+    listed.map(async (certificate) => {
       const described = await iot(region).send(
         new DescribeCertificateCommand({ certificateId: certificate.certificateId }),
       );

@@ -12,33 +12,46 @@ import {
   ResourceInUseException,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
-import { IoTClient, ListThingsCommand, ThrottlingException } from '@aws-sdk/client-iot';
-import { KMSClient, KMSInternalException, ListKeysCommand } from '@aws-sdk/client-kms';
+import {
+  DescribeCertificateCommand,
+  IoTClient,
+  ListThingsCommand,
+  ThrottlingException,
+} from '@aws-sdk/client-iot';
+import { KMSClient, KMSInternalException, ListKeysCommand, SignCommand } from '@aws-sdk/client-kms';
+import { isThrottlingError } from '@smithy/core/retry';
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { awsClientSettings } from '../../functions/provisioning/aws-client-settings';
 import {
   AwsProxy,
   CallRecord,
   clearFaults,
+  clearQuotas,
   getCalls,
   getFaults,
+  getQuotas,
   setFaults,
+  setQuotas,
   startAwsProxy,
 } from './aws-proxy';
+import { apiOf } from './aws-quotas';
 import { LocalStack, readStack } from './stack-state';
 
 const describeWithStack = process.env.NO_LOCAL_STACK ? describe.skip : describe;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** SDK settings for a client of `proxy` in `region`, without retries. */
+const clientOf = (proxy: AwsProxy, region: string) => ({
+  endpoint: proxy.url,
+  region,
+  credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+  maxAttempts: 1,
+});
+
 describeWithStack('fault-injecting AWS proxy', () => {
   let stack: LocalStack;
   let proxy: AwsProxy;
-  const config = (region: string) => ({
-    endpoint: proxy.url,
-    region,
-    credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
-    maxAttempts: 1,
-  });
+  const config = (region: string) => clientOf(proxy, region);
 
   beforeAll(async () => {
     stack = readStack();
@@ -369,5 +382,133 @@ describeWithStack('fault actions against the real SDK', () => {
       expect(response.status).toBe(400);
     }
     expect((await getFaults(proxy.faultsUrl)).rules).toEqual([]);
+  });
+});
+
+/**
+ * The quota mode: AWS's default rates per (region, API), scaled, answered as AWS answers a
+ * throttled call. Its own proxy, so its buckets never throttle other tests.
+ */
+describeWithStack('quota mode', () => {
+  let proxy: AwsProxy;
+  const config = (region: string) => clientOf(proxy, region);
+
+  beforeAll(async () => {
+    proxy = await startAwsProxy({ host: '127.0.0.1', port: 0, target: readStack().motoUrl });
+  });
+  afterAll(() => proxy.close());
+  afterEach(async () => {
+    await clearFaults(proxy.faultsUrl);
+    await clearQuotas(proxy.faultsUrl);
+  });
+
+  const certificateId = 'a'.repeat(64);
+  const describeCertificate = (iot: IoTClient) =>
+    iot.send(new DescribeCertificateCommand({ certificateId })).catch((error: unknown) => error);
+
+  it('answers a call over its rate ThrottlingException, as AWS IoT does, without reaching moto; per region', async () => {
+    // DescribeCertificate: 10/s × 0.1 = one call a second, a bucket of one.
+    await setQuotas(proxy.faultsUrl, { scale: 0.1 });
+    const frankfurt = new IoTClient(config('eu-central-1'));
+    const ohio = new IoTClient(config('us-east-2'));
+    const first = await describeCertificate(frankfurt);
+    expect((first as Error).name).toBe('ResourceNotFoundException');
+    const forwarded = (await getFaults(proxy.faultsUrl)).forwarded;
+    const throttled = await describeCertificate(frankfurt);
+    expect(throttled).toBeInstanceOf(ThrottlingException);
+    expect((throttled as ThrottlingException).name).toBe('ThrottlingException');
+    expect((throttled as ThrottlingException).$metadata.httpStatusCode).toBe(429);
+    expect(isThrottlingError(throttled as Parameters<typeof isThrottlingError>[0])).toBe(true);
+    expect((await getFaults(proxy.faultsUrl)).forwarded).toBe(forwarded);
+    // Another region has its own bucket.
+    expect(((await describeCertificate(ohio)) as Error).name).toBe('ResourceNotFoundException');
+    const { counts, rates } = await getQuotas(proxy.faultsUrl);
+    expect(rates.RegisterCertificate).toBeCloseTo(1);
+    expect(counts).toEqual([
+      {
+        service: 'iot',
+        region: 'eu-central-1',
+        api: 'DescribeCertificate',
+        calls: 2,
+        throttled: 1,
+        distinctBodies: 1,
+      },
+      {
+        service: 'iot',
+        region: 'us-east-2',
+        api: 'DescribeCertificate',
+        calls: 1,
+        throttled: 0,
+        distinctBodies: 1,
+      },
+    ]);
+    frankfurt.destroy();
+    ohio.destroy();
+  });
+
+  it("lets the SDK's own retries through once the bucket refills; off again after DELETE", async () => {
+    await setQuotas(proxy.faultsUrl, { scale: 1, rates: { DescribeCertificate: 5 } });
+    const iot = new IoTClient({ ...config('eu-west-1'), maxAttempts: 3 });
+    const answers = await Promise.all(Array.from({ length: 8 }, () => describeCertificate(iot)));
+    // Five pass at once; of the others the SDK retries after its throttling backoff.
+    expect(
+      answers.every(
+        (answer) =>
+          (answer as Error).name === 'ResourceNotFoundException' || answer instanceof ThrottlingException,
+      ),
+    ).toBe(true);
+    const [count] = (await getQuotas(proxy.faultsUrl)).counts;
+    expect(count?.throttled).toBeGreaterThanOrEqual(3);
+    await clearQuotas(proxy.faultsUrl);
+    const again = await Promise.all(Array.from({ length: 8 }, () => describeCertificate(iot)));
+    expect(again.every((answer) => (answer as Error).name === 'ResourceNotFoundException')).toBe(true);
+    expect((await getQuotas(proxy.faultsUrl)).enabled).toBe(false);
+    iot.destroy();
+  });
+
+  it('throttles KMS Sign in its JSON protocol', async () => {
+    await setQuotas(proxy.faultsUrl, { scale: 1, rates: { Sign: 0.5 } });
+    const kms = new KMSClient(config('eu-central-1'));
+    const sign = () =>
+      kms
+        .send(
+          new SignCommand({
+            KeyId: 'alias/none',
+            Message: Buffer.from('x'),
+            SigningAlgorithm: 'ECDSA_SHA_256',
+          }),
+        )
+        .then(
+          () => new Error('signed'),
+          (error: unknown) => error as Error,
+        );
+    expect((await sign()).name).not.toBe('ThrottlingException');
+    const throttled = await sign();
+    expect(throttled.name).toBe('ThrottlingException');
+    expect(isThrottlingError(throttled as Parameters<typeof isThrottlingError>[0])).toBe(true);
+    kms.destroy();
+  });
+
+  it('names the API of each IoT route and KMS target, and nothing for DynamoDB', () => {
+    const call = (service: string, method: string, path: string, target = '') =>
+      apiOf({ service, method, path, target });
+    expect(call('iot', 'POST', '/certificate/register')).toBe('RegisterCertificate');
+    expect(call('iot', 'POST', '/things/wm101')).toBe('CreateThing');
+    expect(call('iot', 'PUT', '/things/wm101/principals')).toBe('AttachThingPrincipal');
+    expect(call('iot', 'PUT', '/target-policies/gdp-device')).toBe('AttachPolicy');
+    expect(call('iot', 'PUT', '/certificates/abc?newStatus=INACTIVE')).toBe('UpdateCertificate');
+    expect(call('iot', 'GET', '/certificates-by-ca/abc?pageSize=250')).toBe('ListCertificatesByCA');
+    expect(call('kms', 'POST', '/', 'TrentService.Sign')).toBe('Sign');
+    expect(call('dynamodb', 'POST', '/', 'DynamoDB_20120810.GetItem')).toBeUndefined();
+  });
+
+  it('refuses a malformed quota spec and keeps the fault rules apart', async () => {
+    for (const spec of [{}, { scale: 0 }, { scale: 1, rates: { CreateThing: -1 } }, { scale: 1, wat: 1 }]) {
+      const response = await fetch(proxy.quotasUrl, { method: 'POST', body: JSON.stringify(spec) });
+      expect(response.status).toBe(400);
+    }
+    await setQuotas(proxy.faultsUrl, { scale: 0.5 });
+    await setFaults(proxy.faultsUrl, { delayMs: 1 });
+    expect((await getQuotas(proxy.faultsUrl)).enabled).toBe(true);
   });
 });

@@ -9,12 +9,19 @@
  * after moto applied it (drop, reset-after), reset the connection before moto sees the call
  * (reset-before), or delay one call. The same spec carries the kill rules the function's
  * sandboxes obey (kill-switch.ts).
+ *
+ * Quota mode (aws-quotas.ts), on its own control path /__quotas so that fault specs don't switch
+ * it off: a token bucket per (region, API) at AWS's default rates times a scale factor; a call
+ * over its rate is answered ThrottlingException, as AWS answers it, and never reaches moto.
  */
 import { listenLocally } from './listen';
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { isProbability, KillRule, KillSwitch, parseKillRules } from './kill-switch';
+import { apiOf, parseQuotaSpec, QuotaBuckets, QuotaSpec, QuotaState } from './aws-quotas';
+
+export type { QuotaCount, QuotaSpec, QuotaState } from './aws-quotas';
 
 export type InjectedError =
   'ThrottlingException' | 'ProvisionedThroughputExceededException' | 'InternalFailure' | 'ServiceUnavailable';
@@ -129,6 +136,7 @@ const MAX_CALLS = 1000;
 export const DEFAULT_HOLD_MS = 30_000;
 
 export const FAULTS_PATH = '/__faults';
+export const QUOTAS_PATH = '/__quotas';
 
 interface AwsCall {
   readonly service: string;
@@ -311,6 +319,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 export interface AwsProxy {
   readonly url: string;
   readonly faultsUrl: string;
+  /** The quota mode's control API: POST a QuotaSpec to switch it on, DELETE to switch it off, GET the counters. */
+  readonly quotasUrl: string;
   /** The kill rules of the current fault spec, for the function's sandboxes. */
   readonly killSwitch: KillSwitch;
   close(): Promise<void>;
@@ -384,6 +394,7 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     record({ action: 'kill', what: kill.point, thingName: kill.thingName });
     log(`kill at ${kill.point} (${kill.thingName})`);
   });
+  const quotas = new QuotaBuckets();
   /** Sockets of dropped calls, with the timer that closes them. */
   const held = new Map<Socket, NodeJS.Timeout>();
 
@@ -426,6 +437,26 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
         killSwitch.replace(spec.kills);
         log(`faults set: delayMs=${delayMs} rules=${rules.length} kills=${spec.kills.length}`);
         return sendJson(response, 200, state(callSeq));
+      } catch (error) {
+        return sendJson(response, 400, { message: (error as Error).message });
+      }
+    }
+    return sendJson(response, 405, { message: 'use GET, POST or DELETE' });
+  };
+
+  const quotaControl = async (request: http.IncomingMessage, response: http.ServerResponse) => {
+    if (request.method === 'GET') return sendJson(response, 200, quotas.state());
+    if (request.method === 'DELETE') {
+      quotas.replace(undefined);
+      log('quotas off');
+      return sendJson(response, 200, quotas.state());
+    }
+    if (request.method === 'POST') {
+      try {
+        const spec = parseQuotaSpec(JSON.parse((await readBody(request)).toString('utf8')) as unknown);
+        quotas.replace(spec);
+        log(`quotas on: scale ${spec.scale}`);
+        return sendJson(response, 200, quotas.state());
       } catch (error) {
         return sendJson(response, 400, { message: (error as Error).message });
       }
@@ -490,6 +521,18 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     logCall(`${call.service} ${call.region} ${call.method} ${call.target || call.path}`, arrived, response);
     if (delayMs > 0) await sleep(delayMs);
 
+    const api = apiOf(call);
+    if (api !== undefined && !quotas.admit(call.service, call.region, api, call.body)) {
+      // Over the API's rate: AWS answers before doing anything, so moto never sees the call.
+      const answer = errorAnswer(call, 'ThrottlingException');
+      response.writeHead(answer.status, {
+        ...answer.headers,
+        'content-length': Buffer.byteLength(answer.body),
+      });
+      response.end(answer.body);
+      return;
+    }
+
     const hit = rules.find(
       ({ rule, remaining }) =>
         remaining > 0 &&
@@ -546,7 +589,8 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
   };
 
   const server = http.createServer((request, response) => {
-    const handle = (request.url ?? '').split('?')[0] === FAULTS_PATH ? control : forward;
+    const path = (request.url ?? '').split('?')[0];
+    const handle = path === FAULTS_PATH ? control : path === QUOTAS_PATH ? quotaControl : forward;
     handle(request, response).catch((error: unknown) => {
       log(`proxy error: ${(error as Error).message}`);
       if (!response.headersSent && !response.socket?.destroyed)
@@ -563,19 +607,29 @@ export async function startAwsProxy(options: AwsProxyOptions): Promise<AwsProxy>
     held.clear();
     await listening.close();
   };
-  return { url: listening.url, faultsUrl: `${listening.url}${FAULTS_PATH}`, killSwitch, close };
+  return {
+    url: listening.url,
+    faultsUrl: `${listening.url}${FAULTS_PATH}`,
+    quotasUrl: `${listening.url}${QUOTAS_PATH}`,
+    killSwitch,
+    close,
+  };
 }
 
-async function callFaults(faultsUrl: string, method: string, spec?: FaultSpec): Promise<FaultState> {
-  const response = await fetch(faultsUrl, {
+/** One call to a control API of the proxy (faults or quotas): its state, or an error naming the refusal. */
+async function callControl<State>(url: string, api: string, method: string, spec?: object): Promise<State> {
+  const response = await fetch(url, {
     method,
     headers: spec ? { 'content-type': 'application/json' } : undefined,
     body: spec ? JSON.stringify(spec) : undefined,
   });
-  const body = (await response.json()) as FaultState & { message?: string };
-  if (!response.ok) throw new Error(`fault API ${method}: ${response.status} ${body.message ?? ''}`);
+  const body = (await response.json()) as State & { message?: string };
+  if (!response.ok) throw new Error(`${api} API ${method}: ${response.status} ${body.message ?? ''}`);
   return body;
 }
+
+const callFaults = (faultsUrl: string, method: string, spec?: FaultSpec) =>
+  callControl<FaultState>(faultsUrl, 'fault', method, spec);
 
 /** Replaces the current faults (rules, kills and delay) with `spec`. */
 export const setFaults = (faultsUrl: string, spec: FaultSpec): Promise<FaultState> =>
@@ -593,3 +647,19 @@ export async function getCalls(faultsUrl: string, after = 0): Promise<CallRecord
   if (!response.ok) throw new Error(`fault API GET: ${response.status}`);
   return ((await response.json()) as FaultState).calls as CallRecord[];
 }
+
+/** The quota mode's control URL, from the fault API's (same proxy, stack.json's `faultsUrl`). */
+export const quotasUrlOf = (faultsUrl: string): string => faultsUrl.replace(/\/__faults$/, QUOTAS_PATH);
+
+const callQuotas = (faultsUrl: string, method: string, spec?: QuotaSpec) =>
+  callControl<QuotaState>(quotasUrlOf(faultsUrl), 'quota', method, spec);
+
+/** Switches the quota mode on with `spec`; buckets and counters start over. */
+export const setQuotas = (faultsUrl: string, spec: QuotaSpec): Promise<QuotaState> =>
+  callQuotas(faultsUrl, 'POST', spec);
+
+/** Switches the quota mode off (nothing is throttled for its rate; counters start over). */
+export const clearQuotas = (faultsUrl: string): Promise<QuotaState> => callQuotas(faultsUrl, 'DELETE');
+
+/** The quota mode's rates and its calls and throttles per (region, API) since it was last set. */
+export const getQuotas = (faultsUrl: string): Promise<QuotaState> => callQuotas(faultsUrl, 'GET');

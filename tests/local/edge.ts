@@ -12,7 +12,9 @@
  * 404 {"message":"Not Found"} elsewhere, 500 {"message":"Internal Server Error"} when the
  * function throws, crashes, is killed or times out.
  * Lambda part: a handler module runs in sandboxes (sandbox-pool.ts), child processes that take
- * one invocation at a time; a handler function (tests only) runs in this process.
+ * one invocation at a time, at most 8 at once; with `scaleOut`, every request runs as soon as it
+ * arrives, as a deployed function without reserved concurrency scales out; a handler function
+ * (tests only) runs in this process.
  */
 import { listenLocally } from './listen';
 import http from 'node:http';
@@ -83,6 +85,11 @@ export interface EdgeOptions {
   readonly maxSandboxes?: number;
   /** Idle sandboxes started ahead of demand (default 2). */
   readonly warmSpares?: number;
+  /**
+   * Lambda-like scale-out: no cap, every request is invoked as it arrives, in `maxSandboxes`
+   * processes (default 1) that each run any number of invocations at once (sandbox-pool.ts).
+   */
+  readonly scaleOut?: boolean;
   /** Where the sandboxes' stdout and stderr go (appended); default: this process's own. */
   readonly sandboxOutputFile?: string;
   /** Kill rules the sandboxes obey at checkpoints (the AWS proxy's). */
@@ -296,6 +303,7 @@ export async function startEdge(options: EdgeOptions): Promise<Edge> {
         accountId,
         maxSandboxes: options.maxSandboxes,
         warmSpares: options.warmSpares,
+        scaleOut: options.scaleOut,
         kills: options.kills,
         logger: log,
         outputFile: options.sandboxOutputFile,

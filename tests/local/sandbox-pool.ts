@@ -8,6 +8,14 @@
  *
  * A sandbox that runs past the function timeout is killed (SIGKILL) and the invocation fails;
  * the edge then answers like API Gateway does for a failed function.
+ *
+ * Scale-out mode (`scaleOut`) is Lambda without a concurrency cap, as a deployed function with no
+ * reserved concurrency behaves: every invocation runs as soon as it arrives. Starting a process
+ * per concurrent request would take this machine's CPUs (about a second each) and memory, so
+ * instead `maxSandboxes` processes (default 1), all started ahead, each take any number of
+ * invocations at once, the least busy first. Each process is one copy of the module: its SDK
+ * clients, caches and sockets are shared by the invocations it runs, which Lambda's containers
+ * would not share (docs/local-stack.md says what that changes).
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
@@ -29,6 +37,8 @@ export const DEFAULT_MAX_SANDBOXES = 8;
  * requests would wait for one and run after the first instead of beside it.
  */
 export const DEFAULT_WARM_SPARES = 2;
+/** Sandbox processes in scale-out mode unless `maxSandboxes` says otherwise. */
+export const DEFAULT_SCALE_OUT_SANDBOXES = 1;
 const NO_KILLS: KillRules = { generation: 0, rules: [] };
 /** Cold starts kept for stats(). */
 const KEPT_COLD_STARTS = 50;
@@ -71,6 +81,13 @@ export interface SandboxPoolOptions {
   readonly accountId: string;
   readonly maxSandboxes?: number;
   readonly warmSpares?: number;
+  /**
+   * Every invocation runs at once, however many arrive: `maxSandboxes` processes (default 1),
+   * started ahead, each running any number of invocations concurrently. A timed-out invocation
+   * fails alone (its process keeps serving the others); a kill at a checkpoint ends every
+   * invocation in that process.
+   */
+  readonly scaleOut?: boolean;
   readonly kills?: KillSwitch;
   readonly logger?: (line: string) => void;
   /** Where the sandboxes' stdout and stderr go (appended); default: this process's own. */
@@ -87,6 +104,8 @@ export interface SandboxPoolStats {
   readonly timedOut: number;
   /** Most invocations ever waiting for a sandbox at once. */
   readonly maxQueued: number;
+  /** Most invocations ever running at once, over all sandboxes. */
+  readonly maxConcurrent: number;
   /** Spawn to ready (node + tsx + handler module init), newest last. */
   readonly coldStartsMs: readonly number[];
 }
@@ -105,22 +124,41 @@ interface Pending {
   readonly resolve: (outcome: InvocationOutcome) => void;
 }
 
+interface Running {
+  readonly pending: Pending;
+  readonly timer: NodeJS.Timeout;
+}
+
 interface Sandbox {
   readonly child: ChildProcess;
   readonly pid: number;
   readonly spawnedAt: number;
-  state: 'starting' | 'idle' | 'busy' | 'gone';
-  current?: Pending;
-  timer?: NodeJS.Timeout;
+  state: 'starting' | 'ready' | 'gone';
+  /** Invocations in this sandbox: at most one, unless the pool scales out. */
+  readonly running: Map<number, Running>;
   /** Set when the kill switch let it kill itself: the checkpoint and thing. */
   killedAt?: string;
   timedOut?: boolean;
+  /**
+   * Scaling out: an invocation in it timed out. It takes no new invocation and is killed once
+   * the others in it have ended, so the timed-out one stops calling AWS within one function
+   * timeout, as Lambda ends a timed-out invocation's container.
+   */
+  draining?: boolean;
 }
 
 export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
   const log = options.logger ?? (() => undefined);
-  const maxSandboxes = Math.max(1, options.maxSandboxes ?? DEFAULT_MAX_SANDBOXES);
-  const warmSpares = Math.min(maxSandboxes, Math.max(0, options.warmSpares ?? DEFAULT_WARM_SPARES));
+  const scaleOut = options.scaleOut === true;
+  const maxSandboxes = Math.max(
+    1,
+    options.maxSandboxes ?? (scaleOut ? DEFAULT_SCALE_OUT_SANDBOXES : DEFAULT_MAX_SANDBOXES),
+  );
+  // Scaling out, every sandbox is started ahead: none is ever started for a waiting request.
+  const warmSpares = scaleOut
+    ? maxSandboxes
+    : Math.min(maxSandboxes, Math.max(0, options.warmSpares ?? DEFAULT_WARM_SPARES));
+  const invocationsPerSandbox = scaleOut ? Number.POSITIVE_INFINITY : 1;
   const handlerModule = path.resolve(REPO_ROOT, options.handlerModule);
   const sandboxes = new Set<Sandbox>();
   const queue: Pending[] = [];
@@ -130,6 +168,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
   let lastInitOk = true;
   const counters = { started: 0, invocations: 0, initFailures: 0, killed: 0, crashed: 0, timedOut: 0 };
   let maxQueued = 0;
+  let maxConcurrent = 0;
   const coldStartsMs: number[] = [];
   let reportFirstInit: (
     outcome: { ok: true; coldStartMs: number } | { ok: false; message: string },
@@ -143,15 +182,35 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
     },
   );
 
-  const count = (state: Sandbox['state']) =>
-    [...sandboxes].filter((sandbox) => sandbox.state === state).length;
+  const all = () => [...sandboxes];
+  const isIdle = (sandbox: Sandbox) =>
+    sandbox.state === 'ready' && !sandbox.draining && sandbox.running.size === 0;
+  const count = (which: 'starting' | 'idle' | 'busy') =>
+    all().filter((sandbox) =>
+      which === 'starting'
+        ? sandbox.state === 'starting'
+        : which === 'idle'
+          ? isIdle(sandbox)
+          : sandbox.running.size > 0,
+    ).length;
+  const concurrent = () => all().reduce((sum, sandbox) => sum + sandbox.running.size, 0);
 
-  const finish = (sandbox: Sandbox, outcome: InvocationOutcome) => {
-    clearTimeout(sandbox.timer);
-    sandbox.timer = undefined;
-    const pending = sandbox.current;
-    sandbox.current = undefined;
-    pending?.resolve(outcome);
+  const finish = (sandbox: Sandbox, id: number, outcome: InvocationOutcome) => {
+    const running = sandbox.running.get(id);
+    if (!running) return;
+    clearTimeout(running.timer);
+    sandbox.running.delete(id);
+    running.pending.resolve(outcome);
+  };
+  /** Kills a draining sandbox once nothing runs in it any more. */
+  const retireIfDrained = (sandbox: Sandbox) => {
+    if (!sandbox.draining || sandbox.running.size > 0 || sandbox.state === 'gone') return;
+    sandbox.state = 'gone';
+    log(`sandbox ${sandbox.pid} drained: killed`);
+    sandbox.child.kill('SIGKILL');
+  };
+  const finishAll = (sandbox: Sandbox, outcome: InvocationOutcome) => {
+    for (const id of [...sandbox.running.keys()]) finish(sandbox, id, outcome);
   };
 
   const send = (sandbox: Sandbox, message: ServerMessage) => {
@@ -165,17 +224,33 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
   };
 
   const dispatch = (sandbox: Sandbox, pending: Pending) => {
-    sandbox.state = 'busy';
-    sandbox.current = pending;
     counters.invocations += 1;
     const deadline = Date.now() + options.timeoutMs;
-    sandbox.timer = setTimeout(() => {
-      sandbox.timedOut = true;
+    const timer = setTimeout(() => {
       counters.timedOut += 1;
+      const reason = `function timed out after ${options.timeoutMs} ms`;
+      if (scaleOut) {
+        // Other invocations share the process: this one fails alone, as its own container would,
+        // and the process is retired, so that what it left running cannot go on for long.
+        log(
+          `sandbox ${sandbox.pid}: invocation ${pending.id} timed out after ${options.timeoutMs} ms: draining`,
+        );
+        sandbox.draining = true;
+        sandbox.timedOut = true;
+        finish(sandbox, pending.id, { kind: 'failed', reason });
+        retireIfDrained(sandbox);
+        pump();
+        return;
+      }
+      sandbox.timedOut = true;
+      // Dying: no invocation may be handed to it before its exit is seen.
+      sandbox.state = 'gone';
       log(`sandbox ${sandbox.pid} timed out after ${options.timeoutMs} ms: killed`);
-      finish(sandbox, { kind: 'failed', reason: `function timed out after ${options.timeoutMs} ms` });
+      finish(sandbox, pending.id, { kind: 'failed', reason });
       sandbox.child.kill('SIGKILL');
     }, options.timeoutMs);
+    sandbox.running.set(pending.id, { pending, timer });
+    maxConcurrent = Math.max(maxConcurrent, concurrent());
     const sent = send(sandbox, {
       type: 'invoke',
       id: pending.id,
@@ -186,23 +261,30 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       accountId: options.accountId,
       kills: options.kills?.current() ?? NO_KILLS,
     });
-    if (!sent) finish(sandbox, { kind: 'failed', reason: `sandbox ${sandbox.pid} is gone` });
+    if (!sent) finish(sandbox, pending.id, { kind: 'failed', reason: `sandbox ${sandbox.pid} is gone` });
   };
 
   const pump = () => {
     if (closed) return;
     for (;;) {
-      const idle = [...sandboxes].find((sandbox) => sandbox.state === 'idle');
-      const pending = idle ? queue.shift() : undefined;
-      if (!idle || !pending) break;
-      dispatch(idle, pending);
+      // The least busy sandbox with room (one invocation each, unless scaling out).
+      const free = all()
+        .filter(
+          (sandbox) =>
+            sandbox.state === 'ready' && !sandbox.draining && sandbox.running.size < invocationsPerSandbox,
+        )
+        .sort((a, b) => a.running.size - b.running.size)[0];
+      const pending = free ? queue.shift() : undefined;
+      if (!free || !pending) break;
+      dispatch(free, pending);
     }
     // Spares are started while nothing runs: a sandbox booting beside a running invocation takes
     // a CPU from it (about a second of CPU each), and the invocations would no longer overlap as
     // they do in Lambda. Waiting requests start sandboxes at once.
-    const spares = lastInitOk && count('busy') === 0 ? warmSpares : 0;
+    const spares = lastInitOk && (scaleOut || count('busy') === 0) ? warmSpares : 0;
     const wanted = queue.length + spares - count('idle') - count('starting');
-    const room = maxSandboxes - sandboxes.size;
+    // Draining sandboxes are on their way out: their replacements may start beside them.
+    const room = maxSandboxes - all().filter((sandbox) => !sandbox.draining).length;
     for (let index = 0; index < Math.min(wanted, room); index += 1) spawnSandbox();
   };
 
@@ -219,7 +301,10 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
         try {
           const claim = JSON.parse(line) as KillClaim;
           allowed = options.kills?.claim(claim) ?? false;
-          if (allowed) sandbox.killedAt = `${claim.point} (${claim.thingName})`;
+          if (allowed) {
+            sandbox.killedAt = `${claim.point} (${claim.thingName})`;
+            sandbox.state = 'gone';
+          }
         } catch (error) {
           log(`sandbox ${sandbox.pid}: bad kill claim: ${(error as Error).message}`);
         }
@@ -244,7 +329,13 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       },
     );
     counters.started += 1;
-    const sandbox: Sandbox = { child, pid: child.pid ?? 0, spawnedAt: Date.now(), state: 'starting' };
+    const sandbox: Sandbox = {
+      child,
+      pid: child.pid ?? 0,
+      spawnedAt: Date.now(),
+      state: 'starting',
+      running: new Map(),
+    };
     sandboxes.add(sandbox);
     const pipe = child.stdio[4];
     if (pipe) onKillPipe(sandbox, pipe as Socket);
@@ -269,7 +360,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
           );
           reportFirstInit({ ok: true, coldStartMs });
           lastInitOk = true;
-          sandbox.state = 'idle';
+          sandbox.state = 'ready';
           break;
         }
         case 'init-error':
@@ -278,15 +369,16 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
           break;
         case 'result':
         case 'error':
-          if (sandbox.current?.id !== message.id) return;
+          if (!sandbox.running.has(message.id)) return;
           if (message.type === 'error') log(`sandbox ${sandbox.pid} function error: ${message.message}`);
           finish(
             sandbox,
+            message.id,
             message.type === 'result'
               ? { kind: 'result', result: message.result }
               : { kind: 'failed', reason: message.message },
           );
-          sandbox.state = 'idle';
+          retireIfDrained(sandbox);
           break;
       }
       pump();
@@ -305,14 +397,12 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
         log(`sandbox ${sandbox.pid} exited (code ${code}, signal ${signal})`);
       }
       if (wasStarting) initFailed(`sandbox exited during init (code ${code}, signal ${signal})`);
-      if (sandbox.current) {
-        finish(sandbox, {
-          kind: 'failed',
-          reason: sandbox.killedAt
-            ? `killed at ${sandbox.killedAt}`
-            : `sandbox exited (code ${code}, signal ${signal})`,
-        });
-      }
+      finishAll(sandbox, {
+        kind: 'failed',
+        reason: sandbox.killedAt
+          ? `killed at ${sandbox.killedAt}`
+          : `sandbox exited (code ${code}, signal ${signal})`,
+      });
       pump();
     });
   };
@@ -334,7 +424,13 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
       });
     },
     firstInit: () => firstInit,
-    stats: () => ({ running: sandboxes.size, ...counters, maxQueued, coldStartsMs: [...coldStartsMs] }),
+    stats: () => ({
+      running: sandboxes.size,
+      ...counters,
+      maxQueued,
+      maxConcurrent,
+      coldStartsMs: [...coldStartsMs],
+    }),
     async close() {
       closed = true;
       for (const pending of queue.splice(0))
@@ -344,7 +440,7 @@ export function startSandboxPool(options: SandboxPoolOptions): SandboxPool {
           new Promise<void>((resolve) => {
             if (sandbox.child.exitCode !== null || sandbox.child.signalCode !== null) return resolve();
             sandbox.child.once('exit', () => resolve());
-            finish(sandbox, { kind: 'failed', reason: 'the edge is closing' });
+            finishAll(sandbox, { kind: 'failed', reason: 'the edge is closing' });
             sandbox.child.kill('SIGKILL');
           }),
       );

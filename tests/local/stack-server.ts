@@ -341,6 +341,8 @@ async function main(): Promise<void> {
     region: deployment.homeRegion,
     accountId: ACCOUNT_ID,
     functionTimeoutMs: deployment.function.timeoutSeconds * 1000,
+    // `up --scale-out` (or LOCAL_EDGE_SCALE_OUT=1): every request runs at once, as Lambda scales out.
+    scaleOut: process.env.LOCAL_EDGE_SCALE_OUT === '1',
     logger: fileLogger('edge'),
   });
   closers.push({ name: 'edge', close: edge.close });
@@ -351,7 +353,9 @@ async function main(): Promise<void> {
     // Not fatal: the edge answers 500 and tries a fresh sandbox on the next request.
     progress(`WARNING handler ${options.handlerModule} failed to load: ${init.message.split('\n')[0]}`);
   }
-  progress(`edge ready at ${edge.provisioningUrl}`);
+  progress(
+    `edge ready at ${edge.provisioningUrl}${process.env.LOCAL_EDGE_SCALE_OUT === '1' ? ' (scale-out: no sandbox cap)' : ''}`,
+  );
 
   const stack: LocalStack = {
     provisioningUrl: edge.provisioningUrl,

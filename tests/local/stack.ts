@@ -75,6 +75,8 @@ export interface StartOptions {
   readonly log?: (line: string) => void;
   /** Stop the stack by itself when the calling process exits (for tests, bench and demo). */
   readonly stopWithOwner?: boolean;
+  /** The edge scales out like Lambda (every request at once) instead of capping at 8 sandboxes. */
+  readonly scaleOut?: boolean;
 }
 
 export interface StartResult {
@@ -320,7 +322,11 @@ async function startUnlocked(options: StartOptions): Promise<StartResult> {
       cwd: REPO_ROOT,
       detached: true,
       stdio: ['ignore', output, output],
-      env: { ...process.env, NODE_OPTIONS: '' },
+      env: {
+        ...process.env,
+        NODE_OPTIONS: '',
+        ...(options.scaleOut ? { LOCAL_EDGE_SCALE_OUT: '1' } : {}),
+      },
     },
   );
   closeSync(output);
@@ -476,11 +482,16 @@ async function cli(argv: string[]): Promise<void> {
     .description('start the local stack (idempotent) and write .local/stack.json')
     .option('--handler <module>', 'module exporting the API Gateway handler', DEFAULT_HANDLER_MODULE)
     .option('--port-base <port>', `first port (default: env LOCAL_PORT_BASE or ${DEFAULT_PORT_BASE})`)
-    .action(async (options: { handler: string; portBase?: string }) => {
+    .option(
+      '--scale-out',
+      'the edge runs every request at once, as Lambda scales out, instead of at most 8 sandboxes (env LOCAL_EDGE_SCALE_OUT=1)',
+    )
+    .action(async (options: { handler: string; portBase?: string; scaleOut?: boolean }) => {
       const started = Date.now();
       const { stack, started: fresh } = await startStack({
         handlerModule: options.handler,
         portBase: options.portBase ? Number(options.portBase) : undefined,
+        scaleOut: options.scaleOut,
       });
       if (!fresh) {
         console.log(`already running: ${stack.provisioningUrl}`);
