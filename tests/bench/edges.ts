@@ -16,6 +16,8 @@ export interface FunctionEdgeOptions {
   readonly warmSpares?: number;
   /** Lambda-like scale-out: every request runs as it arrives (sandbox-pool.ts). */
   readonly scaleOut?: boolean;
+  /** Settings over the stack's function environment (the storm scales the admission budget). */
+  readonly environment?: Readonly<Record<string, string>>;
 }
 
 export function startFunctionEdge(stack: LocalStack, options: FunctionEdgeOptions): Promise<Edge> {
@@ -26,7 +28,7 @@ export function startFunctionEdge(stack: LocalStack, options: FunctionEdgeOption
     port: 0,
     originVerifySecret: stack.originVerifySecret,
     handlerModule: options.handlerModule,
-    environment: stack.functionEnvironment,
+    environment: { ...stack.functionEnvironment, ...options.environment },
     region: stack.homeRegion,
     accountId: stack.accountId,
     maxSandboxes: options.maxSandboxes,

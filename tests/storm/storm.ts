@@ -23,6 +23,7 @@ import { clearQuotas, getQuotas, setQuotas, type QuotaCount } from '../local/aws
 import { DEFAULT_QUOTA_RATES } from '../local/aws-quotas';
 import { viewerHeaders, type Edge, type ViewerPlace } from '../local/edge';
 import { addDevice, readStack, type LocalStack } from '../local/stack';
+import { scaledRates } from '../../functions/provisioning/admission-budget';
 import { addDevices, startFunctionEdge } from '../bench/edges';
 import { mean, percentile, sortedCopy } from '../bench/stats';
 import { auditDevice, certificatesOfOurCa, type CertificateOfOurs } from '../integration/audit';
@@ -458,6 +459,11 @@ async function runContender(
     handlerModule: kind === 'ours' ? OUR_HANDLER : SAMPLE_HANDLER,
     label: `storm-${label}`,
     ...(options.scaleOut ? { scaleOut: true, maxSandboxes: options.processes } : {}),
+    // Our function budgets AWS IoT's quotas as the proxy enforces them: scaled alike.
+    environment: {
+      ADMISSION_RATES: JSON.stringify(scaledRates(options.scale)),
+      ADMISSION_REGION_RATES: '{}',
+    },
   });
   try {
     await warm(edge, options.scaleOut ? options.processes : 1);
