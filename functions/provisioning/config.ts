@@ -144,21 +144,20 @@ export const wholeNumber = (fallback: number, minimum = 1) =>
     fallback,
   );
 const nonEmpty = (minimum = 1, message?: string) => z.string().check(z.minLength(minimum, message));
-/** A JSON object in a variable; its content is checked after parsing (budgetProblems). */
-const jsonObject = z.pipe(
-  z.pipe(
-    z._default(z.string(), '{}'),
-    z.transform((text: string, ctx) => {
-      try {
-        return JSON.parse(text) as unknown;
-      } catch {
-        ctx.issues.push({ code: 'custom', message: 'not valid JSON', input: text });
-        return z.NEVER;
-      }
-    }),
-  ),
-  z.record(z.string(), z.unknown()),
+/** A variable holding JSON (`{}` when unset), parsed; what it must hold is piped after it. */
+const jsonText = z.pipe(
+  z._default(z.string(), '{}'),
+  z.transform((text: string, ctx) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      ctx.issues.push({ code: 'custom', message: 'not valid JSON', input: text });
+      return z.NEVER;
+    }
+  }),
 );
+/** A JSON object in a variable; its content is checked after parsing (budgetProblems). */
+const jsonObject = z.pipe(jsonText, z.record(z.string(), z.unknown()));
 
 export const environmentSchema = z.object({
   TABLE_NAME: nonEmpty(3),
@@ -177,17 +176,7 @@ export const environmentSchema = z.object({
   ),
   DEFAULT_REGION: regionName,
   COUNTRY_REGION_OVERRIDES: z.pipe(
-    z.pipe(
-      z._default(z.string(), '{}'),
-      z.transform((text: string, ctx) => {
-        try {
-          return JSON.parse(text) as unknown;
-        } catch {
-          ctx.issues.push({ code: 'custom', message: 'not valid JSON', input: text });
-          return z.NEVER;
-        }
-      }),
-    ),
+    jsonText,
     z.record(
       z.string().check(z.regex(/^[A-Z]{2}$/, 'expected ISO 3166-1 alpha-2 country codes')),
       regionName,
