@@ -23,7 +23,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { awsClientSettings } from './aws-client-settings';
 import { isThrottling } from './aws-errors';
-import { AdmissionState, CATCH_UP_MS, fitsWithin, queueEnd, Schedule, Verdict } from './admission';
+import { AdmissionState, fitsWithin, queueEnd, Schedule, Verdict } from './admission';
 
 const number = (value: number): AttributeValue => ({ N: String(Math.round(value)) });
 
@@ -118,15 +118,13 @@ export function dynamoAdmissionState(settings: { region: string; tableName: stri
   return {
     take: (region, nowMs, costMs, maxWaitMs, signal) =>
       guarded(async () => {
-        // The idle region: its schedule lies more than CATCH_UP_MS in the past (or it has none
-        // yet). Booked from there, the budget left unused in the last CATCH_UP_MS can be spent.
-        const floorMs = nowMs - CATCH_UP_MS;
+        // The idle region: its schedule lies in the past (or it has none yet).
         const idle = await update(
           region,
           {
-            ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :floor',
+            ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :now',
             UpdateExpression: 'SET next_free_ms = :next',
-            ExpressionAttributeValues: { ':floor': number(floorMs), ':next': number(floorMs + costMs) },
+            ExpressionAttributeValues: { ':now': number(nowMs), ':next': number(nowMs + costMs) },
           },
           signal,
         );

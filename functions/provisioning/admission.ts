@@ -36,14 +36,6 @@ export type Verdict =
   /** The schedule could not be read or written: admitted or refused by the configured choice. */
   | { readonly kind: 'unavailable'; readonly busy: boolean; readonly cause: unknown };
 
-/**
- * How much of a region's budget that went unused a request may still spend: AWS's token buckets
- * hold about a second of their rate (the local proxy models the same). Without it every device
- * that returns a little after its slot (Retry-After is whole seconds, plus jitter) leaves that
- * slot unused for good: `make storm` drained at 1.37 × the quota bound before this, 300 devices.
- */
-export const CATCH_UP_MS = 1_000;
-
 /** True when a request arriving at `nowMs` may take the slot after `nextFreeMs`. */
 export function fitsWithin(nextFreeMs: number | undefined, nowMs: number, maxWaitMs: number): boolean {
   return (nextFreeMs ?? 0) - nowMs <= maxWaitMs;
@@ -67,17 +59,15 @@ export function joinQueue(schedule: Schedule, nowMs: number, costMs: number): De
 
 /**
  * The schedule's one rule, as admission-state.ts applies it with conditional writes: the slot
- * after the admitted work (or now, when the region is idle, with up to CATCH_UP_MS of budget left
- * unused) is taken when it lies within maxWaitMs; otherwise the request joins the queue.
+ * after the admitted work (or now, when the region is idle) is taken when it lies within
+ * maxWaitMs; otherwise the request joins the queue.
  */
 export function takeSlot(schedule: Schedule, nowMs: number, costMs: number, maxWaitMs: number): Decided {
   if (!fitsWithin(schedule.nextFreeMs, nowMs, maxWaitMs)) return joinQueue(schedule, nowMs, costMs);
-  // Booked from the budget left unused in the last CATCH_UP_MS at the earliest.
-  const bookedFromMs = Math.max(schedule.nextFreeMs ?? 0, nowMs - CATCH_UP_MS);
-  const slotMs = Math.max(bookedFromMs, nowMs);
+  const slotMs = Math.max(schedule.nextFreeMs ?? 0, nowMs);
   return {
     verdict: { kind: 'admitted', slotMs, backlogMs: slotMs - nowMs },
-    schedule: { ...schedule, nextFreeMs: bookedFromMs + costMs },
+    schedule: { ...schedule, nextFreeMs: slotMs + costMs },
   };
 }
 
