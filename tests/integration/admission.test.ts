@@ -130,8 +130,9 @@ describe('admission', () => {
     await addDevice(stack, thingName);
     await setSchedule(REGION, Date.now() + 30_000);
     let answer: Awaited<ReturnType<typeof call>> | undefined;
+    const request = v2Body(thingName);
     const calls = await callsDuring(async () => {
-      answer = await call(handler, v2Body(thingName));
+      answer = await call(handler, request);
     });
     expect(answer).toMatchObject({ status: 429, body: { status: 'error' } });
     expect(String(answer?.body.message)).toContain(REGION);
@@ -150,6 +151,10 @@ describe('admission', () => {
     expect(next.status).toBe(429);
     expect(next.retryAfter).toBeGreaterThanOrEqual(answer?.retryAfter ?? 0);
     await setSchedule(REGION, 0);
+
+    // The refusal spent the request's nonce: sent again once the region has room, it gets 401.
+    expect(await call(handler, request)).toMatchObject({ status: 401 });
+    expect((await registryRecord(thingName))?.prov_status?.S).toBe('unprovisioned');
   });
 
   it('never lets a stranger reach admission', async () => {
