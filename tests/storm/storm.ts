@@ -3,7 +3,7 @@
  * quotas bind (the AWS proxy's quota mode, scaled down so they bind before this machine does) and
  * the function scales out like Lambda (the edge's scale-out mode). At the same time a trickle of
  * devices provisions in two other regions. Devices behave as docs/protocol.md tells them: they
- * honour Retry-After on 429 (never sooner, spread by jitter), back off with full jitter on 5xx and
+ * honour Retry-After on 429 (never sooner; gdp-device's rule, device/backoff.ts), back off with full jitter on 5xx and
  * network errors, stop on any other 4xx, and give up after a bounded time.
  *
  * The same storm is run against our built function (dist/provisioning) and against the 2018
@@ -206,12 +206,10 @@ async function provisionDevice(device: DeviceRun, url: string, budgetMs: number)
       device.gaveUp = `${status} ${answer.message ?? ''}`.trim();
       return;
     }
-    // 429 with Retry-After: never sooner, spread over half as long again, so that a wave of 429s
-    // does not come back as one wave. Otherwise exponential backoff with full jitter.
-    const delayMs =
-      status === 429 && retryAfterMs !== undefined
-        ? retryAfterMs * (1 + Math.random() / 2)
-        : retryDelayMs(attempt, DEVICE_BACKOFF);
+    // As gdp-device does (device/backoff.ts): exponential backoff with full jitter, never sooner
+    // than Retry-After. The service spreads a wave of 429s itself: each refused device is told
+    // its own slot in the region's queue, plus jitter (admission.ts).
+    const delayMs = retryDelayMs(attempt, DEVICE_BACKOFF, retryAfterMs);
     if (now() + delayMs > deadline) {
       device.gaveUp = `no answer within ${Math.round(budgetMs / 1000)} s (last ${status})`;
       return;
