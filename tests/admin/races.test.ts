@@ -72,6 +72,20 @@ async function liveIn(region: string, thingName: string): Promise<string[]> {
     .map((certificate) => certificate.certificateId);
 }
 
+/** The next RegisterCertificate in `region` is held for 2 s (the fault proxy): a step to race. */
+function holdNextRegistration(region: string): Promise<void> {
+  return setFaults({
+    rules: [
+      {
+        match: { service: 'iot', region, path: '^/certificate/register' },
+        action: 'delay',
+        delayMs: 2_000,
+        times: 1,
+      },
+    ],
+  });
+}
+
 async function until(condition: () => Promise<boolean>, what: string): Promise<void> {
   for (let attempt = 0; attempt < 200; attempt += 1) {
     if (await condition()) return;
@@ -122,16 +136,7 @@ describe('revoke covers every certificate the record references', () => {
 describe('moves racing devices', () => {
   it('a re-provisioning while a move is held at RegisterCertificate gets 409 with Retry-After; the move completes', async () => {
     const { thingName, certificateId } = await provisioned('race-reprov');
-    await setFaults({
-      rules: [
-        {
-          match: { service: 'iot', region: TARGET, path: '^/certificate/register' },
-          action: 'delay',
-          delayMs: 2_000,
-          times: 1,
-        },
-      ],
-    });
+    await holdNextRegistration(TARGET);
     const moving = move(operator(), thingName, { to: TARGET });
     await until(
       async () => (await registryRecord(thingName))?.move_to_region?.S === TARGET,
@@ -150,16 +155,7 @@ describe('moves racing devices', () => {
 
   it('a move the record outran (a reset while it registered) undoes its target-region registration', async () => {
     const { thingName, certificateId } = await provisioned('race-abort');
-    await setFaults({
-      rules: [
-        {
-          match: { service: 'iot', region: TARGET, path: '^/certificate/register' },
-          action: 'delay',
-          delayMs: 2_000,
-          times: 1,
-        },
-      ],
-    });
+    await holdNextRegistration(TARGET);
     const operations = operator();
     const moving = move(operations, thingName, { to: TARGET }).then(
       () => 'moved',
@@ -187,16 +183,7 @@ describe('moves leave no empty things behind', () => {
       ageDays: 300,
       validityDays: 365,
     });
-    await setFaults({
-      rules: [
-        {
-          match: { service: 'iot', region: device.region, path: '^/certificate/register' },
-          action: 'delay',
-          delayMs: 2_000,
-          times: 1,
-        },
-      ],
-    });
+    await holdNextRegistration(device.region);
     const renewal = postRenew(lifecycleBody('renew', device.thingName, device));
     await until(
       async () => (await registryRecord(device.thingName))?.claim_id !== undefined,
