@@ -7,7 +7,7 @@
  * certificate that is gone is done.
  */
 import { isThrottling } from './aws-errors';
-import type { CertificateRef, DeviceRecord } from './device-record';
+import { retiringEntry, type CertificateRef, type DeviceRecord } from './device-record';
 import type { DeviceIot } from './iot';
 import type { DeviceRegistry } from './registry-device';
 
@@ -42,13 +42,11 @@ export interface RetirementReport {
   readonly failures: readonly { readonly certificate: CertificateRef; readonly errorClass: string }[];
 }
 
-const refKey = (ref: CertificateRef) => `${ref.region}/${ref.certificateId}`;
-
 /** Each certificate once, in the order first named. */
 export function distinctCertificates(refs: readonly CertificateRef[]): CertificateRef[] {
   const seen = new Set<string>();
   return refs.filter((ref) => {
-    const key = refKey(ref);
+    const key = retiringEntry(ref);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
