@@ -34,6 +34,8 @@ import {
   nextRecentNonces,
   PendingCertificate,
   PreviousCertificate,
+  referencedCertificates,
+  retiringEntry,
 } from './device-record';
 import { ProvisioningError, throttled, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
@@ -347,14 +349,16 @@ export async function makeLive(
         deps.admission && !live.admitted
           ? admit(deps.admission, pending.region, live.retire.length, deadline.workSignal())
           : undefined,
-        (held) => registry.release(held, deadline.undoSignal()),
+        (held) => releaseUnused(registry, record, held, deadline.undoSignal()),
       ),
     );
   } catch (error) {
     // A claim that failed without an answer may have been written: let it go now rather than
     // after the lease. A refused one (429: the record moved on) was not, and costs no more writes.
     if (!(error instanceof ProvisioningError && error.kind === 'throttled')) {
-      await registry.release({ thingName, claimId, pending }, deadline.undoSignal()).catch(() => undefined);
+      await releaseUnused(registry, record, { thingName, claimId, pending }, deadline.undoSignal()).catch(
+        () => undefined,
+      );
     }
     throw error;
   }
@@ -392,7 +396,8 @@ export async function makeLive(
 
 /**
  * The claim and the admission verdict, both settled: a claim written for a request admission
- * refused is released (the nonce it recorded stays spent), and the refusal is thrown.
+ * refused is released, keeping what the record referenced (releaseUnused; the nonce it recorded
+ * stays spent), and the refusal is thrown.
  */
 async function claimAdmitted(
   claiming: Promise<Claim>,
@@ -406,6 +411,29 @@ async function claimAdmitted(
     throw admission.reason;
   }
   return claimed.value;
+}
+
+/**
+ * Gives back a claim that made nothing in AWS IoT (admission refused it, or its write's answer
+ * was lost) without losing what the record referenced before it. A dead request's intent that
+ * the claim resumed stays the record's intent: the device's next try resumes it and registers
+ * nothing new. One the claim replaced is named as retiring: the dead request may have registered
+ * it, and unnamed it would be live and referenced by nothing until the reconciler's quarantine.
+ */
+function releaseUnused(
+  registry: Registry,
+  record: DeviceRecord,
+  claim: Claim,
+  signal: AbortSignal,
+): Promise<void> {
+  const before = record.pending;
+  const resumed = before !== undefined && retiringEntry(before) === retiringEntry(claim.pending);
+  const otherwiseReferenced = referencedCertificates({ ...record, pending: undefined }).map(retiringEntry);
+  const replaced: CertificateRef[] =
+    before && !resumed && !otherwiseReferenced.includes(retiringEntry(before))
+      ? [{ certificateId: before.certificateId, region: before.region }]
+      : [];
+  return registry.release(claim, signal, replaced, { keepIntent: resumed });
 }
 
 /**

@@ -122,9 +122,16 @@ export interface DeviceRegistry {
   /**
    * Ends the claim and drops its intent (after the undo); harmless when no longer ours. What the
    * undo could not retire (`leftovers`) is named as retiring in the same write: the lease goes
-   * back, and nothing live goes unnamed.
+   * back, and nothing live goes unnamed. With `keepIntent` the intent stays the record's: a claim
+   * that resumed a dead request's intent and made nothing gives only the lease back, so the
+   * device's next try resumes that intent again.
    */
-  release(claim: Claim, signal?: AbortSignal, leftovers?: readonly CertificateRef[]): Promise<void>;
+  release(
+    claim: Claim,
+    signal?: AbortSignal,
+    leftovers?: readonly CertificateRef[],
+    options?: { readonly keepIntent?: boolean },
+  ): Promise<void>;
   /** Stops naming certificates as retiring, once they are gone. */
   forgetRetiring(thingName: string, gone: readonly CertificateRef[], signal?: AbortSignal): Promise<void>;
 }
@@ -373,7 +380,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
       throw throttled(`the nonces of ${record.thingName} kept changing; retry shortly`, 1);
     },
 
-    async release(claim, signal, leftovers = []) {
+    async release(claim, signal, leftovers = [], options = {}) {
       const values: Record<string, AttributeValue> = {
         ':claim': { S: claim.claimId },
         ':zero': { N: '0' },
@@ -392,7 +399,9 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             ConditionExpression: 'claim_id = :claim',
             UpdateExpression: updateExpression({
               set: ['record_version = if_not_exists(record_version, :zero) + :one'],
-              remove: ['claim_id, claim_expires', PENDING_ATTRIBUTES],
+              remove: options.keepIntent
+                ? ['claim_id, claim_expires']
+                : ['claim_id, claim_expires', PENDING_ATTRIBUTES],
               add,
             }),
             ExpressionAttributeValues: values,

@@ -18,7 +18,11 @@ import { readFileSync } from 'node:fs';
 import { addDevice } from '../local/stack';
 import { CallRecord, getCalls } from '../local/aws-proxy';
 import {
+  certificateStatus,
   clearFaults,
+  makeCsr,
+  moveRecordClock,
+  post,
   registryClient,
   registryRecord,
   setFaults,
@@ -203,6 +207,60 @@ describe('admission', () => {
     expect(calls.filter((call) => call.what.includes('/certificate/register'))).toHaveLength(2);
     expect(await thingExists(REGION, thingName)).toBe(false);
     expect((await registryRecord(thingName))?.claim_id).toBeUndefined();
+  });
+});
+
+describe('an admission refusal after a dead request', () => {
+  const handler = handlerWith();
+  const SEOUL_VIEWER = { 'X-Local-Viewer-Latitude': '37.5665', 'X-Local-Viewer-Longitude': '126.9780' };
+
+  /** A request the stack's function dies in once it registered its certificate; its lease aged out. */
+  async function diedAfterRegistering(thingName: string, csrPem?: string): Promise<string> {
+    await addDevice(stack, thingName);
+    await setFaults({ kills: [{ point: 'registered', thingName, times: 1 }] });
+    expect((await post(v2Body(thingName, { csrPem }), SEOUL_VIEWER)).status).toBe(500);
+    await clearFaults();
+    await moveRecordClock(thingName, 'claim_expires', { at: Math.floor(Date.now() / 1000) - 1 });
+    const intent = (await registryRecord(thingName))?.pending_certificate_id?.S as string;
+    expect(await certificateStatus(REGION, intent)).toBe('ACTIVE');
+    return intent;
+  }
+
+  async function refused(body: unknown) {
+    await setSchedule(REGION, Date.now() + 30_000);
+    try {
+      expect((await call(handler, body)).status).toBe(429);
+    } finally {
+      await setSchedule(REGION, 0);
+    }
+  }
+
+  it('keeps a resumed intent: the next try finishes it, with no new certificate', async () => {
+    const thingName = uniqueThingName('refused-resume');
+    const csr = await makeCsr(thingName);
+    const intent = await diedAfterRegistering(thingName, csr.pem);
+    await refused(v2Body(thingName, { csrPem: csr.pem }));
+    const record = await registryRecord(thingName);
+    expect(record?.pending_certificate_id?.S).toBe(intent);
+    expect(record?.claim_id).toBeUndefined();
+
+    const answer = await call(handler, v2Body(thingName, { csrPem: csr.pem }));
+    expect(answer.status).toBe(200);
+    expect((await registryRecord(thingName))?.certificate_id?.S).toBe(intent);
+  });
+
+  it('names a stale intent that a fresh claim replaced as retiring; the next request retires it', async () => {
+    const thingName = uniqueThingName('refused-stale');
+    const intent = await diedAfterRegistering(thingName);
+    await refused(v2Body(thingName));
+    const record = await registryRecord(thingName);
+    expect(record?.retiring?.SS).toEqual([`${REGION}/${intent}`]);
+    expect(record?.pending_certificate_id).toBeUndefined();
+    expect(record?.claim_id).toBeUndefined();
+
+    expect((await call(handler, v2Body(thingName))).status).toBe(200);
+    expect(await certificateStatus(REGION, intent)).toBeUndefined();
+    expect((await registryRecord(thingName))?.retiring).toBeUndefined();
   });
 });
 
