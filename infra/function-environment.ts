@@ -4,6 +4,7 @@
  * stack and function (FUNCTION_ENVIRONMENT) agree on one set of names. No cdktf imports.
  */
 import type { FunctionEnvironmentName } from '../functions/provisioning/config';
+import { formatIotEndpoints } from '../functions/provisioning/iot-endpoints';
 import type { DeploymentConfig } from './config';
 
 export interface FunctionEnvironmentInputs {
@@ -20,6 +21,15 @@ export interface FunctionEnvironmentInputs {
    * stack always passes it; the local stack may leave it out until it runs its own CA.
    */
   readonly ca?: { readonly kmsKeyId: string; readonly certificatePem: string };
+  /**
+   * What the deployment made in every IoT region, so that a cold container asks AWS IoT for
+   * neither: each region's data endpoint (the stack: Terraform references, already shortened
+   * to their prefix; the local stack: its addresses), and whether it created the device policy.
+   */
+  readonly iot?: {
+    readonly endpoints: Readonly<Record<string, string>>;
+    readonly policyManaged: boolean;
+  };
 }
 
 /** Lambda environment values are easier to inspect on one line; the functions turn \n back. */
@@ -66,6 +76,10 @@ export function functionEnvironment(
   if (inputs.ca) {
     environment.CA_KMS_KEY_ID = inputs.ca.kmsKeyId;
     environment.CA_CERTIFICATE_PEM = oneLinePem(inputs.ca.certificatePem);
+  }
+  if (inputs.iot) {
+    environment.IOT_ENDPOINTS = formatIotEndpoints(inputs.iot.endpoints);
+    if (inputs.iot.policyManaged) environment.IOT_POLICY_MANAGED = 'true';
   }
   if (config.ipstackUrl) {
     environment.IPSTACK_URL = config.ipstackUrl;

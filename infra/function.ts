@@ -43,20 +43,17 @@ export const IOT_CERTIFICATE_ACTIONS = [
   'iot:ListAttachedPolicies',
 ] as const;
 // AttachPolicy/DetachPolicy are authorized on the target certificate; granting them on the one
-// policy ARN as well covers the service authorization reference's reading.
-export const IOT_POLICY_ACTIONS = [
-  'iot:GetPolicy',
-  'iot:CreatePolicy',
-  'iot:AttachPolicy',
-  'iot:DetachPolicy',
-] as const;
+// policy ARN as well covers the service authorization reference's reading. No GetPolicy or
+// CreatePolicy, nor DescribeEndpoint below: the stack creates the policy and hands the function
+// each region's endpoint (IOT_POLICY_MANAGED, IOT_ENDPOINTS), so it needs neither.
+export const IOT_POLICY_ACTIONS = ['iot:AttachPolicy', 'iot:DetachPolicy'] as const;
 /**
  * IoT actions that support no resource-level permission (Resource must be "*"): a certificate
- * being registered has no ARN before it exists, and the endpoint is per account. Limited to the
- * enabled regions by an aws:RequestedRegion condition instead. Certificates come from our own CA
- * (RegisterCertificate); CreateKeysAndCertificate and CreateCertificateFromCsr are not granted.
+ * being registered has no ARN before it exists. Limited to the enabled regions by an
+ * aws:RequestedRegion condition instead. Certificates come from our own CA (RegisterCertificate);
+ * CreateKeysAndCertificate and CreateCertificateFromCsr are not granted.
  */
-export const IOT_UNSCOPABLE_ACTIONS = ['iot:DescribeEndpoint', 'iot:RegisterCertificate'] as const;
+export const IOT_UNSCOPABLE_ACTIONS = ['iot:RegisterCertificate'] as const;
 export const REGISTRY_ACTIONS = ['dynamodb:GetItem', 'dynamodb:UpdateItem'] as const;
 
 /** The function's execution role, made first: the KMS key policy names it. */
@@ -91,6 +88,10 @@ export interface ProvisioningFunctionProps {
   readonly caCertificatePem: string;
   /** The CA's registrations: in place before the function issues under that CA (rotation). */
   readonly caRegistrations: readonly ITerraformDependable[];
+  /** Region → its data endpoint (a Terraform reference, shortened to the account's prefix). */
+  readonly iotEndpoints: Readonly<Record<string, string>>;
+  /** The device policy in every region: in place before the function, which no longer checks it. */
+  readonly devicePolicies: readonly ITerraformDependable[];
 }
 
 export class ProvisioningFunction extends Construct {
@@ -211,10 +212,11 @@ export class ProvisioningFunction extends Construct {
           originVerifySecretNext: secrets.next,
           kmsKeyId: props.kmsKeyArn,
           ca: { kmsKeyId: props.caKeyArn, certificatePem: props.caCertificatePem },
+          iot: { endpoints: props.iotEndpoints, policyManaged: true },
         }),
       },
       // The log group must exist first or Lambda creates it without retention.
-      dependsOn: [this.logGroup, policy, ...props.caRegistrations],
+      dependsOn: [this.logGroup, policy, ...props.caRegistrations, ...props.devicePolicies],
     });
   }
 }

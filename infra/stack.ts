@@ -13,12 +13,13 @@
  * 750 MB to load).
  */
 import { createPublicKey } from 'node:crypto';
-import { dependable, LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
+import { dependable, Fn, LocalBackend, S3Backend, TerraformOutput, TerraformStack } from 'cdktf';
 import type { Construct } from 'constructs';
 import { AwsProvider } from '@cdktf/provider-aws/lib/provider';
 import { DataAwsCallerIdentity } from '@cdktf/provider-aws/lib/data-aws-caller-identity';
 import { DataAwsPartition } from '@cdktf/provider-aws/lib/data-aws-partition';
 import { IotPolicy } from '@cdktf/provider-aws/lib/iot-policy';
+import { DataAwsIotEndpoint } from '@cdktf/provider-aws/lib/data-aws-iot-endpoint';
 import { PROVISIONING_PATH, RENEW_PATH, STATUS_PATH } from '../functions/provisioning/wire';
 import { BOOTSTRAP_OUTPUT, DeploymentConfig, stackName } from './config';
 import { devicePolicyDocument } from './device-policy';
@@ -40,6 +41,7 @@ import {
 import { Reconciler } from './reconciler';
 import { reconcilerServiceName } from './reconciler-environment';
 import { parseCaCertificate } from '../functions/provisioning/certificate-authority';
+import { iotEndpointSuffix } from '../functions/provisioning/iot-endpoints';
 
 /** Terraform (or OpenTofu) that reads this JSON: use_lockfile needs 1.10. */
 export const REQUIRED_TERRAFORM_VERSION = '>= 1.10.0';
@@ -142,6 +144,29 @@ export class ProvisioningStack extends TerraformStack {
       providers,
       certificates: caCertificates,
     }).registrations;
+    // Per region, what a cold container would otherwise ask AWS IoT for (DescribeEndpoint,
+    // GetPolicy): under a storm, hundreds of fresh containers each would, outside the admission
+    // budget. Terraform creates the device policy and reads the endpoint once per deploy instead.
+    // Terraform would read ${iot:...} policy variables as its own interpolation: escape them.
+    const devicePolicy = escapeTerraformTemplate(JSON.stringify(devicePolicyDocument()));
+    const devicePolicies: IotPolicy[] = [];
+    const iotEndpoints: Record<string, string> = {};
+    for (const region of config.iotRegions) {
+      const provider = providers.get(region);
+      devicePolicies.push(
+        new IotPolicy(this, `device-policy-${region}`, {
+          provider,
+          name: config.iotPolicyName,
+          policy: devicePolicy,
+        }),
+      );
+      const endpoint = new DataAwsIotEndpoint(this, `iot-endpoint-${region}`, {
+        provider,
+        endpointType: 'iot:Data-ATS',
+      });
+      // Only the account's prefix travels (IOT_ENDPOINTS is compact: Lambda's 4 KB for all variables).
+      iotEndpoints[region] = Fn.replace(endpoint.endpointAddress, iotEndpointSuffix(region), '');
+    }
     const fn = new ProvisioningFunction(this, 'function', {
       config,
       provider: home,
@@ -157,6 +182,8 @@ export class ProvisioningStack extends TerraformStack {
       caKeyArn: caKey.key.arn,
       caCertificatePem,
       caRegistrations,
+      iotEndpoints,
+      devicePolicies,
     });
     // A retired key is disabled only after the function has moved to the current key.
     for (const retired of retiredCaKeys) retired.key.dependsOn = [dependable(fn.function)];
@@ -170,16 +197,6 @@ export class ProvisioningStack extends TerraformStack {
       caCertificatePem,
       caRegistrations,
     });
-
-    // Terraform would read ${iot:...} policy variables as its own interpolation: escape them.
-    const devicePolicy = escapeTerraformTemplate(JSON.stringify(devicePolicyDocument()));
-    for (const region of config.iotRegions) {
-      new IotPolicy(this, `device-policy-${region}`, {
-        provider: providers.get(region),
-        name: config.iotPolicyName,
-        policy: devicePolicy,
-      });
-    }
 
     const edge = new Edge(this, 'edge', {
       config,

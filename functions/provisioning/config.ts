@@ -12,6 +12,7 @@ import { CaCertificate, parseCaCertificate } from './ca-certificate';
 import { enabledRegionSites, RegionSite } from './regions';
 import type { AdmissionSettings } from './admission';
 import { ApiRates, budgetProblems, budgetsFor, IotApi } from './admission-budget';
+import { parseIotEndpoints } from './iot-endpoints';
 
 /** Variables the function reads, and whether the deployment must set them. */
 export const FUNCTION_ENVIRONMENT = {
@@ -21,6 +22,8 @@ export const FUNCTION_ENVIRONMENT = {
   DEFAULT_REGION: 'required',
   COUNTRY_REGION_OVERRIDES: 'optional',
   IOT_POLICY_NAME: 'required',
+  IOT_ENDPOINTS: 'optional',
+  IOT_POLICY_MANAGED: 'optional',
   FLEET_PUBLIC_KEY: 'required',
   ACCEPT_V1_SIGNATURES: 'optional',
   ORIGIN_VERIFY_SECRET: 'required',
@@ -76,6 +79,13 @@ export interface ProvisioningConfig {
   readonly defaultRegion: string;
   readonly countryRegionOverrides: Readonly<Record<string, string>>;
   readonly iotPolicyName: string;
+  /**
+   * Region → AWS IoT data endpoint, as the deployment learned them (IOT_ENDPOINTS): a cold
+   * container asks DescribeEndpoint only for a region missing here.
+   */
+  readonly iotEndpoints: Readonly<Record<string, string>>;
+  /** The deployment creates the device policy in every region: the function never checks it. */
+  readonly iotPolicyManaged: boolean;
   readonly fleetPublicKey: KeyObject;
   readonly acceptV1Signatures: boolean;
   /**
@@ -183,6 +193,8 @@ export const environmentSchema = z.object({
     ),
   ),
   IOT_POLICY_NAME: z.string().check(z.regex(/^[\w+=,.@-]{1,128}$/, 'expected an IoT policy name')),
+  IOT_ENDPOINTS: z._default(z.string(), ''),
+  IOT_POLICY_MANAGED: boolean(false),
   FLEET_PUBLIC_KEY: nonEmpty(),
   ACCEPT_V1_SIGNATURES: boolean(true),
   ORIGIN_VERIFY_SECRET: nonEmpty(16, 'must be at least 16 characters'),
@@ -276,6 +288,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
 
   const caCertificate = caCertificateFrom(settings.CA_CERTIFICATE_PEM);
 
+  let iotEndpoints: Record<string, string> = {};
+  try {
+    iotEndpoints = parseIotEndpoints(settings.IOT_ENDPOINTS);
+  } catch (error) {
+    fail('IOT_ENDPOINTS', (error as Error).message);
+  }
+  for (const region of Object.keys(iotEndpoints)) {
+    if (!enabled.has(region)) fail('IOT_ENDPOINTS', `${region} is not in IOT_REGIONS`);
+  }
+
   if (settings.IPSTACK_URL && !settings.IPSTACK_KEY_PARAMETER) {
     fail('IPSTACK_KEY_PARAMETER', 'required when IPSTACK_URL is set');
   }
@@ -300,6 +322,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     defaultRegion: settings.DEFAULT_REGION,
     countryRegionOverrides: settings.COUNTRY_REGION_OVERRIDES,
     iotPolicyName: settings.IOT_POLICY_NAME,
+    iotEndpoints,
+    iotPolicyManaged: settings.IOT_POLICY_MANAGED,
     fleetPublicKey: fleetPublicKey as KeyObject,
     acceptV1Signatures: settings.ACCEPT_V1_SIGNATURES,
     originVerifySecrets: [

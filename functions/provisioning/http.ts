@@ -57,6 +57,8 @@ export function awsDependencies(config: ProvisioningConfig): ProvisioningDepende
       policyName: config.iotPolicyName,
       caCertificatePem: config.caCertificate.pem,
       caCertificateId: config.caCertificate.id,
+      endpoints: config.iotEndpoints,
+      policyManaged: config.iotPolicyManaged,
       onThrottle: (api, region) => countMetricFor('IotThrottled', { Api: api, Region: region }),
     }),
     admission: config.admission

@@ -89,9 +89,15 @@ export interface ThingReport {
 }
 
 export interface DeviceIot {
-  /** Data-ATS endpoint address, learned once per region per container. */
+  /**
+   * Data-ATS endpoint address: as the deployment configured it, else learned once per region per
+   * container (DescribeEndpoint).
+   */
   endpointAddress(region: string, signal?: AbortSignal): Promise<string>;
-  /** Creates the device policy in the region if missing; once per region per container. */
+  /**
+   * Creates the device policy in the region if missing, once per region per container; nothing
+   * when the deployment manages the policy.
+   */
   ensurePolicy(region: string, signal?: AbortSignal): Promise<void>;
   /** Registers a certificate of our CA, ACTIVE; "already exists" for the same id counts as done. */
   registerCertificate(
@@ -157,6 +163,13 @@ export interface DeviceIotSettings {
   readonly caCertificateId: string;
   /** Told of every throttled attempt (the function counts IotThrottled per API). */
   readonly onThrottle?: (api: string, region: string) => void;
+  /**
+   * Region → endpoint address the deployment learned (IOT_ENDPOINTS); DescribeEndpoint only for
+   * a region missing here (the reconciler and operator tools pass none).
+   */
+  readonly endpoints?: Readonly<Record<string, string>>;
+  /** The deployment creates the policy in every region (IOT_POLICY_MANAGED): no GetPolicy. */
+  readonly policyManaged?: boolean;
 }
 
 /** Turns SDK errors into the service's closed set; rethrows anything else unchanged. */
@@ -209,7 +222,11 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
     }
   };
   const clients = new Map<string, IoTClient>();
-  const endpoints = new Map<string, Promise<string>>();
+  // Pre-filled from the deployment: under a storm every fresh container would otherwise make
+  // these calls once per region, unbudgeted (docs/deploy.md, "Quotas and admission").
+  const endpoints = new Map<string, Promise<string>>(
+    Object.entries(settings.endpoints ?? {}).map(([region, address]) => [region, Promise.resolve(address)]),
+  );
   const policies = new Map<string, Promise<void>>();
 
   const client = (region: string): IoTClient => {
@@ -371,6 +388,7 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
     },
 
     ensurePolicy(region, signal) {
+      if (settings.policyManaged) return Promise.resolve();
       return once(policies, region, () =>
         call('policy setup', async () => {
           try {

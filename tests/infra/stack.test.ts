@@ -6,6 +6,7 @@ import {
   ORIGIN_VERIFY_HEADER,
 } from '../../functions/provisioning/config';
 import { BUNDLE_ENTRY_FILE } from '../../functions/bundle-layout';
+import { IOT_REGION_CATALOGUE } from '../../functions/provisioning/regions';
 import { apiThrottle, loadDeploymentConfig } from '../../infra/config';
 import { devicePolicyDocument } from '../../infra/device-policy';
 import { API_ROUTE_PATHS, CACHING_DISABLED_POLICY_ID } from '../../infra/edge';
@@ -86,6 +87,28 @@ describe('providers and IoT policies', () => {
       expect(policy.policy).toContain('$${iot:Connection.Thing.ThingName}');
       expect(JSON.parse(unescapeTerraformTemplate(policy.policy as string))).toEqual(devicePolicyDocument());
     }
+  });
+
+  it("reads each region's ATS data endpoint and hands it to the function, with the policies already made", () => {
+    const endpoints = Object.entries(json.data.aws_iot_endpoint ?? {});
+    expect(endpoints.map(([, endpoint]) => endpoint.provider).sort()).toEqual(
+      config.iotRegions.map((region) => (region === config.homeRegion ? 'aws' : `aws.${region}`)).sort(),
+    );
+    for (const [, endpoint] of endpoints) expect(endpoint.endpoint_type).toBe('iot:Data-ATS');
+    const fn = byId(json, 'aws_lambda_function', 'function');
+    const variables = (fn.environment as { variables: Record<string, string> }).variables;
+    // Only the account's prefix travels: the function adds .iot.<region>.amazonaws.com back.
+    expect(variables.IOT_ENDPOINTS).toBe(
+      config.iotRegions
+        .map(
+          (region) =>
+            `${region}=\${replace(data.aws_iot_endpoint.iot-endpoint-${region}.endpoint_address, ".iot.${region}.amazonaws.com", "")}`,
+        )
+        .join(','),
+    );
+    expect(variables.IOT_POLICY_MANAGED).toBe('true');
+    for (const region of config.iotRegions)
+      expect(fn.depends_on).toContain(`aws_iot_policy.device-policy-${region}`);
   });
 });
 
@@ -375,6 +398,7 @@ describe('function', () => {
       originVerifySecret: 'y',
       kmsKeyId: 'z',
       ca: { kmsKeyId: 'k', certificatePem: 'c' },
+      iot: { endpoints: { 'us-east-2': 'e' }, policyManaged: true },
     });
     expect(Object.keys(environment).sort()).toEqual(Object.keys(expected).sort());
     expect(environment.IOT_REGIONS).toBe(config.iotRegions.join(','));
@@ -392,17 +416,33 @@ describe('function', () => {
     });
   });
 
-  it("fits Lambda's 4 KB environment limit once Terraform fills in the references", () => {
-    // Longest plausible values for the references: a 48-character secret and full key ARNs.
-    const arn = 'arn:aws:kms:ap-southeast-2:123456789012:key/00000000-0000-0000-0000-000000000000';
-    const resolved = functionEnvironment(config, {
-      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
-      originVerifySecret: 'a'.repeat(48),
-      kmsKeyId: arn,
-      ca: { kmsKeyId: arn, certificatePem: TEST_CA_CERTIFICATE },
-    });
-    const bytes = Object.entries(resolved).reduce(
-      (total, [name, value]) => total + Buffer.byteLength(name) + Buffer.byteLength(value ?? ''),
+  it("fits Lambda's 4 KB environment limit once Terraform fills in the references, every region enabled", () => {
+    const everyRegion = IOT_REGION_CATALOGUE.filter((site) => !site.optIn).map((site) => site.region);
+    expect(everyRegion.length).toBeGreaterThanOrEqual(config.iotRegions.length);
+    const synthesized = synthesize({ iotRegions: everyRegion }).json;
+    const variables = (
+      byId(synthesized, 'aws_lambda_function', 'function').environment as {
+        variables: Record<string, string>;
+      }
+    ).variables;
+    // Each reference at its longest plausible value. An ATS endpoint's prefix is 14 characters
+    // and "-ats" (a1b2c3d4e5f6g7-ats.iot.<region>.amazonaws.com); replace() keeps only that.
+    const estimates: ReadonlyArray<readonly [RegExp, string]> = [
+      [/^replace\(data\.aws_iot_endpoint\./, `${'x'.repeat(14)}-ats`],
+      [/^random_password\..+\.result$/, 'a'.repeat(48)],
+      [
+        /^aws_kms_key\..+\.arn$/,
+        'arn:aws:kms:ap-southeast-2:123456789012:key/00000000-0000-0000-0000-000000000000',
+      ],
+    ];
+    const resolve = (value: string) =>
+      value.replace(/\$\{([^}]*)\}/g, (_token, expression: string) => {
+        const estimate = estimates.find(([pattern]) => pattern.test(expression));
+        if (!estimate) throw new Error(`no length estimate for the reference \${${expression}}`);
+        return estimate[1];
+      });
+    const bytes = Object.entries(variables).reduce(
+      (total, [name, value]) => total + Buffer.byteLength(name) + Buffer.byteLength(resolve(value)),
       0,
     );
     expect(bytes).toBeLessThan(4096);
@@ -441,11 +481,20 @@ describe('function', () => {
         kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/11111111-1111-1111-1111-111111111111',
         certificatePem: TEST_CA_CERTIFICATE,
       },
+      // As Terraform resolves them: each region's prefix alone.
+      iot: {
+        endpoints: Object.fromEntries(config.iotRegions.map((region) => [region, 'a1b2c3d4e5f6g7-ats'])),
+        policyManaged: true,
+      },
     });
     const loaded = loadConfig(resolved);
     expect(loaded.regions.map((site) => site.region)).toEqual(config.iotRegions);
     expect(loaded.ipstack?.keyParameter).toBe(config.ipstackKeyParameter);
     expect(loaded.ipstack?.keyCacheSeconds).toBe(config.ipstackKeyCacheSeconds);
+    expect(loaded.iotPolicyManaged).toBe(true);
+    expect(loaded.iotEndpoints[config.homeRegion]).toBe(
+      `a1b2c3d4e5f6g7-ats.iot.${config.homeRegion}.amazonaws.com`,
+    );
   });
 });
 
@@ -479,10 +528,13 @@ describe('function IAM', () => {
       'iot:CreateThing',
       'iot:AttachThingPrincipal',
       'iot:UpdateCertificate',
-      'iot:GetPolicy',
+      'iot:AttachPolicy',
     ]) {
       expect(byAction(action).length).toBeGreaterThan(0);
     }
+    // The stack makes the policy and reads the endpoints: the function never needs to.
+    for (const action of ['iot:GetPolicy', 'iot:CreatePolicy', 'iot:DescribeEndpoint'])
+      expect(byAction(action)).toEqual([]);
   });
 
   it('limits DynamoDB to item actions on the table, KMS to decrypt with the context, SSM to the parameter', () => {

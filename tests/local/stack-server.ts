@@ -15,9 +15,11 @@ import path from 'node:path';
 import { CreateTableCommand, DynamoDBClient, ResourceInUseException } from '@aws-sdk/client-dynamodb';
 import { CreateAliasCommand, CreateKeyCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
 import { PutParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { CreatePolicyCommand, IoTClient } from '@aws-sdk/client-iot';
 import { IPSTACK_KEY_ENCRYPTION_CONTEXT } from '../../functions/provisioning/config';
 import { loadDeploymentConfig } from '../../infra/config';
 import { functionEnvironment } from '../../infra/function-environment';
+import { devicePolicyDocument } from '../../infra/device-policy';
 import { startAwsProxy } from './aws-proxy';
 import { createDeviceCa } from './device-ca';
 import { startEdge } from './edge';
@@ -57,6 +59,24 @@ type StartRegionalBrokers = (options: {
   watchPort: number;
   logger?: (line: string) => void;
 }) => Promise<RegionalBrokers>;
+
+/**
+ * The device policy in every region, as Terraform's aws_iot_policy makes it (infra/stack.ts), so
+ * that the function runs with IOT_POLICY_MANAGED like the deployed one and never checks it.
+ */
+async function createDevicePolicies(awsEndpoint: string, regions: readonly string[], policyName: string) {
+  await Promise.all(
+    regions.map(async (region) => {
+      const iot = new IoTClient({ endpoint: awsEndpoint, region, credentials: LOCAL_CREDENTIALS });
+      await iot
+        .send(new CreatePolicyCommand({ policyName, policyDocument: JSON.stringify(devicePolicyDocument()) }))
+        .catch((error: Error) => {
+          if (error.name !== 'ResourceAlreadyExistsException') throw error;
+        });
+    }),
+  );
+  progress(`device policy ${policyName} in ${regions.length} regions`);
+}
 
 const progress = (line: string) => appendFileSync(STACK_LOG, `${new Date().toISOString()} ${line}\n`);
 
@@ -280,6 +300,8 @@ async function main(): Promise<void> {
     `device CA ${deviceCa.certificateId} (KMS key ${deviceCa.kmsKeyArn}) registered in ${regions.length} regions`,
   );
 
+  await createDevicePolicies(proxy.url, regions, deployment.iotPolicyName);
+
   let mqttRunning = false;
   let mqttAlpnEndpoints: Record<string, string> = {};
   let watchUrl = `http://${HOST}:${options.ports.watch}`;
@@ -313,6 +335,9 @@ async function main(): Promise<void> {
       fleetPublicKeyPem: readFileSync(options.fleetPublicKeyPath, 'utf8'),
       originVerifySecret: options.originVerifySecret,
       kmsKeyId,
+      // What the local DescribeEndpoint answers, and the policies made above: a cold sandbox asks
+      // AWS IoT for neither, as in AWS.
+      iot: { endpoints: mqttEndpoints, policyManaged: true },
     }) as Record<string, string>),
     IPSTACK_URL: ipstack.url,
     IPSTACK_KEY_PARAMETER: deployment.ipstackKeyParameter,

@@ -1,5 +1,6 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { loadConfig } from '../../../functions/provisioning/config';
+import { formatIotEndpoints, parseIotEndpoints } from '../../../functions/provisioning/iot-endpoints';
 import { testCa } from '../../support/ca';
 
 const fleetKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({
@@ -24,6 +25,27 @@ beforeAll(async () => {
 });
 
 describe('function configuration', () => {
+  it('reads the endpoints the deployment learned: a prefix in AWS form, or an address whole', () => {
+    const config = loadConfig({
+      ...valid,
+      IOT_ENDPOINTS: 'us-east-2=a1b2c3d4e5f6g7-ats, eu-central-1=127.67.248.8',
+      IOT_POLICY_MANAGED: 'true',
+    });
+    expect(config.iotEndpoints).toEqual({
+      'us-east-2': 'a1b2c3d4e5f6g7-ats.iot.us-east-2.amazonaws.com',
+      'eu-central-1': '127.67.248.8',
+    });
+    expect(config.iotPolicyManaged).toBe(true);
+    const endpoints = {
+      'us-east-2': 'a1b2-ats.iot.us-east-2.amazonaws.com',
+      'eu-central-1': '127.0.0.1:17411',
+    };
+    expect(formatIotEndpoints(endpoints)).toBe('us-east-2=a1b2-ats,eu-central-1=127.0.0.1:17411');
+    expect(parseIotEndpoints(formatIotEndpoints(endpoints))).toEqual(endpoints);
+    // Unset (an older deployment): every region is asked once, and the policy checked.
+    expect(loadConfig(valid)).toMatchObject({ iotEndpoints: {}, iotPolicyManaged: false });
+  });
+
   it('reads a valid environment with defaults', () => {
     const config = loadConfig(valid);
     expect(config.regions.map((site) => site.region)).toEqual(['us-east-2', 'eu-central-1']);
@@ -55,6 +77,10 @@ describe('function configuration', () => {
     [{ GENERATED_KEY_TYPE: 'dsa-1024' }, 'GENERATED_KEY_TYPE'],
     [{ REISSUE_LIMIT: '-1' }, 'REISSUE_LIMIT: expected at least 0'],
     [{ CERTIFICATE_VALIDITY_DAYS: '1.5' }, 'CERTIFICATE_VALIDITY_DAYS: expected a whole number'],
+    [{ IOT_ENDPOINTS: 'us-east-2' }, 'IOT_ENDPOINTS: "us-east-2" is not region=address'],
+    [{ IOT_ENDPOINTS: 'ap-northeast-1=a1b2-ats' }, 'IOT_ENDPOINTS: ap-northeast-1 is not in IOT_REGIONS'],
+    [{ IOT_ENDPOINTS: 'us-east-2=a,us-east-2=b' }, 'IOT_ENDPOINTS: us-east-2 is named twice'],
+    [{ IOT_POLICY_MANAGED: 'yes' }, 'IOT_POLICY_MANAGED'],
   ])('fails the cold start naming the variable: %j', (change, message) => {
     expect(() => loadConfig({ ...valid, ...change })).toThrow(message);
   });
