@@ -18,6 +18,21 @@ export const AWS_CALL_TIMEOUT_MS = 3_000;
  */
 export const IOT_MAX_ATTEMPTS = 2;
 
+/**
+ * Sockets one SDK client may hold open at once. The SDK's default, 50, binds only where many
+ * requests share a process: never in Lambda, where a container serves one request and that
+ * request makes at most a few calls to one client at once, but in the local edge's scale-out
+ * mode, which runs hundreds of invocations in a few processes as Lambda would run them in
+ * hundreds of containers. There a call waiting for a pooled socket counts the wait against
+ * `connectionTimeout` (the SDK starts that timer when the request is made, not when a socket is
+ * free; @smithy/node-http-handler 4.x), so a call that never left the process failed like a
+ * network fault: a registry read under `make storm` did, three times over, and answered 503.
+ * Sized for the most invocations one process runs in the storm (about 300) times the calls a
+ * request makes to one client at once (up to 3, when it retires a certificate): the pool never
+ * binds, here or in AWS, and still cannot grow without bound.
+ */
+export const MAX_SOCKETS_PER_CLIENT = 1_000;
+
 export function awsClientSettings(region: string, maxAttempts = 3) {
   return {
     region,
@@ -26,6 +41,8 @@ export function awsClientSettings(region: string, maxAttempts = 3) {
       connectionTimeout: 1_000,
       requestTimeout: AWS_CALL_TIMEOUT_MS,
       throwOnRequestTimeout: true,
+      httpAgent: { maxSockets: MAX_SOCKETS_PER_CLIENT },
+      httpsAgent: { maxSockets: MAX_SOCKETS_PER_CLIENT },
     },
   };
 }

@@ -9,7 +9,7 @@
  */
 import { DecryptCommand, GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import { awsClientSettings } from './aws-client-settings';
-import { isThrottling, isTransient } from './aws-errors';
+import { hasName, isThrottling, isTransient } from './aws-errors';
 import type { CertificateSigner } from './certificate-authority';
 import { ProvisioningError, throttled, unavailable } from './errors';
 
@@ -37,7 +37,9 @@ export function kmsClient(region: string): KMSClient {
 function translate(error: unknown, what: string): unknown {
   if (error instanceof ProvisioningError) return error;
   if (isThrottling(error)) return throttled(`AWS KMS is throttling ${what}; retry shortly`, 2, error);
-  if (isTransient(error)) return unavailable(`AWS KMS is unavailable (${what}); retry shortly`, error);
+  // Aborted by the request's deadline (a sign stuck behind a slow KMS): 503, as for IoT and DynamoDB.
+  if (isTransient(error) || hasName(error, 'AbortError'))
+    return unavailable(`AWS KMS is unavailable (${what}); retry shortly`, error);
   return error;
 }
 
