@@ -4,7 +4,7 @@
  *   1. read the record (consistent)  ∥ locate the device  ∥ make the key (key mode) and the certificate (KMS Sign)
  *   2. claim: lease + intent (the certificate id and region), compare-and-set on the record as read
  *      ∥ admission: a slot in the region's AWS IoT quota budget, or 429 (admission.ts)
- *   3. RegisterCertificate           ∥ CreateThing  (∥ policy + endpoint, cached per container)
+ *   3. RegisterCertificate           ∥ CreateThing  (policy + endpoint: from the deployment's config)
  *   4. AttachPolicy                  ∥ AttachThingPrincipal
  *   5. mark the record provisioned
  *
