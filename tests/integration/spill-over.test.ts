@@ -12,11 +12,14 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
+import { getFaults } from '../local/aws-proxy';
 import { addDevice } from '../local/stack';
 import {
   certificateStatus,
+  clearFaults,
   registryClient,
   registryRecord,
+  setFaults,
   stack,
   thingExists,
   uniqueThingName,
@@ -108,6 +111,8 @@ beforeAll(async () => {
     });
 });
 
+afterEach(clearFaults);
+
 beforeEach(async () => {
   await backlog(NEAREST, 300);
   await idle(SPILL_TO);
@@ -134,6 +139,25 @@ describe('spill-over', () => {
     expect(await thingExists(NEAREST, thingName)).toBe(false);
     // Frankfurt's queue holds no place for a device that went elsewhere.
     expect(await schedule(NEAREST)).toEqual(before);
+  });
+
+  it("moves the claim's intent even when that write's answer is lost: the retry finds the claim still ours", async () => {
+    const thingName = uniqueThingName('spill-lost');
+    await addDevice(stack, thingName);
+    await setFaults({
+      rules: [
+        {
+          match: { service: 'dynamodb', body: 'SET pending_region = :region' },
+          action: 'reset-after',
+          times: 1,
+        },
+      ],
+    });
+    const answer = await call(spilling, v1Body(thingName));
+    const { events } = await getFaults(stack.faultsUrl);
+    expect(events.filter((event) => event.action === 'reset-after')).toHaveLength(1);
+    expect(answer).toMatchObject({ status: 200, body: { region: SPILL_TO, spilledFrom: NEAREST } });
+    expect((await registryRecord(thingName))?.aws_region?.S).toBe(SPILL_TO);
   });
 
   it('never moves a pinned device', async () => {
