@@ -256,12 +256,7 @@ export async function provision(
     };
     const spillTo =
       spillOver && maySpill(spillFacts)
-        ? spillCandidates(
-            placement.point as NonNullable<Placement['point']>,
-            region,
-            config.regions,
-            spillOver.maxExtraKm,
-          )
+        ? spillCandidates(spillFacts.placement.point, region, config.regions, spillOver.maxExtraKm)
         : [];
     let spill: (Spill & { readonly distanceKm: number }) | undefined;
     const endpointAddress = await makeLive(
