@@ -12,7 +12,8 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
-import { getFaults } from '../local/aws-proxy';
+import { getCalls, getFaults } from '../local/aws-proxy';
+import { certificatesOfOurCa } from './audit';
 import { addDevice } from '../local/stack';
 import {
   certificateStatus,
@@ -158,6 +159,44 @@ describe('spill-over', () => {
     expect((await getFaults(stack.faultsUrl)).rules).toEqual([]);
     expect(answer).toMatchObject({ status: 200, body: { region: SPILL_TO, spilledFrom: NEAREST } });
     expect((await registryRecord(thingName))?.aws_region?.S).toBe(SPILL_TO);
+  });
+
+  it('undoes a spilled request that fails in the region it spilled into, there', async () => {
+    const thingName = uniqueThingName('spill-undo');
+    await addDevice(stack, thingName);
+    await setFaults({
+      rules: [
+        {
+          match: {
+            service: 'iot',
+            region: SPILL_TO,
+            method: 'PUT',
+            path: `^/things/${thingName}/principals`,
+          },
+          error: 'InternalFailure',
+          times: 4,
+        },
+      ],
+    });
+    const before = (await getCalls(stack.faultsUrl)).at(-1)?.seq ?? 0;
+    const answer = await call(spilling, v1Body(thingName));
+    expect(answer.status).toBe(503);
+    const iot = (await getCalls(stack.faultsUrl, before)).filter((made) => made.what.startsWith('iot '));
+    // Registered in London, then retired there by the undo; nothing ever reached Frankfurt.
+    expect(
+      iot.some(
+        (made) => made.what.startsWith(`iot ${SPILL_TO} `) && made.what.includes('/certificate/register'),
+      ),
+    ).toBe(true);
+    expect(iot.filter((made) => made.what.startsWith(`iot ${NEAREST} `))).toEqual([]);
+    expect(await thingExists(SPILL_TO, thingName)).toBe(false);
+    const left = (await certificatesOfOurCa(SPILL_TO)).filter(
+      (certificate) => certificate.commonName === thingName && certificate.status === 'ACTIVE',
+    );
+    expect(left).toEqual([]);
+    const record = await registryRecord(thingName);
+    expect(record?.claim_id).toBeUndefined();
+    expect(record?.retiring).toBeUndefined();
   });
 
   it('never moves a pinned device', async () => {
