@@ -12,12 +12,16 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { loadConfig } from '../../functions/provisioning/config';
 import { awsDependencies, createHandler } from '../../functions/provisioning/http';
+import { createHash, randomUUID } from 'node:crypto';
 import { getCalls, getFaults } from '../local/aws-proxy';
 import { certificatesOfOurCa } from './audit';
 import { addDevice } from '../local/stack';
 import {
   certificateStatus,
   clearFaults,
+  issueFromLocalCa,
+  localReconcile,
+  moveRecordClock,
   registryClient,
   registryRecord,
   setFaults,
@@ -39,18 +43,20 @@ const SPILL_OVER = JSON.stringify({ afterWaitSeconds: 60, maxExtraKm: 1500 });
 
 useLocalAws();
 
-function handlerWith(environment: Record<string, string> = {}) {
-  return createHandler(
-    awsDependencies(
-      loadConfig({
-        ...process.env,
-        ...stack.functionEnvironment,
-        ADMISSION_TABLE_NAME: TABLE,
-        ADMISSION_JITTER_SECONDS: '0',
-        ...environment,
-      }),
-    ),
+function dependenciesWith(environment: Record<string, string> = {}) {
+  return awsDependencies(
+    loadConfig({
+      ...process.env,
+      ...stack.functionEnvironment,
+      ADMISSION_TABLE_NAME: TABLE,
+      ADMISSION_JITTER_SECONDS: '0',
+      ...environment,
+    }),
   );
+}
+
+function handlerWith(environment: Record<string, string> = {}) {
+  return createHandler(dependenciesWith(environment));
 }
 
 async function call(
@@ -198,6 +204,52 @@ describe('spill-over', () => {
     expect(record?.claim_id).toBeUndefined();
     expect(record?.retiring).toBeUndefined();
   });
+
+  it.each(['the device retrying', 'the reconciler'])(
+    'a function killed after the move leaves an intent in the new region, which %s finishes there',
+    async (finisher) => {
+      // What a spilled request leaves when it dies after registering its certificate in London:
+      // its claim, re-pointed from Frankfurt, and the certificate, made with the function's adapters.
+      const thingName = uniqueThingName('spill-killed');
+      await addDevice(stack, thingName);
+      const deps = dependenciesWith();
+      const record = await deps.registry.read(thingName);
+      const certificate = await issueFromLocalCa(thingName);
+      const now = Math.floor(Date.now() / 1000);
+      const claim = await deps.registry.claim({
+        record: record as NonNullable<typeof record>,
+        claimId: randomUUID(),
+        nowSeconds: now,
+        leaseSeconds: 60,
+        pending: {
+          certificateId: certificate.id,
+          certificatePem: certificate.pem,
+          region: NEAREST,
+          keySha256: createHash('sha256').update(certificate.der).digest('hex'),
+          keyMode: 'server',
+          since: now,
+        },
+      });
+      await deps.registry.repoint(claim, SPILL_TO);
+      await deps.iot.registerCertificate(SPILL_TO, { id: certificate.id, pem: certificate.pem });
+      expect((await registryRecord(thingName))?.pending_region?.S).toBe(SPILL_TO);
+      expect(await certificateStatus(SPILL_TO, certificate.id)).toBe('ACTIVE');
+      await moveRecordClock(thingName, 'claim_expires', { at: now - 1 });
+
+      if (finisher === 'the reconciler') {
+        expect((await localReconcile({ thingNamePrefix: thingName })).failures).toEqual([]);
+      } else {
+        await idle(NEAREST);
+        expect(await call(spilling, v1Body(thingName))).toMatchObject({
+          status: 200,
+          body: { region: NEAREST },
+        });
+      }
+      // The dead request's certificate is retired where the intent said it was.
+      expect(await certificateStatus(SPILL_TO, certificate.id)).not.toBe('ACTIVE');
+      expect((await registryRecord(thingName))?.claim_id).toBeUndefined();
+    },
+  );
 
   it('never moves a pinned device', async () => {
     const thingName = uniqueThingName('spill-pinned');
