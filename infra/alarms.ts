@@ -60,6 +60,8 @@ export const ADMISSION_METRICS = {
   refused: 'AdmissionRefused',
   backlogSeconds: 'AdmissionBacklogSeconds',
   iotThrottled: 'IotThrottled',
+  /** Spill-over (dimensions Region = the backlogged region, To = where the device went). */
+  spilledOver: 'SpilledOver',
 } as const;
 
 const FIVE_MINUTES = 300;

@@ -16,6 +16,7 @@ import {
   IotApi,
   requestsPerSecond,
 } from '../functions/provisioning/admission-budget';
+import { spillOverProblems } from '../functions/provisioning/spill-over';
 
 export const REPO_ROOT = resolve(__dirname, '..');
 export const DEFAULT_DEPLOYMENT_FILE = resolve(__dirname, 'deployment.json');
@@ -165,6 +166,8 @@ const deploymentSchema = z
         apiHeadroom: z.number().min(1).default(3),
         /** The backlog alarm fires when a region's backlog stays above this. */
         backlogAlarmSeconds: positiveInt.default(60),
+        /** Spill-over (functions/provisioning/spill-over.ts): null = off; checked by spillOverProblems. */
+        spillOver: z.unknown().default(null),
       })
       .strict()
       .default({
@@ -177,6 +180,7 @@ const deploymentSchema = z
         whenUnavailable: 'open',
         apiHeadroom: 3,
         backlogAlarmSeconds: 60,
+        spillOver: null,
       }),
     alarms: z.object({
       fiveXxRatePercent: z.number().positive().max(100),
@@ -309,6 +313,8 @@ export function parseDeploymentConfig(raw: unknown, source = 'deployment config'
     },
   );
   if (budgetErrors.length > 0) fail(budgetErrors.join('; '));
+  const spillErrors = spillOverProblems(config.admission.spillOver, 'admission.spillOver');
+  if (spillErrors.length > 0) fail(spillErrors.join('; '));
   if (config.admission.tableName === config.tableName) fail('admission.tableName must differ from tableName');
   if (config.reconciler.schedule.startsWith('rate(')) {
     const [amount, unit] = config.reconciler.schedule.slice(5, -1).split(' ') as [string, string];

@@ -173,6 +173,7 @@ export class Dashboard extends Construct {
           [
             search(ADMISSION_METRICS.admitted, ['Region'], 'Sum', 'a'),
             search(ADMISSION_METRICS.refused, ['Region'], 'Sum', 'r'),
+            search(ADMISSION_METRICS.spilledOver, ['Region', 'To'], 'Sum', 's'),
           ],
           12,
           24,

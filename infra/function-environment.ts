@@ -69,6 +69,7 @@ export function functionEnvironment(
     ADMISSION_JITTER_SECONDS: String(config.admission.jitterSeconds),
     ADMISSION_MAX_RETRY_AFTER_SECONDS: String(config.admission.maxRetryAfterSeconds),
     ADMISSION_WHEN_UNAVAILABLE: config.admission.whenUnavailable,
+    ADMISSION_SPILL_OVER: JSON.stringify(config.admission.spillOver),
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };

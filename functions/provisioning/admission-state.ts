@@ -9,7 +9,8 @@
  * its schedule lies in the past). During a storm an admitted request makes two, a refused one
  * two or three; every one is a single-item conditional write, so the schedule is shared by
  * every concurrent invocation without a lock. A request AWS IoT throttled after all reads the
- * schedule (GetItem) to queue behind it. DynamoDB has no max(), hence the shape: try the
+ * schedule (GetItem) to queue behind it. A region a request may spill into is only tried
+ * (tryTake): one or two writes, never a place in its queue. DynamoDB has no max(), hence the shape: try the
  * idle case, and learn the schedule from the failed condition's ALL_OLD for the busy case.
  *
  * Item: region (S, key), next_free_ms (N), promised_ms (N), epoch milliseconds.
@@ -23,7 +24,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { awsClientSettings } from './aws-client-settings';
 import { isThrottling } from './aws-errors';
-import { AdmissionState, fitsWithin, queueEnd, Schedule, Verdict } from './admission';
+import { AdmissionState, fitsWithin, queueEnd, Schedule, unqueued, Verdict } from './admission';
 
 const number = (value: number): AttributeValue => ({ N: String(Math.round(value)) });
 
@@ -115,41 +116,55 @@ export function dynamoAdmissionState(settings: { region: string; tableName: stri
     }
   }
 
-  return {
-    take: (region, nowMs, costMs, maxWaitMs, signal) =>
-      guarded(async () => {
-        // The idle region: its schedule lies in the past (or it has none yet).
-        const idle = await update(
+  /** The schedule's rule (admission.ts, takeSlot); a refusal past `unqueuedOverMs` joins no queue. */
+  const takeOr = (
+    region: string,
+    nowMs: number,
+    costMs: number,
+    maxWaitMs: number,
+    signal: AbortSignal | undefined,
+    unqueuedOverMs: number | undefined,
+  ) =>
+    guarded(async () => {
+      // The idle region: its schedule lies in the past (or it has none yet).
+      const idle = await update(
+        region,
+        {
+          ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :now',
+          UpdateExpression: 'SET next_free_ms = :next',
+          ExpressionAttributeValues: { ':now': number(nowMs), ':next': number(nowMs + costMs) },
+        },
+        signal,
+      );
+      if (idle.written) return { kind: 'admitted', slotMs: nowMs, backlogMs: 0 };
+      let seen = scheduleOf(idle.item);
+      if (fitsWithin(seen.nextFreeMs, nowMs, maxWaitMs)) {
+        // Busy but within the bound: book the slot after the admitted work.
+        const booked = await update(
           region,
           {
-            ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :now',
-            UpdateExpression: 'SET next_free_ms = :next',
-            ExpressionAttributeValues: { ':now': number(nowMs), ':next': number(nowMs + costMs) },
+            ConditionExpression: 'next_free_ms <= :latest',
+            UpdateExpression: 'ADD next_free_ms :cost',
+            ExpressionAttributeValues: { ':latest': number(nowMs + maxWaitMs), ':cost': number(costMs) },
           },
           signal,
         );
-        if (idle.written) return { kind: 'admitted', slotMs: nowMs, backlogMs: 0 };
-        let seen = scheduleOf(idle.item);
-        if (fitsWithin(seen.nextFreeMs, nowMs, maxWaitMs)) {
-          // Busy but within the bound: book the slot after the admitted work.
-          const booked = await update(
-            region,
-            {
-              ConditionExpression: 'next_free_ms <= :latest',
-              UpdateExpression: 'ADD next_free_ms :cost',
-              ExpressionAttributeValues: { ':latest': number(nowMs + maxWaitMs), ':cost': number(costMs) },
-            },
-            signal,
-          );
-          if (booked.written) {
-            const next = scheduleOf(booked.item).nextFreeMs ?? nowMs + costMs;
-            const slotMs = Math.max(nowMs, next - costMs);
-            return { kind: 'admitted', slotMs, backlogMs: slotMs - nowMs };
-          }
-          seen = scheduleOf(booked.item);
+        if (booked.written) {
+          const next = scheduleOf(booked.item).nextFreeMs ?? nowMs + costMs;
+          const slotMs = Math.max(nowMs, next - costMs);
+          return { kind: 'admitted', slotMs, backlogMs: slotMs - nowMs };
         }
-        return promise(region, seen, nowMs, costMs, signal);
-      }),
+        seen = scheduleOf(booked.item);
+      }
+      return unqueued(seen, nowMs, unqueuedOverMs) ?? promise(region, seen, nowMs, costMs, signal);
+    });
+
+  return {
+    take: (region, nowMs, costMs, maxWaitMs, signal, unqueuedOverMs) =>
+      takeOr(region, nowMs, costMs, maxWaitMs, signal, unqueuedOverMs),
+    // Any refusal joins no queue: its backlog is past maxWaitMs, so over -1.
+    tryTake: (region, nowMs, costMs, maxWaitMs, signal) =>
+      takeOr(region, nowMs, costMs, maxWaitMs, signal, -1),
 
     queue: (region, nowMs, costMs, signal) =>
       guarded(async () => {

@@ -19,7 +19,8 @@
  * concurrent invocation of the function must share them.
  */
 import { ApiRates, callsOfRequest, costMs } from './admission-budget';
-import { throttled } from './errors';
+import { ProvisioningError, throttled } from './errors';
+import type { SpillOverSettings } from './spill-over';
 import { countMetric, countMetricFor, logger, MetricUnit } from './telemetry';
 
 /** A region's schedule as stored: epoch milliseconds; absent = never used. */
@@ -32,7 +33,13 @@ export interface Schedule {
 
 export type Verdict =
   | { readonly kind: 'admitted'; readonly slotMs: number; readonly backlogMs: number }
-  | { readonly kind: 'refused'; readonly slotMs: number; readonly backlogMs: number }
+  | {
+      readonly kind: 'refused';
+      readonly slotMs: number;
+      readonly backlogMs: number;
+      /** False: the request took no place in the queue (tryTake, or take past unqueuedOverMs). */
+      readonly queued?: false;
+    }
   /** The schedule could not be read or written: admitted or refused by the configured choice. */
   | { readonly kind: 'unavailable'; readonly busy: boolean; readonly cause: unknown };
 
@@ -71,6 +78,22 @@ export function takeSlot(schedule: Schedule, nowMs: number, costMs: number, maxW
   };
 }
 
+/**
+ * A refusal that takes no place in the queue, when its backlog is over `unqueuedOverMs`: a request
+ * that may go elsewhere (spill-over) must not leave a phantom slot in a queue it never returns to.
+ */
+export function unqueued(
+  schedule: Schedule,
+  nowMs: number,
+  unqueuedOverMs: number | undefined,
+): (Verdict & { kind: 'refused' }) | undefined {
+  if (unqueuedOverMs === undefined) return undefined;
+  const slotMs = queueEnd(schedule, nowMs);
+  return slotMs - nowMs > unqueuedOverMs
+    ? { kind: 'refused', slotMs, backlogMs: slotMs - nowMs, queued: false }
+    : undefined;
+}
+
 /** The schedules in memory: one container's view, for tests and benches (the function shares them in DynamoDB). */
 export function memoryAdmissionState(): AdmissionState & { readonly schedules: Map<string, Schedule> } {
   const schedules = new Map<string, Schedule>();
@@ -78,10 +101,26 @@ export function memoryAdmissionState(): AdmissionState & { readonly schedules: M
     schedules.set(region, decided.schedule);
     return Promise.resolve(decided.verdict);
   };
+  const takeOr = (
+    region: string,
+    nowMs: number,
+    costMs: number,
+    maxWaitMs: number,
+    unqueuedOverMs?: number,
+  ) => {
+    const schedule = schedules.get(region) ?? {};
+    const left = fitsWithin(schedule.nextFreeMs, nowMs, maxWaitMs)
+      ? undefined
+      : unqueued(schedule, nowMs, unqueuedOverMs);
+    return left
+      ? Promise.resolve<Verdict>(left)
+      : apply(region, takeSlot(schedule, nowMs, costMs, maxWaitMs));
+  };
   return {
     schedules,
-    take: (region, nowMs, costMs, maxWaitMs) =>
-      apply(region, takeSlot(schedules.get(region) ?? {}, nowMs, costMs, maxWaitMs)),
+    take: (region, nowMs, costMs, maxWaitMs, _signal, unqueuedOverMs) =>
+      takeOr(region, nowMs, costMs, maxWaitMs, unqueuedOverMs),
+    tryTake: (region, nowMs, costMs, maxWaitMs) => takeOr(region, nowMs, costMs, maxWaitMs, -1),
     queue: (region, nowMs, costMs) => apply(region, joinQueue(schedules.get(region) ?? {}, nowMs, costMs)),
   };
 }
@@ -118,12 +157,29 @@ export interface AdmissionSettings {
    * and is always refused.
    */
   readonly whenUnavailable: 'open' | 'closed';
+  /** Spill-over (spill-over.ts): undefined = off, a backlogged region's devices wait there. */
+  readonly spillOver?: SpillOverSettings;
 }
 
 /** The shared schedules (admission-state.ts keeps them in DynamoDB). */
 export interface AdmissionState {
-  /** Takes a slot for `costMs` of the region's budget at `nowMs`, or a place in its queue. */
+  /**
+   * Takes a slot for `costMs` of the region's budget at `nowMs`, or a place in its queue; with
+   * `unqueuedOverMs`, a refusal whose backlog is longer than that takes no place (queued: false).
+   */
   take(
+    region: string,
+    nowMs: number,
+    costMs: number,
+    maxWaitMs: number,
+    signal?: AbortSignal,
+    unqueuedOverMs?: number,
+  ): Promise<Verdict>;
+  /**
+   * Takes a slot only when it fits now (within maxWaitMs); a refusal joins no queue. For a region a
+   * request might spill into: a storm elsewhere must not fill a quiet region's queue with phantoms.
+   */
+  tryTake(
     region: string,
     nowMs: number,
     costMs: number,
@@ -179,18 +235,32 @@ export async function admit(
   region: string,
   retiring: number,
   signal?: AbortSignal,
+  spillAfterMs?: number,
 ): Promise<void> {
   const { settings, state } = admission;
   const rates = settings.rates[region];
   if (!rates) return; // config.ts gives every enabled region a budget; a region it doesn't know has no IoT here
   const now = (admission.clock ?? Date.now)();
   const cost = costMs(callsOfRequest(retiring), rates);
-  const verdict = await state.take(region, now, cost, settings.maxWaitMs, signal);
+  const verdict = await state.take(region, now, cost, settings.maxWaitMs, signal, spillAfterMs);
   record(region, verdict);
   if (verdict.kind === 'admitted') {
     const wait = verdict.slotMs - now;
     if (wait > 0) await (admission.sleep ?? sleepFor)(wait, signal);
     return;
+  }
+  if (verdict.kind === 'refused' && verdict.queued === false) {
+    throw new RegionBacklogged(
+      region,
+      verdict.backlogMs,
+      retryAfterSeconds(
+        verdict.slotMs,
+        now,
+        settings.jitterSeconds,
+        settings.maxRetryAfterSeconds,
+        admission.random,
+      ),
+    );
   }
   if (verdict.kind === 'refused') {
     const retryAfter = retryAfterSeconds(
@@ -218,6 +288,50 @@ export async function admit(
     );
     throw throttled(`${region} is busy; retry after ${retryAfter} s`, retryAfter, verdict.cause);
   }
+}
+
+/**
+ * A refusal past the spill-over wait (admit's spillAfterMs): the request holds no place in the
+ * region's queue and may go to another region. When it goes nowhere, the caller queues it
+ * (retryAfterThrottle) for an honest Retry-After; `retryAfterSeconds` is the fallback.
+ */
+export class RegionBacklogged extends ProvisioningError {
+  constructor(
+    readonly region: string,
+    readonly backlogMs: number,
+    retryAfter: number,
+  ) {
+    super('throttled', `${region} is at its AWS IoT quota; retry after ${retryAfter} s`, retryAfter);
+  }
+}
+
+/**
+ * Takes a slot in a region a request spills into, only when it fits now: no place in its queue
+ * otherwise. Resolves true once the slot has come; false when the region has no room or its
+ * schedule can't be reached (spill-over never fails open: the nearest region's answer stands).
+ */
+export async function admitIfRoom(
+  admission: Admission,
+  region: string,
+  retiring: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const { settings, state } = admission;
+  const rates = settings.rates[region];
+  if (!rates) return false;
+  const now = (admission.clock ?? Date.now)();
+  const verdict = await state.tryTake(
+    region,
+    now,
+    costMs(callsOfRequest(retiring), rates),
+    settings.maxWaitMs,
+    signal,
+  );
+  if (verdict.kind !== 'admitted') return false;
+  record(region, verdict);
+  const wait = verdict.slotMs - now;
+  if (wait > 0) await (admission.sleep ?? sleepFor)(wait, signal);
+  return true;
 }
 
 /**

@@ -13,6 +13,7 @@ import { enabledRegionSites, RegionSite } from './regions';
 import type { AdmissionSettings } from './admission';
 import { ApiRates, budgetProblems, budgetsFor, IotApi } from './admission-budget';
 import { parseIotEndpoints } from './iot-endpoints';
+import { spillOverProblems, spillOverSettings } from './spill-over';
 
 /** Variables the function reads, and whether the deployment must set them. */
 export const FUNCTION_ENVIRONMENT = {
@@ -51,6 +52,7 @@ export const FUNCTION_ENVIRONMENT = {
   ADMISSION_JITTER_SECONDS: 'optional',
   ADMISSION_MAX_RETRY_AFTER_SECONDS: 'optional',
   ADMISSION_WHEN_UNAVAILABLE: 'optional',
+  ADMISSION_SPILL_OVER: 'optional',
   POWERTOOLS_SERVICE_NAME: 'optional',
   POWERTOOLS_METRICS_NAMESPACE: 'optional',
 } as const;
@@ -229,6 +231,8 @@ export const environmentSchema = z.object({
   ADMISSION_JITTER_SECONDS: wholeNumber(1, 0),
   ADMISSION_MAX_RETRY_AFTER_SECONDS: wholeNumber(900),
   ADMISSION_WHEN_UNAVAILABLE: z._default(z.enum(['open', 'closed']), 'open'),
+  /** JSON: null (off) or { afterWaitSeconds, maxExtraKm }; checked by spillOverProblems. */
+  ADMISSION_SPILL_OVER: z.optional(z.string()),
 });
 
 /** Parses an environment with `schema`; throws ConfigError naming each bad variable. */
@@ -309,6 +313,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     { rates: 'ADMISSION_RATES', regionRates: 'ADMISSION_REGION_RATES' },
   );
   if (problems.length > 0) throw new ConfigError(`invalid function configuration: ${problems.join('; ')}`);
+  let spillOver: unknown = null;
+  try {
+    spillOver = JSON.parse(settings.ADMISSION_SPILL_OVER ?? 'null');
+  } catch {
+    fail('ADMISSION_SPILL_OVER', 'not valid JSON');
+  }
+  const spillProblems = spillOverProblems(spillOver, 'ADMISSION_SPILL_OVER');
+  if (spillProblems.length > 0)
+    throw new ConfigError(`invalid function configuration: ${spillProblems.join('; ')}`);
   const admissionRates: Record<string, ApiRates> = budgetsFor(
     regions.map((site) => site.region),
     settings.ADMISSION_RATES as Partial<Record<IotApi, number>>,
@@ -361,6 +374,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
           jitterSeconds: settings.ADMISSION_JITTER_SECONDS,
           maxRetryAfterSeconds: settings.ADMISSION_MAX_RETRY_AFTER_SECONDS,
           whenUnavailable: settings.ADMISSION_WHEN_UNAVAILABLE,
+          spillOver: spillOverSettings(spillOver),
         }
       : undefined,
   };

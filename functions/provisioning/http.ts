@@ -234,6 +234,13 @@ export function createHandler(deps: ProvisioningDependencies): ProvisioningHandl
         geoSource: outcome.placement.geoSource,
         countryOverride: outcome.placement.overridden,
         distanceKm: outcome.placement.distanceKm,
+        ...(outcome.spill
+          ? {
+              spilledFrom: outcome.spill.from,
+              spilledTo: outcome.spill.to,
+              backlogSeconds: Math.round(outcome.spill.backlogMs / 1000),
+            }
+          : {}),
         protocol: `v${request.proof.version}`,
         keyMode: request.csrPem ? 'csr' : 'aws-generated',
         outcome: outcome.outcome,

@@ -8,6 +8,10 @@
  *   4. AttachPolicy                  ∥ AttachThingPrincipal
  *   5. mark the record provisioned
  *
+ * Spill-over (opt-in, spill-over.ts) adds one stage on its own path only: a first provisioning
+ * placed by distance, refused by a region backlogged past the configured wait, tries the
+ * next-nearest region's budget ∥ re-points its claim's intent there, before any IoT call.
+ *
  * Nothing is written before the request's signature verifies (a stranger can't hold a lease,
  * spend a nonce or learn a record's state); from verification on, the request's nonce is spent
  * whatever the answer (replay-guard.ts). Nothing exists in AWS IoT before the registry records it
@@ -17,7 +21,7 @@
  * docs/protocol.md states the guarantees.
  */
 import { KeyObject, randomUUID } from 'node:crypto';
-import { Admission, admit, retryAfterThrottle } from './admission';
+import { Admission, admit, admitIfRoom, RegionBacklogged, retryAfterThrottle } from './admission';
 import { checkpoint } from './checkpoints';
 import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
@@ -40,13 +44,14 @@ import {
 import { ProvisioningError, throttled, unauthenticated } from './errors';
 import { DeviceIot } from './iot';
 import { IpGeolocator, locateDevice, Placement, ViewerLocation } from './locate';
-import { distanceToRegionKm } from './regions';
+import { distanceToRegionKm, RegionChoice } from './regions';
+import { maySpill, Spill, spillCandidates } from './spill-over';
 import { Claim, ClaimLost, ProvisionedFacts, Registry } from './registry';
 import { ProvisioningRequest } from './request';
 import { spendingTheNonce, spendNonce, VerifiedNonce } from './replay-guard';
 import { distinctCertificates, retireAndForget, withRetries } from './retiring';
 import { precheckProof, proofVerifies, SignatureCheck } from './signature';
-import { countMetric, logger, StageTimer } from './telemetry';
+import { countMetric, countMetricFor, logger, StageTimer } from './telemetry';
 import { SuccessAnswer } from './wire';
 
 export interface ProvisioningDependencies {
@@ -71,6 +76,8 @@ export interface ProvisioningOutcome {
   readonly placement: Placement;
   readonly outcome: Outcome;
   readonly stages: Readonly<Record<string, number>>;
+  /** Placed in the next-nearest region because the nearest was backlogged (spill-over). */
+  readonly spill?: Spill;
 }
 
 /** A certificate ready to be registered, with the key when we generated it. */
@@ -242,6 +249,18 @@ export async function provision(
     const now = nowSeconds();
     const pending: PendingCertificate = { ...prepared.pending, region, since: now };
     const reissue = decision.kind === 'issue' && decision.reissue;
+    const spillOver = deps.admission?.settings.spillOver;
+    const spillFacts = {
+      firstProvisioning: decision.kind === 'issue' && !decision.reissue,
+      pinned: existing.regionPin !== undefined,
+      placement,
+      region,
+    };
+    const spillTo =
+      spillOver && maySpill(spillFacts)
+        ? spillCandidates(spillFacts.placement.point, region, config.regions, spillOver.maxExtraKm)
+        : [];
+    let spill: (Spill & { readonly distanceKm: number }) | undefined;
     const endpointAddress = await makeLive(
       deps,
       {
@@ -260,26 +279,37 @@ export async function provision(
         keepThing: reissue,
         retire: decision.kind === 'issue' ? decision.retire : [],
         onClaimed: nonceWritten,
+        spillTo,
+        onSpilled: (spilled) => {
+          spill = {
+            ...spilled,
+            distanceKm: spillTo.find((choice) => choice.region === spilled.to)?.distanceKm ?? 0,
+          };
+        },
       },
       timer,
       deadline,
       nowSeconds,
     );
+    const placedIn = spill?.to ?? region;
     const distanceKm =
-      region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region);
+      spill?.distanceKm ??
+      (region === placement.region ? placement.distanceKm : distanceToRegionKm(placement.point, region));
 
     return {
       answer: {
         status: 'success',
-        region,
+        region: placedIn,
         distance: distanceKm,
         endpointAddress,
         certificatePem: pending.certificatePem,
         ...(prepared.privateKeyPem ? { PrivateKey: prepared.privateKeyPem } : {}),
+        ...(spill ? { spilledFrom: spill.from } : {}),
       },
-      placement: { ...placement, region, distanceKm },
+      placement: { ...placement, region: placedIn, distanceKm },
       outcome: decision.kind === 'resume' ? 'resumed' : reissue ? 'reprovisioned' : 'provisioned',
       stages: timer.stages,
+      ...(spill ? { spill: { from: spill.from, to: spill.to, backlogMs: spill.backlogMs } } : {}),
     };
   });
 }
@@ -311,6 +341,13 @@ export interface LiveCertificatePlan {
   readonly admitted?: boolean;
   /** Told when the claim (which carries the request's nonce) has landed. */
   readonly onClaimed?: () => void;
+  /**
+   * Regions this request may spill into, nearest first (spill-over.ts; empty or absent: none).
+   * Only a first provisioning placed by distance gets any.
+   */
+  readonly spillTo?: readonly RegionChoice[];
+  /** Told when the claim's intent moved to another region (before any IoT call). */
+  readonly onSpilled?: (spill: Spill) => void;
 }
 
 /**
@@ -331,27 +368,32 @@ export async function makeLive(
   deadline.beforeStage('claiming the record');
   const claimId = randomUUID();
   let claim: Claim;
+  let spilled: Claim | undefined;
   try {
+    const claiming = registry.claim(
+      {
+        record,
+        claimId,
+        nowSeconds: nowSeconds(),
+        leaseSeconds: deps.config.leaseSeconds,
+        pending,
+        recentNonces: live.recentNonces,
+      },
+      deadline.workSignal(),
+    );
     claim = await timer.time('claim', () =>
       claimAdmitted(
-        registry.claim(
-          {
-            record,
-            claimId,
-            nowSeconds: nowSeconds(),
-            leaseSeconds: deps.config.leaseSeconds,
-            pending,
-            recentNonces: live.recentNonces,
-          },
-          deadline.workSignal(),
-        ),
+        claiming,
         // Beside the claim, not before it: admission costs no stage of its own (admission.ts).
         deps.admission && !live.admitted
-          ? admit(deps.admission, pending.region, live.retire.length, deadline.workSignal())
+          ? admitOrSpill(deps, deps.admission, live, claiming, deadline).then((moved) => {
+              spilled = moved;
+            })
           : undefined,
         (held) => releaseUnused(registry, record, held, deadline.undoSignal()),
       ),
     );
+    claim = spilled ?? claim;
   } catch (error) {
     // A claim that failed without an answer may have been written: let it go now rather than
     // after the lease. A refused one (429: the record moved on) was not, and costs no more writes.
@@ -383,7 +425,7 @@ export async function makeLive(
     // Taken over: the record and whatever it references belong to another request now. Our
     // certificate, if it was registered, is referenced by nothing: the reconciler's sweep retires it.
     if (!(error instanceof ClaimLost)) await undo(deps, claim, live.keepThing, deadline);
-    throw await honestRetryAfter(deps, pending.region, error, deadline);
+    throw await honestRetryAfter(deps, claim.pending.region, error, deadline);
   }
   checkpoint('marked', thingName);
 
@@ -434,6 +476,67 @@ function releaseUnused(
       ? [{ certificateId: before.certificateId, region: before.region }]
       : [];
   return registry.release(claim, signal, replaced, { keepIntent: resumed });
+}
+
+/**
+ * Admission for the claim's region; past the spill-over wait, a request with regions to spill
+ * into (live.spillTo) takes no place in that region's queue and tries them, nearest first: a slot
+ * only if it fits now (admitIfRoom) ∥ the held claim's intent re-pointed there. Nothing exists in
+ * AWS IoT yet (our CA's certificates are registered per region, so any region can take it), so
+ * the move is safe; a crash after it leaves an intent the next request or the reconciler finishes
+ * in the new region. Resolves the re-pointed claim, or undefined when admitted where it was; when
+ * no region has room, the request queues in its own region and gets that 429.
+ */
+async function admitOrSpill(
+  deps: ProvisioningDependencies,
+  admission: Admission,
+  live: LiveCertificatePlan,
+  claiming: Promise<Claim>,
+  deadline: Deadline,
+): Promise<Claim | undefined> {
+  const { region: from } = live.pending;
+  const spillOver = admission.settings.spillOver;
+  const candidates = spillOver ? (live.spillTo ?? []) : [];
+  const retiring = live.retire.length;
+  if (!spillOver || candidates.length === 0) {
+    await admit(admission, from, retiring, deadline.workSignal());
+    return undefined;
+  }
+  try {
+    await admit(admission, from, retiring, deadline.workSignal(), spillOver.afterWaitMs);
+    return undefined;
+  } catch (error) {
+    if (!(error instanceof RegionBacklogged)) throw error;
+    let claim = await claiming;
+    for (const candidate of candidates) {
+      deadline.beforeStage(`spilling over to ${candidate.region}`);
+      const [admitted, repointed] = await Promise.all([
+        admitIfRoom(admission, candidate.region, retiring, deadline.workSignal()),
+        deps.registry.repoint(claim, candidate.region, deadline.workSignal()),
+      ]);
+      claim = repointed;
+      if (admitted) {
+        const spill: Spill = { from, to: candidate.region, backlogMs: error.backlogMs };
+        countMetricFor('SpilledOver', { Region: from, To: spill.to });
+        logger.info('spilled over', {
+          thingName: claim.thingName,
+          spilledFrom: from,
+          spilledTo: spill.to,
+          backlogSeconds: Math.round(spill.backlogMs / 1000),
+        });
+        live.onSpilled?.(spill);
+        return claim;
+      }
+    }
+    // No region had room: the request takes its place in its own region's queue after all.
+    const retryAfter = await retryAfterThrottle(
+      admission,
+      from,
+      error.retryAfterSeconds ?? 1,
+      deadline.undoSignal(),
+    );
+    throw throttled(`${from} is at its AWS IoT quota; retry after ${retryAfter} s`, retryAfter);
+  }
 }
 
 /**

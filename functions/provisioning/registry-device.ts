@@ -101,6 +101,11 @@ export interface DeviceRegistry {
   read(thingName: string, signal?: AbortSignal): Promise<DeviceRecord | undefined>;
   /** Takes the lease and records the intent, if the record is still as read; else 429. */
   claim(request: ClaimRequest, signal?: AbortSignal): Promise<Claim>;
+  /**
+   * Moves our claim's intent to another region (spill-over, before anything exists in AWS IoT).
+   * ClaimLost when the claim is no longer ours.
+   */
+  repoint(claim: Claim, region: string, signal?: AbortSignal): Promise<Claim>;
   /** Makes the pending certificate the live one and ends the claim. */
   markProvisioned(claim: Claim, facts: ProvisionedFacts, signal?: AbortSignal): Promise<void>;
   /**
@@ -220,6 +225,31 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
         );
       }
       return claim;
+    },
+
+    async repoint(claim, region, signal) {
+      try {
+        // Setting the same region again is harmless: the SDK's retry of a write whose answer was
+        // lost finds our claim and writes the same, so "applied, answer lost" is no failure.
+        await dynamodb.send(
+          new UpdateItemCommand({
+            TableName,
+            Key: key(claim.thingName),
+            ConditionExpression: 'claim_id = :claim AND pending_certificate_id = :pendingId',
+            UpdateExpression: 'SET pending_region = :region',
+            ExpressionAttributeValues: {
+              ':claim': { S: claim.claimId },
+              ':pendingId': { S: claim.pending.certificateId },
+              ':region': { S: region },
+            },
+          }),
+          { abortSignal: signal },
+        );
+      } catch (error) {
+        if (error instanceof ConditionalCheckFailedException) throw new ClaimLost(claim.thingName, error);
+        throw translate(error, 'repoint claim');
+      }
+      return { ...claim, pending: { ...claim.pending, region } };
     },
 
     async markProvisioned(claim, facts, signal) {

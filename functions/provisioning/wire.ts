@@ -33,6 +33,11 @@ export interface SuccessAnswer {
   readonly endpointAddress: string;
   readonly certificatePem: string;
   readonly PrivateKey?: string;
+  /**
+   * Spill-over: the nearest region, which was backlogged; `region` and `distance` are where the
+   * device was placed instead. Absent otherwise (the sample's devices ignore fields they don't know).
+   */
+  readonly spilledFrom?: string;
 }
 
 export interface ErrorAnswer {

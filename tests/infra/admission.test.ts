@@ -35,6 +35,15 @@ describe('admission budgets in deployment.json', () => {
       'admission.regionRates.us-west-1: not an enabled region',
     ],
     [{ whenUnavailable: 'maybe' }, 'admission.whenUnavailable'],
+    [
+      { spillOver: { afterWaitSeconds: -60, maxExtraKm: 1500 } },
+      'admission.spillOver.afterWaitSeconds: expected a positive number',
+    ],
+    [{ spillOver: { afterWaitSeconds: 60, maxExtraKm: 'far' } }, 'admission.spillOver.maxExtraKm'],
+    [
+      { spillOver: { afterWaitSeconds: 60, maxExtraKm: 1500, to: 'x' } },
+      'admission.spillOver.to: unknown field',
+    ],
   ])('fail synth naming the setting: %j', (change, message) => {
     expect(() => admissionWith(change)).toThrow(message);
   });
@@ -51,6 +60,23 @@ describe('admission budgets in deployment.json', () => {
     expect(function_.admission?.tableName).toBe(config.admission.tableName);
     expect(function_.admission?.rates['eu-central-1']?.RegisterCertificate).toBe(40);
     expect(function_.admission?.rates['us-east-2']?.RegisterCertificate).toBe(10);
+  });
+
+  it('keep spill-over off by default, and hand it to the function when set', () => {
+    expect(config.admission.spillOver).toBeNull();
+    const inputs = {
+      fleetPublicKeyPem: TEST_FLEET_PUBLIC_KEY,
+      originVerifySecret: 'a-long-enough-secret',
+      kmsKeyId: 'key',
+      ca: { kmsKeyId: 'arn:aws:kms:us-east-2:123456789012:key/ca', certificatePem: TEST_CA_CERTIFICATE },
+    };
+    const off = loadConfig(functionEnvironment(config, inputs) as NodeJS.ProcessEnv);
+    expect(off.admission?.spillOver).toBeUndefined();
+    const on = admissionWith({ spillOver: { afterWaitSeconds: 60, maxExtraKm: 1500 } });
+    expect(loadConfig(functionEnvironment(on, inputs) as NodeJS.ProcessEnv).admission?.spillOver).toEqual({
+      afterWaitMs: 60_000,
+      maxExtraKm: 1500,
+    });
   });
 
   it('size API Gateway above what every region can serve, with headroom', () => {

@@ -108,3 +108,8 @@ it('reads the function metrics under the function service and the reconciler und
   ]);
   expect(findings.every((line) => line[0] === config.metricsNamespace)).toBe(true);
 });
+
+it('charts spill-over beside admission, by the region refused and the region it went to', () => {
+  const admission = body.widgets.find((widget) => widget.properties.title === 'Admission, by region');
+  expect(JSON.stringify(admission?.properties.metrics)).toContain(',Region,To} MetricName=\\"SpilledOver\\"');
+});

@@ -52,6 +52,15 @@ function rows(report: StormReport): string[] {
       storm((phase) => `${phase.provisioned} of ${phase.devices}`),
     ),
     line(
+      'storm devices provisioned, by the region they were placed in',
+      storm((phase) =>
+        Object.entries(phase.landed)
+          .sort(([, a], [, b]) => b - a)
+          .map(([region, count]) => `${region} ${count}`)
+          .join(', '),
+      ),
+    ),
+    line(
       'drain time ÷ the quota bound (N ÷ scaled certificate rate)',
       storm(
         (phase) =>
@@ -146,10 +155,16 @@ async function main(): Promise<void> {
       2,
     )
     .option('--no-sample', "skip the 2018 sample's call pattern")
+    .option(
+      '--spill-over',
+      "spill-over on our function's edge (ADMISSION_SPILL_OVER; the DE → eu-central-1 country override dropped there, or no storm device could spill)",
+    )
+    .option('--spill-after <seconds>', 'with --spill-over: afterWaitSeconds', positiveNumber, 30)
+    .option('--spill-km <km>', 'with --spill-over: maxExtraKm', positiveNumber, 1500)
     .option('--json', 'print the whole report as JSON too')
     .addHelpText(
       'after',
-      '\nExamples:\n  make storm\n  make storm ARGS="--devices 100 --spread 10"\n  make storm ARGS="--capped --no-sample"',
+      '\nExamples:\n  make storm\n  make storm ARGS="--devices 100 --spread 10"\n  make storm ARGS="--capped --no-sample"\n  make storm ARGS="--spill-over --spill-after 30 --no-sample"',
     )
     .parse();
   const options = program.opts<{
@@ -163,6 +178,9 @@ async function main(): Promise<void> {
     processes: number;
     sample: boolean;
     json?: boolean;
+    spillOver?: boolean;
+    spillAfter: number;
+    spillKm: number;
   }>();
   const log = (line: string) => console.log(line);
   const { started } = await startStack({ log, stopWithOwner: true });
@@ -179,6 +197,9 @@ async function main(): Promise<void> {
       scaleOut: options.capped !== true,
       processes: options.processes,
       sample: options.sample,
+      spillOver: options.spillOver
+        ? { afterWaitSeconds: options.spillAfter, maxExtraKm: options.spillKm }
+        : undefined,
       log,
     });
     const cores = cpus();
@@ -190,6 +211,9 @@ async function main(): Promise<void> {
         `(RegisterCertificate ${fixed(report.rates.RegisterCertificate ?? NaN, 1)}/s), ` +
         `${options.capped ? 'local edge capped at 8 sandboxes' : `Lambda-like scale-out (${options.processes} processes)`}; ` +
         `trickle: one device every ${options.trickleInterval} s in each of ap-northeast-1 and us-west-2; ` +
+        (options.spillOver
+          ? `spill-over after ${options.spillAfter} s within ${options.spillKm} km (no country override); `
+          : '') +
         `storm took ${seconds(report.durationMs)} in all`,
     );
     log('');

@@ -88,6 +88,12 @@ export interface StormOptions {
   readonly processes: number;
   /** Also run the 2018 sample's call pattern under the same storm. */
   readonly sample: boolean;
+  /**
+   * Spill-over on our function's edge (ADMISSION_SPILL_OVER), and no country override there: the
+   * storm's devices send country DE, which the committed deployment places in eu-central-1 by
+   * residency, and such a device never spills. Undefined: off, as deployed by default.
+   */
+  readonly spillOver?: { readonly afterWaitSeconds: number; readonly maxExtraKm: number };
   readonly log?: (line: string) => void;
 }
 
@@ -101,6 +107,8 @@ interface DeviceRun {
   requests: number;
   readonly statuses: number[];
   certificatePem?: string;
+  /** The region the answer placed it in. */
+  region?: string;
   gaveUp?: string;
 }
 
@@ -121,6 +129,8 @@ export interface PhaseReport {
   /** N ÷ the scaled rate of the API that makes certificates: the least drain time the quota allows. */
   readonly quotaBoundMs: number;
   readonly requestsPerDevice: { readonly mean: number; readonly max: number };
+  /** Provisioned storm devices by the region they were placed in (spill-over moves some). */
+  readonly landed: Readonly<Record<string, number>>;
   /** Storm devices' answers by HTTP status (0: no answer). */
   readonly statuses: Readonly<Record<string, number>>;
   readonly trickleStatuses: Readonly<Record<string, number>>;
@@ -162,7 +172,7 @@ export interface StormReport {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const now = () => performance.now();
 
-function histogram(statuses: readonly number[]): Record<string, number> {
+function histogram(statuses: readonly (number | string)[]): Record<string, number> {
   const counts: Record<string, number> = {};
   for (const status of statuses) counts[status] = (counts[status] ?? 0) + 1;
   return counts;
@@ -181,7 +191,7 @@ async function provisionDevice(device: DeviceRun, url: string, budgetMs: number)
     device.requests += 1;
     let status = 0;
     let retryAfterMs: number | undefined;
-    let answer: { status?: string; message?: string; certificatePem?: string } = {};
+    let answer: { status?: string; message?: string; certificatePem?: string; region?: string } = {};
     try {
       const response = await fetch(url, {
         method: 'POST',
@@ -199,6 +209,7 @@ async function provisionDevice(device: DeviceRun, url: string, budgetMs: number)
     if (status === 200 && answer.status === 'success') {
       device.provisionedAt = now();
       device.certificatePem = answer.certificatePem;
+      device.region = answer.region;
       return;
     }
     // The sample answers its errors with 200 and an error body; any other 4xx but 429 is final.
@@ -302,7 +313,18 @@ async function runPhase(stack: LocalStack, plan: PhasePlan, options: StormOption
   const sum = (counts: readonly QuotaCount[], field: 'calls' | 'throttled') =>
     counts.reduce((total, count) => total + count[field], 0);
   const certificateApi = plan.kind === 'ours' ? 'RegisterCertificate' : 'CreateKeysAndCertificate';
-  const certificateCount = inStormRegion.find((count) => count.api === certificateApi);
+  // Certificates of storm devices are registered where they landed: the storm's region, and the
+  // regions spill-over placed some in (the trickle's regions are others).
+  const landedRegions = new Set(provisioned.map((device) => device.region ?? STORM_PLACE.region));
+  landedRegions.add(STORM_PLACE.region);
+  const certificateCounts = iot.filter(
+    (count) => landedRegions.has(count.region) && count.api === certificateApi,
+  );
+  const certificateCount = {
+    calls: sum(certificateCounts, 'calls'),
+    throttled: sum(certificateCounts, 'throttled'),
+    distinctBodies: certificateCounts.reduce((total, count) => total + count.distinctBodies, 0),
+  };
   const certificateRate = (DEFAULT_QUOTA_RATES[certificateApi] ?? NaN) * options.scale;
   const perDevice = (value: number) => (provisioned.length > 0 ? value / provisioned.length : NaN);
   const times = sortedCopy(
@@ -330,6 +352,7 @@ async function runPhase(stack: LocalStack, plan: PhasePlan, options: StormOption
       mean: mean(storm.map((device) => device.requests)),
       max: Math.max(0, ...storm.map((device) => device.requests)),
     },
+    landed: histogram(provisioned.map((device) => device.region ?? 'unknown')),
     statuses: histogram(storm.flatMap((device) => device.statuses)),
     trickleStatuses: histogram(trickle.flatMap((device) => device.statuses)),
     timeToProvisionedMs: { p50: percentile(times, 50), p99: percentile(times, 99) },
@@ -340,8 +363,8 @@ async function runPhase(stack: LocalStack, plan: PhasePlan, options: StormOption
     stormRegionIotCalls: sum(inStormRegion, 'calls'),
     stormRegionIotThrottled: sum(inStormRegion, 'throttled'),
     certificateApi,
-    certificateCallsPerDevice: perDevice((certificateCount?.calls ?? 0) - (certificateCount?.throttled ?? 0)),
-    certificatesPerDevice: perDevice(certificateCount?.distinctBodies ?? 0),
+    certificateCallsPerDevice: perDevice(certificateCount.calls - certificateCount.throttled),
+    certificatesPerDevice: perDevice(certificateCount.distinctBodies),
     audit,
     counts: quotas.counts,
     maxConcurrent: Math.max(concurrentBefore, stats()?.maxConcurrent ?? 0),
@@ -350,7 +373,8 @@ async function runPhase(stack: LocalStack, plan: PhasePlan, options: StormOption
 
 /** The crash-safety audit (tests/integration/audit.ts) over this run's devices, without the reconciler. */
 async function auditOurs(prefix: string, devices: readonly DeviceRun[]): Promise<StormAudit> {
-  const regions = [...new Set(devices.map((device) => device.place.region))];
+  const regionOf = (device: DeviceRun) => device.region ?? device.place.region;
+  const regions = [...new Set(devices.flatMap((device) => [device.place.region, regionOf(device)]))];
   const ours = new Map<string, CertificateOfOurs[]>();
   for (const region of regions) ours.set(region, await certificatesOfOurCa(region));
   const problems: string[] = [];
@@ -365,9 +389,9 @@ async function auditOurs(prefix: string, devices: readonly DeviceRun[]): Promise
     }
     const audit = await auditDevice(
       device.thingName,
-      device.place.region,
+      regionOf(device),
       device.certificatePem,
-      ours.get(device.place.region),
+      ours.get(regionOf(device)),
     );
     if (audit.liveCertificates > 1 || audit.principals > 1) thingsWithTwoLiveCertificates += 1;
     if (audit.problems.some((problem) => problem.includes('not a live certificate')))
@@ -461,6 +485,9 @@ async function runContender(
     environment: {
       ADMISSION_RATES: JSON.stringify(scaledRates(options.scale)),
       ADMISSION_REGION_RATES: '{}',
+      ...(kind === 'ours' && options.spillOver
+        ? { ADMISSION_SPILL_OVER: JSON.stringify(options.spillOver), COUNTRY_REGION_OVERRIDES: '{}' }
+        : {}),
     },
   });
   try {

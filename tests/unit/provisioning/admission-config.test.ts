@@ -43,6 +43,15 @@ describe('admission configuration', () => {
     });
   });
 
+  it('spills over only when ADMISSION_SPILL_OVER says so', () => {
+    expect(loadConfig(valid).admission?.spillOver).toBeUndefined();
+    expect(loadConfig({ ...valid, ADMISSION_SPILL_OVER: 'null' }).admission?.spillOver).toBeUndefined();
+    expect(
+      loadConfig({ ...valid, ADMISSION_SPILL_OVER: '{"afterWaitSeconds":60,"maxExtraKm":1500}' }).admission
+        ?.spillOver,
+    ).toEqual({ afterWaitMs: 60_000, maxExtraKm: 1500 });
+  });
+
   it('is off without ADMISSION_TABLE_NAME', () => {
     expect(loadConfig({ ...valid, ADMISSION_TABLE_NAME: undefined }).admission).toBeUndefined();
   });
@@ -60,6 +69,15 @@ describe('admission configuration', () => {
     [{ ADMISSION_REGION_RATES: 'fast' }, 'ADMISSION_REGION_RATES: not valid JSON'],
     [{ ADMISSION_WHEN_UNAVAILABLE: 'ajar' }, 'ADMISSION_WHEN_UNAVAILABLE'],
     [{ ADMISSION_MAX_WAIT_MS: '-1' }, 'ADMISSION_MAX_WAIT_MS: expected at least 0'],
+    [{ ADMISSION_SPILL_OVER: 'soon' }, 'ADMISSION_SPILL_OVER: not valid JSON'],
+    [
+      { ADMISSION_SPILL_OVER: '{"afterWaitSeconds":0,"maxExtraKm":1500}' },
+      'ADMISSION_SPILL_OVER.afterWaitSeconds: expected a positive number',
+    ],
+    [
+      { ADMISSION_SPILL_OVER: '{"afterWaitSeconds":60,"maxExtraKm":1500,"regions":[]}' },
+      'ADMISSION_SPILL_OVER.regions: unknown field',
+    ],
   ])('fails the cold start naming the setting: %j', (change, message) => {
     expect(() => loadConfig({ ...valid, ...change })).toThrow(message);
   });
