@@ -26,6 +26,7 @@ import { functionRole, ProvisioningFunction } from './function';
 import { RegistryTable } from './registry';
 import { AdmissionTable } from './admission';
 import { IpstackKeyStore } from './secrets';
+import { AnswerSealKey } from './answer-seal-key';
 import { Edge } from './edge';
 import { Alarms } from './alarms';
 import { Dashboard } from './dashboard';
@@ -137,6 +138,13 @@ export class ProvisioningStack extends TerraformStack {
       partition: partition.partition,
       functionRoleArn: role.arn,
     });
+    const answerSealKey = new AnswerSealKey(this, 'answer-seal-key', {
+      config,
+      provider: home,
+      accountId: account.accountId,
+      partition: partition.partition,
+      functionRoleArn: role.arn,
+    });
     const caRegistrations = new DeviceCaRegistrations(this, 'device-ca', {
       config,
       providers,
@@ -156,6 +164,7 @@ export class ProvisioningStack extends TerraformStack {
       ipstackKeyParameterArn: ipstackKey.parameter.arn,
       caKeyArn: caKey.key.arn,
       caCertificatePem,
+      answerSealKeyArn: answerSealKey.key.arn,
       caRegistrations,
     });
     // A retired key is disabled only after the function has moved to the current key.

@@ -375,6 +375,7 @@ describe('function', () => {
       originVerifySecret: 'y',
       kmsKeyId: 'z',
       ca: { kmsKeyId: 'k', certificatePem: 'c' },
+      answerSealKeyId: 'a',
     });
     expect(Object.keys(environment).sort()).toEqual(Object.keys(expected).sort());
     expect(environment.IOT_REGIONS).toBe(config.iotRegions.join(','));
