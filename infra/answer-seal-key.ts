@@ -16,7 +16,9 @@ export const ANSWER_SEAL_CONTEXT_KEYS = ['thing_name', 'certificate_id'] as cons
 /** Encrypt and Decrypt only with both context keys present. */
 export function answerSealCondition(): Record<string, Record<string, string>> {
   return {
-    Null: Object.fromEntries(ANSWER_SEAL_CONTEXT_KEYS.map((key) => [`kms:EncryptionContext:${key}`, 'false'])),
+    Null: Object.fromEntries(
+      ANSWER_SEAL_CONTEXT_KEYS.map((key) => [`kms:EncryptionContext:${key}`, 'false']),
+    ),
   };
 }
 

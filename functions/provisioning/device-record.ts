@@ -256,7 +256,10 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
       : [],
     history: auditEntries(item.history),
     recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
-    sealedKey: item.sealed_key?.B instanceof Uint8Array && item.sealed_key.B.length > 0 ? item.sealed_key.B : undefined,
+    sealedKey:
+      item.sealed_key?.B instanceof Uint8Array && item.sealed_key.B.length > 0
+        ? item.sealed_key.B
+        : undefined,
     sealedKeyUntil: number(item, 'sealed_key_until'),
     version: number(item, 'record_version') ?? 0,
     raw: item,

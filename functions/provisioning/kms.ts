@@ -8,7 +8,13 @@
  * certificate's TBS is well under RAW's 4,096-byte limit). DIGEST would send less, but moto
  * ignores MessageType and would hash the digest again, so the local stack could not prove it.
  */
-import { DecryptCommand, EncryptCommand, GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GetPublicKeyCommand,
+  KMSClient,
+  SignCommand,
+} from '@aws-sdk/client-kms';
 import { awsClientSettings } from './aws-client-settings';
 import { isThrottling, isTransient } from './aws-errors';
 import type { CertificateSigner } from './certificate-authority';

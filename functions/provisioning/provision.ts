@@ -266,7 +266,11 @@ export async function provision(
         ? startSealing(
             config.answerRecovery,
             config.registryRegion,
-            { thingName, certificateId: prepared.pending.certificateId, privateKeyPem: prepared.privateKeyPem },
+            {
+              thingName,
+              certificateId: prepared.pending.certificateId,
+              privateKeyPem: prepared.privateKeyPem,
+            },
             signal,
           )
         : undefined;

@@ -46,7 +46,9 @@ describe('the answer seal key', () => {
     const lambda = byId(json, 'aws_lambda_function', 'function') as {
       environment: { variables: Record<string, string> };
     };
-    expect(lambda.environment.variables.ANSWER_SEAL_KEY_ID).toMatch(/^\$\{aws_kms_key\.answer-seal-key.*\.arn\}$/);
+    expect(lambda.environment.variables.ANSWER_SEAL_KEY_ID).toMatch(
+      /^\$\{aws_kms_key\.answer-seal-key.*\.arn\}$/,
+    );
     expect(lambda.environment.variables.ANSWER_RECOVERY_SECONDS).toBe(
       String(config.certificates.answerRecoverySeconds),
     );

@@ -123,7 +123,10 @@ describe('what a verified request gets, from the record as read', () => {
     });
 
     it('re-issues once the seal has ended, as without one', () => {
-      expect(decide(sealed(NOW), { thingName: 'wm101' }, rules)).toMatchObject({ kind: 'issue', reissue: true });
+      expect(decide(sealed(NOW), { thingName: 'wm101' }, rules)).toMatchObject({
+        kind: 'issue',
+        reissue: true,
+      });
     });
 
     it('never recovers for a request with a CSR: its key is the CSR key', () => {
@@ -132,7 +135,10 @@ describe('what a verified request gets, from the record as read', () => {
     });
 
     it('recovers past the re-issue window and limit: it registers nothing', () => {
-      const late = sealed(NOW + 60, { first_prov_epoch: { N: String(NOW - 301) }, reissue_count: { N: '3' } });
+      const late = sealed(NOW + 60, {
+        first_prov_epoch: { N: String(NOW - 301) },
+        reissue_count: { N: '3' },
+      });
       expect(decide(late, { thingName: 'wm101' }, rules)).toMatchObject({ kind: 'recover' });
     });
 
@@ -140,7 +146,11 @@ describe('what a verified request gets, from the record as read', () => {
       ['disabled', 403],
       ['revoked', 403],
     ])('still refuses a %s device first', (status, code) => {
-      const decision = decide(sealed(NOW + 60, { prov_status: { S: status } }), { thingName: 'wm101' }, rules);
+      const decision = decide(
+        sealed(NOW + 60, { prov_status: { S: status } }),
+        { thingName: 'wm101' },
+        rules,
+      );
       expect(decision).toMatchObject({ kind: 'refuse', error: { status: code } });
     });
 
@@ -150,7 +160,10 @@ describe('what a verified request gets, from the record as read', () => {
         decide(replayed, { thingName: 'wm101', nonceEntry: `${NOW}.nonce-one-abcdefgh` }, rules),
       ).toMatchObject({ kind: 'refuse', error: { status: 401 } });
       const held = sealed(NOW + 60, { claim_id: { S: 'other' }, claim_expires: { N: String(NOW + 55) } });
-      expect(decide(held, { thingName: 'wm101' }, rules)).toMatchObject({ kind: 'refuse', error: { status: 429 } });
+      expect(decide(held, { thingName: 'wm101' }, rules)).toMatchObject({
+        kind: 'refuse',
+        error: { status: 429 },
+      });
     });
 
     it('reads a sealed key of the wrong type as none', () => {
