@@ -654,8 +654,9 @@ async function recoverAnswer(
   const { thingName } = record;
   const { region } = decision;
   const signal = deadline.workSignal();
-  const [privateKeyPem, endpointAddress] = await timer.time('recover', () =>
-    Promise.all([
+  // Settled together: a refusal (KMS or IoT throttled) is answered only once the nonce is spent.
+  const [unsealed, endpoint] = await timer.time('recover', () =>
+    Promise.allSettled([
       unsealKey(
         settings,
         config.registryRegion,
@@ -667,7 +668,10 @@ async function recoverAnswer(
       retireNamed(deps, thingName, record.retiring, deadline),
     ]),
   );
-  if (!privateKeyPem) return undefined;
+  if (unsealed.status === 'rejected') throw unsealed.reason;
+  if (!unsealed.value) return undefined;
+  if (endpoint.status === 'rejected') throw endpoint.reason;
+  const [privateKeyPem, endpointAddress] = [unsealed.value, endpoint.value];
   const distanceKm = distanceToRegionKm(placement.point, region);
   return {
     answer: {

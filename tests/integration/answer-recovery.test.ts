@@ -175,6 +175,27 @@ describe('a key-mode device whose answer was lost', () => {
   });
 });
 
+describe('sealing never fails a request', () => {
+  it.each([
+    ['refused', { error: 'InternalFailure' }],
+    ['slower than the request', { action: 'delay', delayMs: 4_000 }],
+  ] as const)('when KMS Encrypt is %s: provisioned without a sealed key', async (_label, fault) => {
+    const thingName = await newDevice('seal-fails');
+    await setFaults({
+      rules: [{ match: { service: 'kms', target: 'TrentService.Encrypt' }, times: 1, ...fault }],
+    });
+    const first = await post(v2Body(thingName), STOCKHOLM);
+    await clearFaults();
+    expect(first.status).toBe(200);
+    expect(await sealedKeyOf(thingName)).toBeUndefined();
+    // A lost answer is then re-issued, as without recovery.
+    const { answer: retry, calls } = await callsDuring(() => post(v2Body(thingName), STOCKHOLM));
+    expect(retry.status).toBe(200);
+    expect(registrations(calls)).toBe(1);
+    await expectOneLiveCertificate(thingName, retry);
+  });
+});
+
 describe('the sealed key is wiped', () => {
   it('by the first status call: the device has proven it holds the key', async () => {
     const { thingName, first } = await provisionedInKeyMode('wipe-status');
