@@ -182,7 +182,13 @@ describe('sealing never fails a request', () => {
   ] as const)('when KMS Encrypt is %s: provisioned without a sealed key', async (_label, fault) => {
     const thingName = await newDevice('seal-fails');
     await setFaults({
-      rules: [{ match: { service: 'kms', target: 'TrentService.Encrypt' }, times: 1, ...fault }],
+      // Every Encrypt for this device (the SDK retries a 500); KMS bodies carry the context.
+      rules: [
+        {
+          match: { service: 'kms', target: 'TrentService.Encrypt', body: `"thing_name":"${thingName}"` },
+          ...fault,
+        },
+      ],
     });
     const first = await post(v2Body(thingName), STOCKHOLM);
     await clearFaults();
