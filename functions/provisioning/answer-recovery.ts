@@ -22,7 +22,7 @@ import { keyRegion, kmsDecrypt, kmsEncrypt } from './kms';
 import { ProvisioningError } from './errors';
 import { countMetric, logger } from './telemetry';
 
-/** KMS Encrypt takes at most this many bytes of plaintext (an RSA-2048 PKCS#8 PEM is ~1.7 KB). */
+/** KMS Encrypt takes at most this many bytes of plaintext (the answer's RSA-2048 key PEM is ~1.7 KB). */
 export const KMS_ENCRYPT_PLAINTEXT_LIMIT = 4096;
 
 export interface AnswerRecoverySettings {
