@@ -34,11 +34,19 @@ type Handler = ReturnType<typeof createHandler>;
 /** Injected before every AWS call: parallel calls overlap, dependent ones chain. */
 const DELAY_MS = 30;
 
-/** One request, and the dependent AWS stages it took (nothing else runs meanwhile). */
-async function staged<T>(request: () => Promise<T>): Promise<{ answer: T; stages: number }> {
+/**
+ * One request, the dependent AWS stages it took (nothing else runs meanwhile), and whether the
+ * seal's KMS Encrypt lengthened them (the same chain without it is shorter).
+ */
+async function staged<T>(
+  request: () => Promise<T>,
+): Promise<{ answer: T; stages: number; sealLengthened: boolean }> {
   const before = (await getCalls(stack.faultsUrl)).at(-1)?.seq ?? 0;
   const answer = await request();
-  return { answer, stages: criticalPath(await getCalls(stack.faultsUrl, before)) };
+  const calls = await getCalls(stack.faultsUrl, before);
+  const stages = criticalPath(calls);
+  const withoutSeal = criticalPath(calls.filter((call) => !call.what.endsWith('.Encrypt')));
+  return { answer, stages, sealLengthened: withoutSeal < stages };
 }
 
 async function ask(
@@ -70,8 +78,14 @@ async function run(label: string, recovery: boolean, devices: number): Promise<v
   let recovered = 0;
   const firstStages: number[] = [];
   const retryStages: number[] = [];
+  let sealLengthened = 0;
   for (const thingName of names) {
-    const { answer: lost, stages: first } = await staged(() => ask(handler, thingName));
+    const {
+      answer: lost,
+      stages: first,
+      sealLengthened: longer,
+    } = await staged(() => ask(handler, thingName));
+    if (longer) sealLengthened += 1;
     if (lost.status !== 200) throw new Error(`${thingName}: first answer ${lost.status}`);
     const { answer: retry, stages: again } = await staged(() => ask(handler, thingName));
     firstStages.push(first);
@@ -94,9 +108,13 @@ async function run(label: string, recovery: boolean, devices: number): Promise<v
       `RegisterCertificate ${per(registrations)}, AWS IoT calls ${per(iot.length)}, ` +
       `KMS Sign ${per(kms('Sign'))}, Encrypt ${per(kms('Encrypt'))}, Decrypt ${per(kms('Decrypt'))} per device; ` +
       `retries with the same key ${recovered}/${devices}, with a working key ${working}/${devices}; ` +
-      `dependent AWS stages (median) first request ${median(firstStages)}, retry ${median(retryStages)}`,
+      `dependent AWS stages first request ${spread(firstStages)}, retry ${spread(retryStages)} ` +
+      `(min/median/max); first requests the seal's Encrypt made longer: ${sealLengthened}/${devices}`,
   );
 }
+
+const spread = (values: readonly number[]) =>
+  `${Math.min(...values)}/${median(values)}/${Math.max(...values)}`;
 
 async function main(): Promise<void> {
   const devices = Number(process.argv[2] ?? 20);
