@@ -45,7 +45,13 @@ export const IPSTACK_KEY_MISSING_METRIC = 'IpstackKeyMissing';
 /** Emitted by the function for each request signed with the fleet key (v1). */
 export const V1_SIGNATURE_METRIC = 'V1SignatureUsed';
 /** The function's provisioning outcomes: together, the provisionings v1's share is taken of. */
-export const PROVISIONING_OUTCOME_METRICS = ['Provisioned', 'Reprovisioned', 'Resumed', 'SameCertificate'];
+export const PROVISIONING_OUTCOME_METRICS = [
+  'Provisioned',
+  'Reprovisioned',
+  'Resumed',
+  'SameCertificate',
+  'AnswerRecovered',
+];
 /** Counted from the API's access log: requests API Gateway itself answered 429 (stage throttle). */
 export const API_THROTTLED_METRIC = 'ApiGatewayThrottled';
 /** Slow invocations: the longest one in 5 minutes above this share of the timeout. */

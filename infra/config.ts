@@ -104,6 +104,12 @@ const deploymentSchema = z
         caValidityDays: positiveInt.max(36500),
         generatedKeyType: z.enum(['rsa-2048', 'ec-p256']),
         reissueLimit: z.number().int().min(0).max(100),
+        /**
+         * Key mode: how long a lost answer is recovered from its sealed key instead of re-issued
+         * (functions/provisioning/answer-recovery.ts); 0 = off. A short window: the sealed key is
+         * a copy of the device's key, kept only to spare AWS IoT a second registration.
+         */
+        answerRecoverySeconds: z.number().int().min(0).max(3600).default(300),
         /** After day one (docs/protocol.md): status says `renew` past this share of the lifetime. */
         renewAtPercent: z.number().int().min(1).max(99).default(80),
         /** The previous certificate stays ACTIVE this long after a renewal, unless the new key is proven first. */

@@ -100,7 +100,13 @@ export class Dashboard extends Construct {
       widgets: [
         widget(
           'Provisioned and re-provisioned',
-          [ours('Provisioned'), ours('Reprovisioned'), ours('Resumed'), ours('SameCertificate')],
+          [
+            ours('Provisioned'),
+            ours('Reprovisioned'),
+            ours('Resumed'),
+            ours('SameCertificate'),
+            ours('AnswerRecovered'),
+          ],
           0,
           0,
         ),

@@ -30,6 +30,8 @@ export interface FunctionEnvironmentInputs {
     readonly endpoints: Readonly<Record<string, string>>;
     readonly policyManaged: boolean;
   };
+  /** The symmetric KMS key that seals generated keys for answer recovery; without it, no recovery. */
+  readonly answerSealKeyId?: string;
 }
 
 /** Lambda environment values are easier to inspect on one line; the functions turn \n back. */
@@ -58,6 +60,7 @@ export function functionEnvironment(
     CERTIFICATE_VALIDITY_DAYS: String(config.certificates.validityDays),
     GENERATED_KEY_TYPE: config.certificates.generatedKeyType,
     REISSUE_LIMIT: String(config.certificates.reissueLimit),
+    ANSWER_RECOVERY_SECONDS: String(config.certificates.answerRecoverySeconds),
     RENEW_AT_PERCENT: String(config.certificates.renewAtPercent),
     RENEW_GRACE_SECONDS: String(config.certificates.renewGraceSeconds),
     RENEW_MIN_INTERVAL_SECONDS: String(config.certificates.renewMinIntervalSeconds),
@@ -73,6 +76,7 @@ export function functionEnvironment(
     POWERTOOLS_SERVICE_NAME: config.appName,
     POWERTOOLS_METRICS_NAMESPACE: config.metricsNamespace,
   };
+  if (inputs.answerSealKeyId) environment.ANSWER_SEAL_KEY_ID = inputs.answerSealKeyId;
   if (inputs.originVerifySecretNext) environment.ORIGIN_VERIFY_SECRET_NEXT = inputs.originVerifySecretNext;
   if (inputs.ca) {
     environment.CA_KMS_KEY_ID = inputs.ca.kmsKeyId;

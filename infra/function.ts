@@ -15,6 +15,7 @@ import { ADMISSION_ACTIONS } from './admission';
 import { RandomPassword } from './random-password';
 import { CA_SIGNING_ALGORITHM, CA_SIGNING_MESSAGE_TYPE, functionRoleName } from './device-ca';
 import { encryptionContextCondition } from './secrets';
+import { answerSealCondition } from './answer-seal-key';
 import { BUNDLE_HANDLER } from '../functions/bundle-layout';
 
 export const FUNCTION_RUNTIME = 'nodejs22.x';
@@ -86,6 +87,8 @@ export interface ProvisioningFunctionProps {
   /** The device CA: the KMS key that signs device certificates, and the CA certificate's PEM. */
   readonly caKeyArn: string;
   readonly caCertificatePem: string;
+  /** The symmetric key that seals generated device keys for answer recovery (answer-seal-key.ts). */
+  readonly answerSealKeyArn: string;
   /** The CA's registrations: in place before the function issues under that CA (rotation). */
   readonly caRegistrations: readonly ITerraformDependable[];
   /** Region → its data endpoint (a Terraform reference, shortened to the account's prefix). */
@@ -153,6 +156,13 @@ export class ProvisioningFunction extends Construct {
         },
       },
       {
+        Sid: 'SealDeviceKeysForAnswerRecovery',
+        Effect: 'Allow',
+        Action: ['kms:Encrypt', 'kms:Decrypt'],
+        Resource: props.answerSealKeyArn,
+        Condition: answerSealCondition(),
+      },
+      {
         Sid: 'ReadIpstackKeyCiphertext',
         Effect: 'Allow',
         Action: 'ssm:GetParameter',
@@ -213,6 +223,7 @@ export class ProvisioningFunction extends Construct {
           kmsKeyId: props.kmsKeyArn,
           ca: { kmsKeyId: props.caKeyArn, certificatePem: props.caCertificatePem },
           iot: { endpoints: props.iotEndpoints, policyManaged: true },
+          answerSealKeyId: props.answerSealKeyArn,
         }),
       },
       // The log group must exist first or Lambda creates it without retention.

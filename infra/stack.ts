@@ -27,6 +27,7 @@ import { functionRole, ProvisioningFunction } from './function';
 import { RegistryTable } from './registry';
 import { AdmissionTable } from './admission';
 import { IpstackKeyStore } from './secrets';
+import { AnswerSealKey } from './answer-seal-key';
 import { Edge } from './edge';
 import { Alarms } from './alarms';
 import { Dashboard } from './dashboard';
@@ -139,6 +140,13 @@ export class ProvisioningStack extends TerraformStack {
       partition: partition.partition,
       functionRoleArn: role.arn,
     });
+    const answerSealKey = new AnswerSealKey(this, 'answer-seal-key', {
+      config,
+      provider: home,
+      accountId: account.accountId,
+      partition: partition.partition,
+      functionRoleArn: role.arn,
+    });
     const caRegistrations = new DeviceCaRegistrations(this, 'device-ca', {
       config,
       providers,
@@ -181,6 +189,7 @@ export class ProvisioningStack extends TerraformStack {
       ipstackKeyParameterArn: ipstackKey.parameter.arn,
       caKeyArn: caKey.key.arn,
       caCertificatePem,
+      answerSealKeyArn: answerSealKey.key.arn,
       caRegistrations,
       iotEndpoints,
       devicePolicies,

@@ -41,6 +41,8 @@ export const FUNCTION_ENVIRONMENT = {
   CERTIFICATE_VALIDITY_DAYS: 'optional',
   GENERATED_KEY_TYPE: 'optional',
   REISSUE_LIMIT: 'optional',
+  ANSWER_RECOVERY_SECONDS: 'optional',
+  ANSWER_SEAL_KEY_ID: 'optional',
   RENEW_AT_PERCENT: 'optional',
   RENEW_GRACE_SECONDS: 'optional',
   RENEW_MIN_INTERVAL_SECONDS: 'optional',
@@ -113,6 +115,11 @@ export interface ProvisioningConfig {
   readonly generatedKeyType: GeneratedKeyType;
   /** Re-issues allowed inside the re-provisioning window (lost answers in key mode). */
   readonly reissueLimit: number;
+  /**
+   * Key mode: how long a lost answer can be recovered (answer-recovery.ts), and the symmetric KMS
+   * key that seals the generated key meanwhile. Undefined (no key, or 0 s): a retry is re-issued.
+   */
+  readonly answerRecovery?: { readonly seconds: number; readonly sealKeyId: string };
   /** After day one: /device-status and /device-renew (docs/protocol.md). */
   readonly lifecycle: LifecycleSettings;
   /** Admission control per region (admission.ts); undefined when ADMISSION_TABLE_NAME is unset. */
@@ -213,6 +220,8 @@ export const environmentSchema = z.object({
   CERTIFICATE_VALIDITY_DAYS: wholeNumber(3650),
   GENERATED_KEY_TYPE: z._default(z.enum(['rsa-2048', 'ec-p256']), 'rsa-2048'),
   REISSUE_LIMIT: wholeNumber(3, 0),
+  ANSWER_RECOVERY_SECONDS: wholeNumber(300, 0),
+  ANSWER_SEAL_KEY_ID: z.optional(nonEmpty()),
   RENEW_AT_PERCENT: z._default(
     z.coerce.number().check(
       z.refine((value: number) => Number.isInteger(value), { message: 'expected a whole number' }),
@@ -360,6 +369,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ProvisioningCo
     certificateValidityDays: settings.CERTIFICATE_VALIDITY_DAYS,
     generatedKeyType: settings.GENERATED_KEY_TYPE,
     reissueLimit: settings.REISSUE_LIMIT,
+    answerRecovery:
+      settings.ANSWER_SEAL_KEY_ID && settings.ANSWER_RECOVERY_SECONDS > 0
+        ? { seconds: settings.ANSWER_RECOVERY_SECONDS, sealKeyId: settings.ANSWER_SEAL_KEY_ID }
+        : undefined,
     lifecycle: {
       renewAtPercent: settings.RENEW_AT_PERCENT,
       renewGraceSeconds: settings.RENEW_GRACE_SECONDS,

@@ -16,6 +16,10 @@
  *   previous_region, previous_retire_after); status_epoch and status_nonces of the last status calls;
  * - retiring: certificates of ours that are no longer live by intent but may not be retired yet
  *   (`<region>/<certificateId>`, a string set), named until they are gone;
+ * - answer recovery (answer-recovery.ts): sealed_key (B, the generated private key as KMS
+ *   ciphertext, encryption context thing_name + certificate_id) and sealed_key_until (N, epoch
+ *   seconds), written by a key-mode mark, removed by every other write of ours but a nonce spend
+ *   and the forgetting of retired certificates, and by the reconciler once expired;
  * - set by the operator tool (functions/admin/): region_pin, the move (move_to_region + move_started while
  *   a move is under way; moved_from_region + moved_at while both regions accept the device), and
  *   history, the bounded audit list.
@@ -94,6 +98,10 @@ export interface DeviceRecord {
   readonly history: readonly AuditEntry[];
   /** `timestamp.nonce` of recent v2 requests. */
   readonly recentNonces: readonly string[];
+  /** The generated private key of the live certificate, sealed by KMS (answer-recovery.ts). */
+  readonly sealedKey?: Uint8Array;
+  /** Epoch seconds: the sealed key answers retries until then. */
+  readonly sealedKeyUntil?: number;
   readonly version: number;
   /** The item as read: conditional writes compare against these exact values. */
   readonly raw: Readonly<Record<string, AttributeValue>>;
@@ -248,6 +256,11 @@ export function toDeviceRecord(item: Record<string, AttributeValue>): DeviceReco
       : [],
     history: auditEntries(item.history),
     recentNonces: Array.isArray(nonces) ? nonces.filter((entry) => typeof entry === 'string') : [],
+    sealedKey:
+      item.sealed_key?.B instanceof Uint8Array && item.sealed_key.B.length > 0
+        ? item.sealed_key.B
+        : undefined,
+    sealedKeyUntil: number(item, 'sealed_key_until'),
     version: number(item, 'record_version') ?? 0,
     raw: item,
   };
@@ -293,6 +306,17 @@ export type Decision =
   | { readonly kind: 'refuse'; readonly error: ProvisioningError }
   /** The device sent the CSR of its current certificate again: answer with that certificate. */
   | { readonly kind: 'same-certificate'; readonly region: string; readonly certificatePem: string }
+  /**
+   * A key-mode device whose answer was lost asks again while its generated key is sealed in the
+   * record: unseal it and answer with the same certificate and key (answer-recovery.ts).
+   */
+  | {
+      readonly kind: 'recover';
+      readonly region: string;
+      readonly certificateId: string;
+      readonly certificatePem: string;
+      readonly sealedKey: Uint8Array;
+    }
   /** A dead request's intent for this CSR key: finish it and answer with its certificate. */
   | { readonly kind: 'resume'; readonly pending: PendingCertificate }
   | {
@@ -364,6 +388,22 @@ export function decide(
   }
 
   // Provisioned.
+  if (
+    !request.csrKeySha256 &&
+    record.sealedKey &&
+    (record.sealedKeyUntil ?? 0) > rules.nowSeconds &&
+    record.certificateId &&
+    record.certificatePem &&
+    record.region
+  ) {
+    return {
+      kind: 'recover',
+      region: record.region,
+      certificateId: record.certificateId,
+      certificatePem: record.certificatePem,
+      sealedKey: record.sealedKey,
+    };
+  }
   const inWindow = withinReissueWindow(record, rules);
   if (
     inWindow &&

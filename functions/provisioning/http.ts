@@ -112,6 +112,7 @@ const OUTCOME_METRIC = {
   reprovisioned: 'Reprovisioned',
   resumed: 'Resumed',
   'same-certificate': 'SameCertificate',
+  recovered: 'AnswerRecovered',
 } as const;
 
 /** Which operation an API route is: the API sends all three paths to this one function. */

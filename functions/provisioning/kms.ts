@@ -1,13 +1,20 @@
 /**
  * AWS KMS, one client per region per container: the CA key that signs device certificates
- * (asymmetric, SIGN_VERIFY; its private key never leaves KMS) and the decryption of the ipstack
- * key's ciphertext.
+ * (asymmetric, SIGN_VERIFY; its private key never leaves KMS), the decryption of the ipstack
+ * key's ciphertext, and the sealing of a generated device key for answer recovery
+ * (answer-recovery.ts: Encrypt and Decrypt under a symmetric key).
  *
  * Certificates are signed with MessageType RAW over the TBSCertificate (KMS hashes it; a device
  * certificate's TBS is well under RAW's 4,096-byte limit). DIGEST would send less, but moto
  * ignores MessageType and would hash the digest again, so the local stack could not prove it.
  */
-import { DecryptCommand, GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GetPublicKeyCommand,
+  KMSClient,
+  SignCommand,
+} from '@aws-sdk/client-kms';
 import { awsClientSettings } from './aws-client-settings';
 import { hasName, isThrottling, isTransient } from './aws-errors';
 import type { CertificateSigner } from './certificate-authority';
@@ -84,13 +91,35 @@ export async function kmsDecrypt(
   ciphertext: Uint8Array,
   context: Readonly<Record<string, string>>,
   keyId?: string,
+  signal?: AbortSignal,
 ): Promise<Uint8Array | undefined> {
   try {
     const answer = await kmsClient(region).send(
       new DecryptCommand({ CiphertextBlob: ciphertext, EncryptionContext: { ...context }, KeyId: keyId }),
+      { abortSignal: signal },
     );
     return answer.Plaintext;
   } catch (error) {
     throw translate(error, 'decryption');
+  }
+}
+
+/** Encrypts at most 4,096 bytes under a symmetric key, bound to `context`. */
+export async function kmsEncrypt(
+  region: string,
+  keyId: string,
+  plaintext: Uint8Array,
+  context: Readonly<Record<string, string>>,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  try {
+    const answer = await kmsClient(region).send(
+      new EncryptCommand({ KeyId: keyId, Plaintext: plaintext, EncryptionContext: { ...context } }),
+      { abortSignal: signal },
+    );
+    if (!answer.CiphertextBlob) throw new Error('KMS Encrypt returned no ciphertext');
+    return answer.CiphertextBlob;
+  } catch (error) {
+    throw translate(error, 'encryption');
   }
 }

@@ -11,6 +11,8 @@
  * Spill-over (opt-in, spill-over.ts) adds one stage on its own path only: a first provisioning
  * placed by distance, refused by a region backlogged past the configured wait, tries the
  * next-nearest region's budget ∥ re-points its claim's intent there, before any IoT call.
+ * A key-mode device whose answer was lost is answered from the record within a short window
+ * (answer-recovery.ts): its generated key, sealed by KMS beside stages 2–4, is stored by the mark.
  *
  * Nothing is written before the request's signature verifies (a stranger can't hold a lease,
  * spend a nonce or learn a record's state); from verification on, the request's nonce is spent
@@ -22,6 +24,7 @@
  */
 import { KeyObject, randomUUID } from 'node:crypto';
 import { Admission, admit, admitIfRoom, RegionBacklogged, retryAfterThrottle } from './admission';
+import { Sealing, startSealing, unsealKey } from './answer-recovery';
 import { checkpoint } from './checkpoints';
 import { sha256Hex } from './ca-certificate';
 import type { CertificateSigner } from './certificate-authority';
@@ -69,7 +72,7 @@ export interface ProvisioningDependencies {
   readonly admission?: Admission;
 }
 
-export type Outcome = 'provisioned' | 'reprovisioned' | 'resumed' | 'same-certificate';
+export type Outcome = 'provisioned' | 'reprovisioned' | 'resumed' | 'same-certificate' | 'recovered';
 
 export interface ProvisioningOutcome {
   readonly answer: SuccessAnswer;
@@ -195,17 +198,38 @@ export async function provision(
   // Verified from here on: whatever the answer, the nonce is spent (replay-guard.ts).
   const nonce: VerifiedNonce = { record, list: 'recent_nonces', entry: nonceEntry };
   return spendingTheNonce(deps, nonce, deadline, async (nonceWritten) => {
-    const decision = decide(
-      record,
+    const rules = () => ({
+      nowSeconds: nowSeconds(),
+      reprovisionWindowSeconds: config.reprovisionWindowSeconds,
+      reissueLimit: config.reissueLimit,
+    });
+    let decision = decide(
+      config.answerRecovery ? record : record && { ...record, sealedKey: undefined },
       { thingName, nonceEntry, csrKeySha256: csr ? sha256Hex(csr.publicKeySpki) : undefined },
-      {
-        nowSeconds: nowSeconds(),
-        reprovisionWindowSeconds: config.reprovisionWindowSeconds,
-        reissueLimit: config.reissueLimit,
-      },
+      rules(),
     );
-    if (decision.kind === 'refuse') throw decision.error;
-    const existing = record as DeviceRecord;
+    let existing = record as DeviceRecord;
+    /** The nonce the claim records: none when a failed recovery spent it already. */
+    let claimNonce = nonceEntry;
+
+    if (decision.kind === 'recover') {
+      const recovered = await recoverAnswer(deps, decision, existing, nonce, placement, timer, deadline);
+      if (recovered) return recovered;
+      // KMS refused the sealed key for good. Its nonce spent beside the unsealing, the request
+      // is decided again on the record as it now is, as if nothing were sealed (a re-issue).
+      deadline.beforeStage('reading the registry again');
+      const fresh = await registry.read(thingName, signal);
+      claimNonce = nonceEntry && !fresh?.recentNonces.includes(nonceEntry) ? nonceEntry : undefined;
+      decision = decide(
+        fresh && { ...fresh, sealedKey: undefined },
+        { thingName, nonceEntry: claimNonce },
+        rules(),
+      );
+      existing = fresh as DeviceRecord;
+    }
+    if (decision.kind === 'refuse' || decision.kind === 'recover') {
+      throw decision.kind === 'refuse' ? decision.error : new Error('recovery decided twice');
+    }
 
     if (decision.kind === 'same-certificate') {
       // Answered without a write: spend the nonce beside the endpoint lookup (no extra stage).
@@ -244,6 +268,20 @@ export async function provision(
       decision.kind === 'resume'
         ? { pending: decision.pending }
         : await timer.time('certificate', () => early ?? prepareCertificate(thingName, csr, deps, signal));
+    // Key mode: seal the generated key for a retry whose answer is lost, beside stages 2–4.
+    const sealing: Sealing | undefined =
+      config.answerRecovery && prepared.privateKeyPem
+        ? startSealing(
+            config.answerRecovery,
+            config.registryRegion,
+            {
+              thingName,
+              certificateId: prepared.pending.certificateId,
+              privateKeyPem: prepared.privateKeyPem,
+            },
+            signal,
+          )
+        : undefined;
 
     // Stages 2–5 (makeLive checks the deadline before its claim).
     const now = nowSeconds();
@@ -266,8 +304,8 @@ export async function provision(
       {
         record: existing,
         pending,
-        recentNonces: nonceEntry
-          ? nextRecentNonces(existing, nonceEntry, now, config.v2MaxClockSkewSeconds)
+        recentNonces: claimNonce
+          ? nextRecentNonces(existing, claimNonce, now, config.v2MaxClockSkewSeconds)
           : undefined,
         plan: {
           geoSource: placement.geoSource,
@@ -275,6 +313,7 @@ export async function provision(
             ? (existing.firstProvisionedAtEpoch ?? existing.provisionedAtEpoch)
             : undefined,
           reissueCount: reissue ? existing.reissueCount + 1 : 0,
+          sealing,
         },
         keepThing: reissue,
         retire: decision.kind === 'issue' ? decision.retire : [],
@@ -565,6 +604,8 @@ export interface MarkPlan {
   readonly previous?: PreviousCertificate;
   /** What the new certificate replaces: named as retiring by the mark, retired right after it. */
   readonly retiring?: readonly CertificateRef[];
+  /** Key mode: the generated key being sealed for answer recovery (answer-recovery.ts). */
+  readonly sealing?: Sealing;
 }
 
 /** Stages 3–5: register ∥ thing, attach, mark. Returns the region's endpoint address. */
@@ -598,7 +639,7 @@ export async function finishInRegion(
 
   deadline.beforeStage('marking the record');
   const now = nowSeconds();
-  const facts: ProvisionedFacts = {
+  let facts: ProvisionedFacts = {
     region,
     certificateArn: registered.certificateArn,
     thingArn: thing.thingArn,
@@ -610,6 +651,10 @@ export async function finishInRegion(
     previous: plan.previous,
     retiring: plan.retiring,
   };
+  const sealedKey = plan.sealing?.take();
+  if (plan.sealing && sealedKey) {
+    facts = { ...facts, sealedKey: { ciphertext: sealedKey, until: now + plan.sealing.seconds } };
+  }
   try {
     await timer.time('mark', () => registry.markProvisioned(claim, facts, signal));
   } catch (error) {
@@ -716,6 +761,61 @@ export async function retireNamed(
       },
     );
   }
+}
+
+/**
+ * A lost key-mode answer, answered again from the record (answer-recovery.ts): the same
+ * certificate and the unsealed key, with no claim, no admission and no AWS IoT call but the
+ * (cached) endpoint. The nonce is spent and what the record names as retiring is retired beside
+ * the unsealing, as for the same certificate. Undefined when KMS refused the sealed key.
+ */
+async function recoverAnswer(
+  deps: ProvisioningDependencies,
+  decision: Extract<Decision, { kind: 'recover' }>,
+  record: DeviceRecord,
+  nonce: VerifiedNonce,
+  placement: Placement,
+  timer: StageTimer,
+  deadline: Deadline,
+): Promise<ProvisioningOutcome | undefined> {
+  const { config, iot } = deps;
+  const settings = config.answerRecovery;
+  if (!settings) return undefined;
+  const { thingName } = record;
+  const { region } = decision;
+  const signal = deadline.workSignal();
+  // Settled together: a refusal (KMS or IoT throttled) is answered only once the nonce is spent.
+  const [unsealed, endpoint] = await timer.time('recover', () =>
+    Promise.allSettled([
+      unsealKey(
+        settings,
+        config.registryRegion,
+        { thingName, certificateId: decision.certificateId, ciphertext: decision.sealedKey },
+        signal,
+      ),
+      record.endpointAddress ?? iot.endpointAddress(region, signal),
+      spendNonce(deps, nonce, deadline),
+      retireNamed(deps, thingName, record.retiring, deadline),
+    ]),
+  );
+  if (unsealed.status === 'rejected') throw unsealed.reason;
+  if (!unsealed.value) return undefined;
+  if (endpoint.status === 'rejected') throw endpoint.reason;
+  const [privateKeyPem, endpointAddress] = [unsealed.value, endpoint.value];
+  const distanceKm = distanceToRegionKm(placement.point, region);
+  return {
+    answer: {
+      status: 'success',
+      region,
+      distance: distanceKm,
+      endpointAddress,
+      certificatePem: decision.certificatePem,
+      PrivateKey: privateKeyPem,
+    },
+    placement: { ...placement, region, distanceKm },
+    outcome: 'recovered',
+    stages: timer.stages,
+  };
 }
 
 export type { Decision };

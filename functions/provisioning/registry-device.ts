@@ -66,6 +66,8 @@ export interface ProvisionedFacts {
   readonly previous?: PreviousCertificate;
   /** What the new certificate replaces, named as retiring in the same write until it is gone. */
   readonly retiring?: readonly CertificateRef[];
+  /** Key mode: the generated key sealed for answer recovery, and until when (answer-recovery.ts). */
+  readonly sealedKey?: { readonly ciphertext: Uint8Array; readonly until: number };
 }
 
 /** One answered status call: its nonce spent, its time recorded (the per-device interval). */
@@ -298,6 +300,12 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
         values[':retiring'] = { SS: [...new Set(facts.retiring.map(retiringEntry))] };
         add.push('retiring :retiring');
       }
+      // Without one, a sealed key of an earlier certificate goes (updateExpression removes it).
+      if (facts.sealedKey) {
+        set.push('sealed_key = :sealedKey, sealed_key_until = :sealedUntil');
+        values[':sealedKey'] = { B: facts.sealedKey.ciphertext };
+        values[':sealedUntil'] = { N: String(facts.sealedKey.until) };
+      }
       try {
         await dynamodb.send(
           new UpdateItemCommand({
@@ -306,7 +314,7 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             // The second half recognises our own mark when the SDK retries one whose answer was lost.
             ConditionExpression:
               'claim_id = :claim OR (prov_status = :provisioned AND certificate_id = :certificateId)',
-            UpdateExpression: updateExpression({ set, remove, add }),
+            UpdateExpression: updateExpression({ set, remove, add, keepSealedKey: !!facts.sealedKey }),
             ExpressionAttributeValues: values,
           }),
           { abortSignal: signal },
@@ -393,7 +401,8 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
               TableName,
               Key: key(record.thingName),
               ConditionExpression: condition,
-              UpdateExpression: updateExpression({ set: [`${list} = :nonces`] }),
+              // A recovery spends its nonce beside the unsealing: the sealed key stays for a retry.
+              UpdateExpression: updateExpression({ set: [`${list} = :nonces`], keepSealedKey: true }),
               ExpressionAttributeValues: values,
               ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
             }),
@@ -456,7 +465,8 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             Key: key(thingName),
             // Unconditional but for the record's existence: a certificate that is gone stays gone.
             ConditionExpression: 'attribute_exists(thing_name)',
-            UpdateExpression: updateExpression({ delete: ['retiring :gone'] }),
+            // Runs right after the mark that sealed a key (the re-issue's old certificate retired).
+            UpdateExpression: updateExpression({ delete: ['retiring :gone'], keepSealedKey: true }),
             ExpressionAttributeValues: { ':gone': { SS: [...new Set(gone.map(retiringEntry))] } },
           }),
           { abortSignal: signal },

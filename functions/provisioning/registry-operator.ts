@@ -10,7 +10,14 @@ import {
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { AuditEntry, DeviceRecord, historyWith, toDeviceRecord } from './device-record';
-import { LEGACY_ATTRIBUTES, RegistryTable, translate, unchanged, updateExpression } from './registry-table';
+import {
+  LEGACY_ATTRIBUTES,
+  RegistryTable,
+  SEALED_KEY_ATTRIBUTES,
+  translate,
+  unchanged,
+  updateExpression,
+} from './registry-table';
 
 /** Which records a scan returns; every field optional (DynamoDB FilterExpression). */
 export interface RecordFilter {
@@ -139,9 +146,9 @@ export function operatorRegistry(table: RegistryTable): OperatorRegistry {
         values[`:s${index}`] = value;
         sets.push(`#s${index} = :s${index}`);
       });
-      // The legacy attributes are removed by every write already (updateExpression).
+      // The legacy attributes and a sealed key are removed by every write already (updateExpression).
       const operatorRemoves = (change.remove ?? []).filter(
-        (attribute) => !LEGACY_ATTRIBUTES.includes(attribute),
+        (attribute) => !LEGACY_ATTRIBUTES.includes(attribute) && !SEALED_KEY_ATTRIBUTES.includes(attribute),
       );
       const removes = operatorRemoves.map((attribute, index) => {
         names[`#r${index}`] = attribute;

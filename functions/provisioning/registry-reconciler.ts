@@ -27,6 +27,11 @@ export interface ReconcilerRegistry {
    * record moved on.
    */
   resetMissingCertificate(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Removes a sealed key (answer-recovery.ts) whose window ended, if the record still holds the
+   * one judged (the same sealed_key_until). False when the record moved on.
+   */
+  wipeExpiredSealedKey(record: DeviceRecord, signal?: AbortSignal): Promise<boolean>;
 }
 
 export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
@@ -83,6 +88,23 @@ export function reconcilerRegistry(table: RegistryTable): ReconcilerRegistry {
             ],
           }),
           ExpressionAttributeValues: values,
+        }),
+        signal,
+      );
+    },
+
+    async wipeExpiredSealedKey(record, signal) {
+      const values: Record<string, AttributeValue> = {};
+      // Only the seen window: a newer mark's sealed key has another until and stays. No
+      // record_version bump: the device's state is unchanged, so no claim or operator change fails.
+      const condition = `attribute_exists(thing_name) AND ${unchanged(record, 'sealed_key_until', values)}`;
+      return updateIfStill(
+        new UpdateItemCommand({
+          TableName,
+          Key: key(record.thingName),
+          ConditionExpression: condition,
+          UpdateExpression: updateExpression({}),
+          ExpressionAttributeValues: Object.keys(values).length > 0 ? values : undefined,
         }),
         signal,
       );

@@ -68,7 +68,16 @@ export const PREVIOUS_ATTRIBUTES = 'previous_certificate_id, previous_region, pr
 export const LEGACY_ATTRIBUTES: readonly string[] = ['used_nonces'];
 
 /**
- * An UpdateExpression from its clauses, shedding LEGACY_ATTRIBUTES. REMOVE comes first: DynamoDB
+ * A key-mode answer's sealed private key (answer-recovery.ts). Every write of ours removes it
+ * (updateExpression) but the mark that writes it and the writes that leave the device's state
+ * alone (a nonce spent, retired certificates forgotten): whatever else happens to a record, a
+ * new certificate, a status call that proves the key, an operator's change, ends its recovery.
+ */
+export const SEALED_KEY_ATTRIBUTES: readonly string[] = ['sealed_key', 'sealed_key_until'];
+
+/**
+ * An UpdateExpression from its clauses, shedding LEGACY_ATTRIBUTES and, unless `keepSealedKey`,
+ * SEALED_KEY_ATTRIBUTES. REMOVE comes first: DynamoDB
  * limits the item as it ends up, but moto applies the clauses in order and would refuse a SET that
  * grows a stuffed item before the REMOVE shrinks it.
  */
@@ -77,11 +86,10 @@ export function updateExpression(clauses: {
   readonly remove?: readonly string[];
   readonly add?: readonly string[];
   readonly delete?: readonly string[];
+  readonly keepSealedKey?: boolean;
 }): string {
-  const remove = [
-    ...(clauses.remove ?? []),
-    ...LEGACY_ATTRIBUTES.filter((name) => !clauses.remove?.includes(name)),
-  ];
+  const shed = [...LEGACY_ATTRIBUTES, ...(clauses.keepSealedKey ? [] : SEALED_KEY_ATTRIBUTES)];
+  const remove = [...(clauses.remove ?? []), ...shed.filter((name) => !clauses.remove?.includes(name))];
   return [
     `REMOVE ${remove.join(', ')}`,
     clauses.set?.length ? `SET ${clauses.set.join(', ')}` : '',

@@ -84,6 +84,8 @@ export interface ReconcileReport {
   readonly previousCertificatesRetired: number;
   /** Provisioned records whose certificate exists but is not ACTIVE (reported, not changed). */
   readonly inactiveCertificates: number;
+  /** Sealed keys (answer-recovery.ts) removed because their window ended. */
+  readonly sealedKeysWiped: number;
   /** True when the circuit breaker stopped the run: nothing destructive was done. */
   readonly aborted: boolean;
   readonly breaker: BreakerVerdict & { readonly planned: number; readonly unreferencedActive: number };
@@ -145,6 +147,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   /** Records naming certificates as retiring (retiring.ts): retired, then forgotten, here too. */
   const retiring: DeviceRecord[] = [];
   const provisioned: DeviceRecord[] = [];
+  /** Records holding a sealed key whose recovery window ended. */
+  const expiredSeals: DeviceRecord[] = [];
   const unreadable: string[] = [];
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
@@ -157,6 +161,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     if (record.claimId && (record.claimExpires ?? 0) <= nowSeconds) stale.push(record);
     if (record.previous && record.previous.retireAfter <= nowSeconds) graceEnded.push(record);
     if (record.retiring.length > 0) retiring.push(record);
+    if (record.raw.sealed_key && (record.sealedKeyUntil ?? 0) <= nowSeconds) expiredSeals.push(record);
     if (record.provStatus === PROV_STATUS.provisioned && record.certificateId && record.region) {
       provisioned.push(record);
     }
@@ -263,6 +268,17 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   let orphanCertificatesQuarantined = 0;
   let quarantinedCertificatesDeleted = 0;
   let recordsReset = 0;
+  // Not under the breaker: a sealed key past its window answers nothing any more, and removing it
+  // touches no certificate and no device state.
+  let sealedKeysWiped = 0;
+  for (const record of expiredSeals) {
+    try {
+      if (await registry.wipeExpiredSealedKey(record, signal)) sealedKeysWiped += 1;
+    } catch (error) {
+      fail(`expired sealed key of ${record.thingName}`, error);
+    }
+  }
+  if (sealedKeysWiped > 0) log(`removed ${sealedKeysWiped} expired sealed keys`);
   if (!aborted) {
     for (const record of stale) {
       try {
@@ -380,7 +396,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
       `${staleClaimsReleased} stale claims released, ${previousCertificatesRetired} previous certificates retired, ` +
       `${orphanCertificatesQuarantined} orphan certificates quarantined, ` +
       `${quarantinedCertificatesDeleted} quarantined certificates deleted, ${recordsReset} records reset, ` +
-      `${inactiveCertificates} inactive certificates reported, ${failures.length} failures`,
+      `${inactiveCertificates} inactive certificates reported, ${sealedKeysWiped} expired sealed keys removed, ` +
+      `${failures.length} failures`,
   );
   if (aborted) count('ReconcilerAborted', 1);
   count('ReconcilerRun', 1);
@@ -393,6 +410,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     recordsReset,
     previousCertificatesRetired,
     inactiveCertificates,
+    sealedKeysWiped,
     aborted,
     breaker: { ...verdict, planned: planned(), unreferencedActive },
     failures,

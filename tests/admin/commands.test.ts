@@ -243,7 +243,8 @@ describe('gdp-admin disable, enable, revoke, reset', () => {
       new UpdateItemCommand({
         TableName: stack.tableName,
         Key: { thing_name: { S: thingName } },
-        UpdateExpression: 'SET first_prov_epoch = :old',
+        // Long ago: its answer-recovery window (sealed_key_until) is long over too.
+        UpdateExpression: 'SET first_prov_epoch = :old REMOVE sealed_key, sealed_key_until',
         ExpressionAttributeValues: { ':old': { N: '1500000000' } },
       }),
     );

@@ -134,6 +134,17 @@ describe('deployment config: after day one', () => {
     );
   });
 
+  it("defaults answer recovery to the function's 300 s, and refuses a window over an hour", () => {
+    const older = withChanges({ certificates: without(certificates, ['answerRecoverySeconds']) });
+    expect(older.certificates.answerRecoverySeconds).toBe(
+      environmentSchema.shape.ANSWER_RECOVERY_SECONDS.parse(undefined),
+    );
+    expect(withChanges({ certificates: { ...certificates, answerRecoverySeconds: 0 } })).toBeDefined();
+    expect(() => withChanges({ certificates: { ...certificates, answerRecoverySeconds: 3601 } })).toThrow(
+      /certificates.answerRecoverySeconds/,
+    );
+  });
+
   it('gives /device-status its own throttling, with defaults for deployment files made before it', () => {
     expect(
       withChanges({ api: without(api, ['statusThrottleRatePerSecond', 'statusThrottleBurst']) }).api,

@@ -34,6 +34,7 @@ it('charts provisionings, refusals by status, geo source, latency p50/p99, throt
     'Reprovisioned',
     'Resumed',
     'SameCertificate',
+    'AnswerRecovered',
   ]);
   expect(metricsOf('Refused, by status')).toEqual(
     expect.arrayContaining(['Status403', 'Status409', 'Status429', 'Status503']),

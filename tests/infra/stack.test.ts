@@ -399,6 +399,7 @@ describe('function', () => {
       kmsKeyId: 'z',
       ca: { kmsKeyId: 'k', certificatePem: 'c' },
       iot: { endpoints: { 'us-east-2': 'e' }, policyManaged: true },
+      answerSealKeyId: 'a',
     });
     expect(Object.keys(environment).sort()).toEqual(Object.keys(expected).sort());
     expect(environment.IOT_REGIONS).toBe(config.iotRegions.join(','));

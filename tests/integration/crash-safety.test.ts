@@ -255,7 +255,7 @@ describe('P7: many requests for one device at once', () => {
       } else {
         // Requests that overlap: one claim wins, the others get 429. A request the local edge had
         // to queue behind a busy sandbox starts after the winner finished: to the service that is a
-        // lost answer asked again, so it is re-issued and the winner's certificate retired.
+        // lost answer asked again, so it gets the winner's answer again (answer recovery).
         expect(statuses.filter((status) => status === 200).length).toBeLessThanOrEqual(1 + 3);
       }
       expectProvisionedOnce(await auditDevice(thingName, REGION, String(live[0]?.body.certificatePem)));
@@ -325,7 +325,8 @@ describe('P8: no two live certificates, even before the reconciler runs', () => 
       expect(first.status).toBe(200);
       const replaced = sha256Hex(new X509Certificate(String(first.body.certificatePem)).raw);
 
-      // A lost answer asked again: re-issued, and killed right after the mark.
+      // A lost answer asked again after its recovery window: re-issued, and killed right after the mark.
+      await moveRecordClock(thingName, 'sealed_key_until', { at: Math.floor(Date.now() / 1000) - 1 });
       await setFaults({ kills: [{ point: 'marked', thingName, times: 1 }] });
       const killed = await post(v2Body(thingName), PORTLAND);
       await clearFaults();

@@ -195,7 +195,17 @@ async function bootstrap(
     }),
   );
   progress(`KMS key ${kmsKeyId} and encrypted ipstack key in ${parameterName}`);
-  return kmsKeyId;
+  // The symmetric key that seals generated device keys for answer recovery (answer-recovery.ts).
+  const sealKey = await kms.send(
+    new CreateKeyCommand({
+      Description: 'global-device-provisioning local: seals generated device keys (answer recovery)',
+      KeyUsage: 'ENCRYPT_DECRYPT',
+    }),
+  );
+  const answerSealKeyId = sealKey.KeyMetadata?.Arn;
+  if (!answerSealKeyId) throw new Error('KMS CreateKey returned no seal key ARN');
+  progress(`KMS key ${answerSealKeyId} seals generated device keys`);
+  return { kmsKeyId, answerSealKeyId };
 }
 
 async function loadBrokerModule(): Promise<StartRegionalBrokers | undefined> {
@@ -281,7 +291,7 @@ async function main(): Promise<void> {
   closers.push({ name: 'ipstack fake', close: ipstack.close });
   progress(`ipstack fake ready at ${ipstack.url}`);
 
-  const kmsKeyId = await bootstrap(
+  const { kmsKeyId, answerSealKeyId } = await bootstrap(
     proxy.url,
     deployment.homeRegion,
     deployment.tableName,
@@ -338,6 +348,7 @@ async function main(): Promise<void> {
       // What the local DescribeEndpoint answers, and the policies made above: a cold sandbox asks
       // AWS IoT for neither, as in AWS.
       iot: { endpoints: mqttEndpoints, policyManaged: true },
+      answerSealKeyId,
     }) as Record<string, string>),
     IPSTACK_URL: ipstack.url,
     IPSTACK_KEY_PARAMETER: deployment.ipstackKeyParameter,

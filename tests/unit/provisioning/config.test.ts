@@ -59,6 +59,21 @@ describe('function configuration', () => {
     });
   });
 
+  it('recovers lost key-mode answers only with a seal key and a window', () => {
+    const sealKeyId = 'arn:aws:kms:us-east-2:123456789012:key/11111111-1111-1111-1111-111111111111';
+    expect(loadConfig(valid).answerRecovery).toBeUndefined();
+    expect(loadConfig({ ...valid, ANSWER_SEAL_KEY_ID: sealKeyId }).answerRecovery).toEqual({
+      seconds: 300,
+      sealKeyId,
+    });
+    expect(
+      loadConfig({ ...valid, ANSWER_SEAL_KEY_ID: sealKeyId, ANSWER_RECOVERY_SECONDS: '0' }).answerRecovery,
+    ).toBeUndefined();
+    expect(() => loadConfig({ ...valid, ANSWER_RECOVERY_SECONDS: 'soon' })).toThrow(
+      /ANSWER_RECOVERY_SECONDS/,
+    );
+  });
+
   it.each([
     [{ TABLE_NAME: undefined }, 'TABLE_NAME'],
     [{ IOT_REGIONS: 'us-east-2,moon-1' }, 'IOT_REGIONS'],

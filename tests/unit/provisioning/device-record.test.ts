@@ -95,12 +95,80 @@ describe('what a verified request gets, from the record as read', () => {
     expect(decision).toMatchObject({ kind: 'same-certificate', region: 'eu-central-1' });
   });
 
-  it('re-issues a lost key-mode answer inside the window, retiring the live certificate', () => {
+  it('re-issues a lost key-mode answer inside the window when no key is sealed, retiring the live certificate', () => {
     const decision = decide(provisioned(), { thingName: 'wm101' }, rules);
     expect(decision).toEqual({
       kind: 'issue',
       reissue: true,
       retire: [{ certificateId: 'a'.repeat(64), region: 'eu-central-1' }],
+    });
+  });
+
+  describe('a lost key-mode answer whose key is sealed (answer recovery)', () => {
+    const sealed = (until: number, extra: Record<string, AttributeValue> = {}) =>
+      provisioned({
+        sealed_key: { B: Buffer.from('ciphertext') },
+        sealed_key_until: { N: String(until) },
+        ...extra,
+      });
+
+    it('recovers the same certificate and key while the seal lasts', () => {
+      expect(decide(sealed(NOW + 1), { thingName: 'wm101' }, rules)).toEqual({
+        kind: 'recover',
+        region: 'eu-central-1',
+        certificateId: 'a'.repeat(64),
+        certificatePem: expect.stringContaining('BEGIN CERTIFICATE'),
+        sealedKey: Buffer.from('ciphertext'),
+      });
+    });
+
+    it('re-issues once the seal has ended, as without one', () => {
+      expect(decide(sealed(NOW), { thingName: 'wm101' }, rules)).toMatchObject({
+        kind: 'issue',
+        reissue: true,
+      });
+    });
+
+    it('never recovers for a request with a CSR: its key is the CSR key', () => {
+      const decision = decide(sealed(NOW + 60), { thingName: 'wm101', csrKeySha256: 'k'.repeat(64) }, rules);
+      expect(decision).toMatchObject({ kind: 'same-certificate' });
+    });
+
+    it('recovers past the re-issue window and limit: it registers nothing', () => {
+      const late = sealed(NOW + 60, {
+        first_prov_epoch: { N: String(NOW - 301) },
+        reissue_count: { N: '3' },
+      });
+      expect(decide(late, { thingName: 'wm101' }, rules)).toMatchObject({ kind: 'recover' });
+    });
+
+    it.each([
+      ['disabled', 403],
+      ['revoked', 403],
+    ])('still refuses a %s device first', (status, code) => {
+      const decision = decide(
+        sealed(NOW + 60, { prov_status: { S: status } }),
+        { thingName: 'wm101' },
+        rules,
+      );
+      expect(decision).toMatchObject({ kind: 'refuse', error: { status: code } });
+    });
+
+    it('still refuses a replayed nonce, and waits for a live claim', () => {
+      const replayed = sealed(NOW + 60, { recent_nonces: { SS: [`${NOW}.nonce-one-abcdefgh`] } });
+      expect(
+        decide(replayed, { thingName: 'wm101', nonceEntry: `${NOW}.nonce-one-abcdefgh` }, rules),
+      ).toMatchObject({ kind: 'refuse', error: { status: 401 } });
+      const held = sealed(NOW + 60, { claim_id: { S: 'other' }, claim_expires: { N: String(NOW + 55) } });
+      expect(decide(held, { thingName: 'wm101' }, rules)).toMatchObject({
+        kind: 'refuse',
+        error: { status: 429 },
+      });
+    });
+
+    it('reads a sealed key of the wrong type as none', () => {
+      const odd = provisioned({ sealed_key: { S: 'text' }, sealed_key_until: { N: String(NOW + 60) } });
+      expect(decide(odd, { thingName: 'wm101' }, rules)).toMatchObject({ kind: 'issue' });
     });
   });
 
