@@ -3,16 +3,10 @@
  * it) with an admission table of this test's own, so its schedules can be set without slowing
  * any other test's region. Calls are counted in the AWS proxy's call log.
  */
-import {
-  CreateTableCommand,
-  GetItemCommand,
-  PutItemCommand,
-  ResourceInUseException,
-} from '@aws-sdk/client-dynamodb';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { memoryAdmissionState, Verdict } from '../../functions/provisioning/admission';
 import { dynamoAdmissionState } from '../../functions/provisioning/admission-state';
-import { loadConfig } from '../../functions/provisioning/config';
-import { awsDependencies, createHandler } from '../../functions/provisioning/http';
+import { admissionTable } from './admission-table';
 import { awsDeviceIot } from '../../functions/provisioning/iot';
 import { readFileSync } from 'node:fs';
 import { addDevice } from '../local/stack';
@@ -41,37 +35,7 @@ const TABLE = `admission-test-${process.pid}`;
 
 useLocalAws();
 
-function handlerWith(environment: Record<string, string> = {}) {
-  return createHandler(
-    awsDependencies(
-      loadConfig({
-        ...process.env,
-        ...stack.functionEnvironment,
-        ADMISSION_TABLE_NAME: TABLE,
-        ADMISSION_JITTER_SECONDS: '0',
-        ...environment,
-      }),
-    ),
-  );
-}
-
-async function call(handler: ReturnType<typeof createHandler>, body: unknown) {
-  const answer = await handler({
-    headers: {
-      'content-type': 'application/json',
-      'x-origin-verify': stack.functionEnvironment.ORIGIN_VERIFY_SECRET as string,
-      ...SEOUL,
-    },
-    body: JSON.stringify(body),
-    isBase64Encoded: false,
-    requestContext: { http: { method: 'POST', sourceIp: '203.0.113.7' } },
-  } as unknown as Parameters<typeof handler>[0]);
-  return {
-    status: answer.statusCode,
-    retryAfter: Number(answer.headers?.['retry-after'] ?? NaN),
-    body: JSON.parse(String(answer.body)) as Record<string, unknown>,
-  };
-}
+const { create, handlerWith, call, schedule } = admissionTable(TABLE, SEOUL);
 
 /** The proxy's calls made while `work` ran. */
 async function callsDuring(work: () => Promise<unknown>): Promise<CallRecord[]> {
@@ -82,13 +46,6 @@ async function callsDuring(work: () => Promise<unknown>): Promise<CallRecord[]> 
 
 const iotCalls = (calls: CallRecord[]) => calls.filter((call) => call.what.startsWith('iot '));
 
-async function schedule(region: string) {
-  const item = await registryClient().send(
-    new GetItemCommand({ TableName: TABLE, Key: { region: { S: region } }, ConsistentRead: true }),
-  );
-  return item.Item;
-}
-
 async function setSchedule(region: string, nextFreeMs: number) {
   await registryClient().send(
     new PutItemCommand({
@@ -98,20 +55,7 @@ async function setSchedule(region: string, nextFreeMs: number) {
   );
 }
 
-beforeAll(async () => {
-  await registryClient()
-    .send(
-      new CreateTableCommand({
-        TableName: TABLE,
-        AttributeDefinitions: [{ AttributeName: 'region', AttributeType: 'S' }],
-        KeySchema: [{ AttributeName: 'region', KeyType: 'HASH' }],
-        BillingMode: 'PAY_PER_REQUEST',
-      }),
-    )
-    .catch((error: unknown) => {
-      if (!(error instanceof ResourceInUseException)) throw error;
-    });
-});
+beforeAll(create);
 
 afterEach(clearFaults);
 

@@ -4,14 +4,8 @@
  * storm there would leave it. A device located in Frankfurt (CloudFront's coordinates, no
  * country) is placed in London, the next-nearest enabled region, when spill-over is on.
  */
-import {
-  CreateTableCommand,
-  GetItemCommand,
-  PutItemCommand,
-  ResourceInUseException,
-} from '@aws-sdk/client-dynamodb';
-import { loadConfig } from '../../functions/provisioning/config';
-import { awsDependencies, createHandler } from '../../functions/provisioning/http';
+import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { admissionTable } from './admission-table';
 import { createHash, randomUUID } from 'node:crypto';
 import { getCalls, getFaults } from '../local/aws-proxy';
 import { certificatesOfOurCa } from './audit';
@@ -43,50 +37,7 @@ const SPILL_OVER = JSON.stringify({ afterWaitSeconds: 60, maxExtraKm: 1500 });
 
 useLocalAws();
 
-function dependenciesWith(environment: Record<string, string> = {}) {
-  return awsDependencies(
-    loadConfig({
-      ...process.env,
-      ...stack.functionEnvironment,
-      ADMISSION_TABLE_NAME: TABLE,
-      ADMISSION_JITTER_SECONDS: '0',
-      ...environment,
-    }),
-  );
-}
-
-function handlerWith(environment: Record<string, string> = {}) {
-  return createHandler(dependenciesWith(environment));
-}
-
-async function call(
-  handler: ReturnType<typeof createHandler>,
-  body: unknown,
-  viewer: Record<string, string> = FRANKFURT,
-) {
-  const answer = await handler({
-    headers: {
-      'content-type': 'application/json',
-      'x-origin-verify': stack.functionEnvironment.ORIGIN_VERIFY_SECRET as string,
-      ...viewer,
-    },
-    body: JSON.stringify(body),
-    isBase64Encoded: false,
-    requestContext: { http: { method: 'POST', sourceIp: '203.0.113.7' } },
-  } as unknown as Parameters<typeof handler>[0]);
-  return {
-    status: answer.statusCode,
-    retryAfter: Number(answer.headers?.['retry-after'] ?? NaN),
-    body: JSON.parse(String(answer.body)) as Record<string, unknown>,
-  };
-}
-
-async function schedule(region: string) {
-  const item = await registryClient().send(
-    new GetItemCommand({ TableName: TABLE, Key: { region: { S: region } }, ConsistentRead: true }),
-  );
-  return item.Item;
-}
+const { create, dependenciesWith, handlerWith, call, schedule } = admissionTable(TABLE, FRANKFURT);
 
 /** A region as a storm leaves it: admitted work and a queue of refused devices far ahead. */
 async function backlog(region: string, seconds: number) {
@@ -103,20 +54,7 @@ async function idle(region: string) {
   await registryClient().send(new PutItemCommand({ TableName: TABLE, Item: { region: { S: region } } }));
 }
 
-beforeAll(async () => {
-  await registryClient()
-    .send(
-      new CreateTableCommand({
-        TableName: TABLE,
-        AttributeDefinitions: [{ AttributeName: 'region', AttributeType: 'S' }],
-        KeySchema: [{ AttributeName: 'region', KeyType: 'HASH' }],
-        BillingMode: 'PAY_PER_REQUEST',
-      }),
-    )
-    .catch((error: unknown) => {
-      if (!(error instanceof ResourceInUseException)) throw error;
-    });
-});
+beforeAll(create);
 
 afterEach(clearFaults);
 
