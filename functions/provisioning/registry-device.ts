@@ -238,11 +238,20 @@ export function deviceRegistry(table: RegistryTable): DeviceRegistry {
             TableName,
             Key: key(claim.thingName),
             ConditionExpression: 'claim_id = :claim AND pending_certificate_id = :pendingId',
-            UpdateExpression: 'SET pending_region = :region',
+            // Like every write of ours, it counts in record_version: an operator who read the
+            // record before it can't write over the region it names.
+            UpdateExpression: updateExpression({
+              set: [
+                'pending_region = :region',
+                'record_version = if_not_exists(record_version, :zero) + :one',
+              ],
+            }),
             ExpressionAttributeValues: {
               ':claim': { S: claim.claimId },
               ':pendingId': { S: claim.pending.certificateId },
               ':region': { S: region },
+              ':zero': { N: '0' },
+              ':one': { N: '1' },
             },
           }),
           { abortSignal: signal },
