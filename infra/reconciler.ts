@@ -43,7 +43,12 @@ export const RECONCILER_CERTIFICATE_ACTIONS = [
 ] as const;
 export const RECONCILER_POLICY_ACTIONS = ['iot:DetachPolicy'] as const;
 /** List actions with no resource-level permission: Resource "*", limited to the enabled regions. */
-export const RECONCILER_UNSCOPABLE_ACTIONS = ['iot:ListCACertificates', 'iot:ListCertificatesByCA'] as const;
+export const RECONCILER_UNSCOPABLE_ACTIONS = [
+  'iot:ListCACertificates',
+  'iot:ListCertificatesByCA',
+  // The sweep of empty things of ours (reconcile.ts, step 5).
+  'iot:ListThings',
+] as const;
 
 export interface ReconcilerProps {
   readonly config: DeploymentConfig;

@@ -30,6 +30,7 @@ import {
   ListCertificatesByCACommand,
   ListPrincipalThingsCommand,
   ListThingPrincipalsCommand,
+  ListThingsCommand,
   RegisterCertificateCommand,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
@@ -133,6 +134,8 @@ export interface DeviceIot {
   deleteThingIfOursAndEmpty(region: string, thingName: string, signal?: AbortSignal): Promise<boolean>;
   /** Certificates our CA issued in the region (the reconciler). */
   listCertificatesOfOurCa(region: string, signal?: AbortSignal): AsyncIterable<CertificateListing>;
+  /** Names of the things that carry our marker in the region (the reconciler's sweep of empty ones). */
+  listThingsOfOurs(region: string, signal?: AbortSignal): AsyncIterable<string>;
   /** The certificate's state, or undefined when it does not exist. */
   describeCertificate(
     region: string,
@@ -527,6 +530,23 @@ export function awsDeviceIot(settings: DeviceIotSettings): DeviceIot {
       if ((await thingPrincipals(region, thingName, signal)).length > 0) return false;
       await gone(() => iot.send(new DeleteThingCommand({ thingName }), { abortSignal: signal }));
       return true;
+    },
+
+    async *listThingsOfOurs(region, signal) {
+      let nextToken: string | undefined;
+      do {
+        const page = await client(region).send(
+          new ListThingsCommand({
+            attributeName: THING_MARKER.name,
+            attributeValue: THING_MARKER.value,
+            maxResults: 250,
+            nextToken,
+          }),
+          { abortSignal: signal },
+        );
+        for (const thing of page.things ?? []) if (thing.thingName) yield thing.thingName;
+        nextToken = page.nextToken;
+      } while (nextToken);
     },
 
     async *listCertificatesOfOurCa(region, signal) {

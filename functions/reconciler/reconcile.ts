@@ -25,6 +25,11 @@
  *    can provision again. Judged again on the record read fresh just before the write (a move or
  *    a re-provisioning may have happened since the scan), and written only if the record is still
  *    at that version and region.
+ * 5. Empty things of ours in a region where no record places the device: what a CreateThing left
+ *    that AWS IoT applied after its answer was lost (a retry succeeded meanwhile, and a move or an
+ *    undo deleted the thing before the late one landed). Provably ours (our marker attribute),
+ *    judged again on the record read fresh, and deleted only while it holds no certificate
+ *    (iot.deleteThingIfOursAndEmpty); a thing with a certificate is left to step 3's quarantine.
  *
  * `ReconcilerRun` (1) is emitted at the end of every run that got that far, aborted or not: a
  * heartbeat. A run that throws (the table or IoT unreadable) emits none, which is the point.
@@ -86,6 +91,8 @@ export interface ReconcileReport {
   readonly inactiveCertificates: number;
   /** Sealed keys (answer-recovery.ts) removed because their window ended. */
   readonly sealedKeysWiped: number;
+  /** Empty things of ours deleted from regions where no record places their device (step 5). */
+  readonly strayThingsDeleted: number;
   /** True when the circuit breaker stopped the run: nothing destructive was done. */
   readonly aborted: boolean;
   readonly breaker: BreakerVerdict & { readonly planned: number; readonly unreferencedActive: number };
@@ -121,6 +128,16 @@ export function unreadableReferences(record: DeviceRecord): string[] {
   return [...new Set(problems)].map((attribute) => `${record.thingName}: ${attribute}`);
 }
 
+/**
+ * The regions a record places its device in, where its thing must stay: where it lives, where a
+ * move takes or took it, and where any certificate it names is registered.
+ */
+function placedIn(record: DeviceRecord): string[] {
+  const regions = referencedCertificates(record).map((ref) => ref.region);
+  if (record.region) regions.push(record.region);
+  return [...new Set(regions)];
+}
+
 interface Listed {
   readonly region: string;
   readonly certificateId: string;
@@ -150,6 +167,8 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   /** Records holding a sealed key whose recovery window ended. */
   const expiredSeals: DeviceRecord[] = [];
   const unreadable: string[] = [];
+  /** `region/thingName` of every region a record places its device in (step 5 keeps their things). */
+  const placed = new Set<string>();
   let recordsScanned = 0;
   for await (const record of registry.scan(signal)) {
     recordsScanned += 1;
@@ -157,6 +176,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     unreadable.push(...unreadableReferences(record));
     // The live copy, a pending intent, a renewal's previous one, and a move's copy in the other region.
     for (const ref of referencedCertificates(record)) referenced.add(refKey(ref.region, ref.certificateId));
+    for (const region of placedIn(record)) placed.add(refKey(region, record.thingName));
     if (!record.thingName.startsWith(deps.thingNamePrefix ?? '')) continue;
     if (record.claimId && (record.claimExpires ?? 0) <= nowSeconds) stale.push(record);
     if (record.previous && record.previous.retireAfter <= nowSeconds) graceEnded.push(record);
@@ -196,6 +216,21 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
       fail(`listing the certificates of our CA in ${region}`, error);
     }
   }
+  // Plan 2b: things of ours in regions no record places them in (step 5), in the regions whose
+  // certificates were listed whole (so a region AWS could not answer for is left alone).
+  const strayThings: { readonly region: string; readonly thingName: string }[] = [];
+  for (const region of listedRegions) {
+    const inRegion: { region: string; thingName: string }[] = [];
+    try {
+      for await (const thingName of iot.listThingsOfOurs(region, signal)) {
+        if (!thingName.startsWith(deps.thingNamePrefix ?? '')) continue;
+        if (!placed.has(refKey(region, thingName))) inRegion.push({ region, thingName });
+      }
+      strayThings.push(...inRegion);
+    } catch (error) {
+      fail(`listing the things of ours in ${region}`, error);
+    }
+  }
   const unreferencedActive = listed.filter(
     (certificate) =>
       certificate.status === 'ACTIVE' &&
@@ -217,7 +252,13 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   const limit = breakerLimit(limits, listed.length);
   const retiringCount = retiring.reduce((sum, record) => sum + record.retiring.length, 0);
   const planned = () =>
-    stale.length + graceEnded.length + retiringCount + toQuarantine.length + toDelete.length + missing.length;
+    stale.length +
+    graceEnded.length +
+    retiringCount +
+    toQuarantine.length +
+    toDelete.length +
+    missing.length +
+    strayThings.length;
   const overLimit = () => deps.allowLarge !== true && (planned() > limit || unreferencedActive > limit);
   let inactiveCertificates = 0;
   const statusOf = new Map(
@@ -268,6 +309,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
   let orphanCertificatesQuarantined = 0;
   let quarantinedCertificatesDeleted = 0;
   let recordsReset = 0;
+  let strayThingsDeleted = 0;
   // Not under the breaker: a sealed key past its window answers nothing any more, and removing it
   // touches no certificate and no device state.
   let sealedKeysWiped = 0;
@@ -387,16 +429,38 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
         fail(`resetting ${scanned.thingName}`, error);
       }
     }
+
+    for (const stray of strayThings) {
+      const what = `thing ${stray.thingName} in ${stray.region}`;
+      try {
+        budget.spend(what);
+        // Judged again on the record as it is now: a request or a move may place the device there since.
+        const record = await registry.read(stray.thingName, signal);
+        if (record && placedIn(record).includes(stray.region)) continue;
+        // Ours and empty only (checked just before the delete); one holding a certificate stays.
+        if (await iot.deleteThingIfOursAndEmpty(stray.region, stray.thingName, signal)) {
+          strayThingsDeleted += 1;
+          log(`deleted empty ${what} (no record places the device there)`);
+        }
+      } catch (error) {
+        fail(what, error);
+      }
+    }
   }
 
   const fixed =
-    staleClaimsReleased + orphanCertificatesQuarantined + quarantinedCertificatesDeleted + recordsReset;
+    staleClaimsReleased +
+    orphanCertificatesQuarantined +
+    quarantinedCertificatesDeleted +
+    recordsReset +
+    strayThingsDeleted;
   log(
     `done in ${now() - startedAt} ms${aborted ? ' (ABORTED by the circuit breaker: nothing changed)' : ''}: ` +
       `${staleClaimsReleased} stale claims released, ${previousCertificatesRetired} previous certificates retired, ` +
       `${orphanCertificatesQuarantined} orphan certificates quarantined, ` +
       `${quarantinedCertificatesDeleted} quarantined certificates deleted, ${recordsReset} records reset, ` +
       `${inactiveCertificates} inactive certificates reported, ${sealedKeysWiped} expired sealed keys removed, ` +
+      `${strayThingsDeleted} empty things deleted, ` +
       `${failures.length} failures`,
   );
   if (aborted) count('ReconcilerAborted', 1);
@@ -411,6 +475,7 @@ export async function reconcile(deps: ReconcileDependencies): Promise<ReconcileR
     previousCertificatesRetired,
     inactiveCertificates,
     sealedKeysWiped,
+    strayThingsDeleted,
     aborted,
     breaker: { ...verdict, planned: planned(), unreferencedActive },
     failures,

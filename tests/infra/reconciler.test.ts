@@ -134,6 +134,7 @@ describe('reconciler IAM', () => {
         'iot:DeleteCertificate',
         'iot:DescribeThing',
         'iot:DeleteThing',
+        'iot:ListThings',
       ]),
     );
   });
@@ -158,7 +159,11 @@ describe('reconciler IAM', () => {
   it('uses "*" only for the two list actions AWS cannot scope, limited to the enabled regions', () => {
     const unscoped = policy.filter((statement) => list(statement.Resource).includes('*'));
     expect(unscoped).toHaveLength(1);
-    expect(list(unscoped[0]!.Action).sort()).toEqual(['iot:ListCACertificates', 'iot:ListCertificatesByCA']);
+    expect(list(unscoped[0]!.Action).sort()).toEqual([
+      'iot:ListCACertificates',
+      'iot:ListCertificatesByCA',
+      'iot:ListThings',
+    ]);
     expect(unscoped[0]!.Condition).toEqual({ StringEquals: { 'aws:RequestedRegion': config.iotRegions } });
   });
 });

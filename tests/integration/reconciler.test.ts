@@ -5,7 +5,9 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
+  CreateThingCommand,
   DeleteCertificateCommand,
+  DescribeThingCommand,
   DetachPolicyCommand,
   DetachThingPrincipalCommand,
   ListThingPrincipalsCommand,
@@ -13,6 +15,7 @@ import {
   RegisterCertificateWithoutCACommand,
   UpdateCertificateCommand,
 } from '@aws-sdk/client-iot';
+import { THING_MARKER } from '../../functions/provisioning/iot';
 import { addDevice } from '../local/stack';
 import { testCa } from '../support/ca';
 import {
@@ -122,5 +125,39 @@ describe('the reconciler', () => {
     const principals = await iot.send(new ListThingPrincipalsCommand({ thingName }));
     expect(principals.principals).toHaveLength(1);
     expect(new X509Certificate(String(again.body.certificatePem)).subject).toBe(`CN=${thingName}`);
+  });
+
+  it('deletes an empty thing of ours where no record places its device, and nothing else', async () => {
+    const prefix = uniqueThingName('stray');
+    const lives = `${prefix}-lives`;
+    await addDevice(stack, lives);
+    expect((await post(v1Body(lives), PLACES.mumbai)).status).toBe(200);
+    // A CreateThing applied after its answer was lost, once a move had deleted the thing: ours, empty.
+    const elsewhere = 'eu-north-1';
+    const ours = { attributePayload: { attributes: { [THING_MARKER.name]: THING_MARKER.value } } };
+    await iotIn(elsewhere).send(new CreateThingCommand({ thingName: lives, ...ours }));
+    // Someone else's empty thing under a name of ours, and an empty thing of ours with no record at all.
+    await iotIn(elsewhere).send(new CreateThingCommand({ thingName: `${prefix}-foreign` }));
+    await iotIn(elsewhere).send(new CreateThingCommand({ thingName: `${prefix}-unknown`, ...ours }));
+    // An empty thing of ours in the region its record names (a revoked device keeps its thing).
+    const revoked = `${prefix}-revoked`;
+    await addDevice(stack, revoked, { prov_status: { S: 'revoked' }, aws_region: { S: REGION } });
+    await iotIn(REGION).send(new CreateThingCommand({ thingName: revoked, ...ours }));
+
+    const report = await localReconcile({ thingNamePrefix: prefix });
+    expect(report.failures).toEqual([]);
+    expect(report.strayThingsDeleted).toBe(2);
+    const exists = (region: string, thingName: string) =>
+      iotIn(region)
+        .send(new DescribeThingCommand({ thingName }))
+        .then(
+          () => true,
+          () => false,
+        );
+    expect(await exists(elsewhere, lives)).toBe(false);
+    expect(await exists(elsewhere, `${prefix}-unknown`)).toBe(false);
+    expect(await exists(elsewhere, `${prefix}-foreign`)).toBe(true);
+    expect(await exists(REGION, lives)).toBe(true);
+    expect(await exists(REGION, revoked)).toBe(true);
   });
 });
