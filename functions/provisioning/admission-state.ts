@@ -10,7 +10,7 @@
  * two or three; every one is a single-item conditional write, so the schedule is shared by
  * every concurrent invocation without a lock. A request AWS IoT throttled after all reads the
  * schedule (GetItem) to queue behind it. A region a request may spill into is only tried
- * (tryTake): one or two writes, never a place in its queue. DynamoDB has no max(), hence the shape: try the
+ * (take with ONLY_IF_ROOM): one or two writes, never a place in its queue. DynamoDB has no max(), hence the shape: try the
  * idle case, and learn the schedule from the failed condition's ALL_OLD for the busy case.
  *
  * Item: region (S, key), next_free_ms (N), promised_ms (N), epoch milliseconds.
@@ -116,55 +116,42 @@ export function dynamoAdmissionState(settings: { region: string; tableName: stri
     }
   }
 
-  /** The schedule's rule (admission.ts, takeSlot); a refusal past `unqueuedOverMs` joins no queue. */
-  const takeOr = (
-    region: string,
-    nowMs: number,
-    costMs: number,
-    maxWaitMs: number,
-    signal: AbortSignal | undefined,
-    unqueuedOverMs: number | undefined,
-  ) =>
-    guarded(async () => {
-      // The idle region: its schedule lies in the past (or it has none yet).
-      const idle = await update(
-        region,
-        {
-          ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :now',
-          UpdateExpression: 'SET next_free_ms = :next',
-          ExpressionAttributeValues: { ':now': number(nowMs), ':next': number(nowMs + costMs) },
-        },
-        signal,
-      );
-      if (idle.written) return { kind: 'admitted', slotMs: nowMs, backlogMs: 0 };
-      let seen = scheduleOf(idle.item);
-      if (fitsWithin(seen.nextFreeMs, nowMs, maxWaitMs)) {
-        // Busy but within the bound: book the slot after the admitted work.
-        const booked = await update(
+  return {
+    // The schedule's rule (admission.ts, takeSlot); a refusal past `unqueuedOverMs` joins no queue.
+    take: (region, nowMs, costMs, maxWaitMs, signal, unqueuedOverMs) =>
+      guarded(async () => {
+        // The idle region: its schedule lies in the past (or it has none yet).
+        const idle = await update(
           region,
           {
-            ConditionExpression: 'next_free_ms <= :latest',
-            UpdateExpression: 'ADD next_free_ms :cost',
-            ExpressionAttributeValues: { ':latest': number(nowMs + maxWaitMs), ':cost': number(costMs) },
+            ConditionExpression: 'attribute_not_exists(next_free_ms) OR next_free_ms <= :now',
+            UpdateExpression: 'SET next_free_ms = :next',
+            ExpressionAttributeValues: { ':now': number(nowMs), ':next': number(nowMs + costMs) },
           },
           signal,
         );
-        if (booked.written) {
-          const next = scheduleOf(booked.item).nextFreeMs ?? nowMs + costMs;
-          const slotMs = Math.max(nowMs, next - costMs);
-          return { kind: 'admitted', slotMs, backlogMs: slotMs - nowMs };
+        if (idle.written) return { kind: 'admitted', slotMs: nowMs, backlogMs: 0 };
+        let seen = scheduleOf(idle.item);
+        if (fitsWithin(seen.nextFreeMs, nowMs, maxWaitMs)) {
+          // Busy but within the bound: book the slot after the admitted work.
+          const booked = await update(
+            region,
+            {
+              ConditionExpression: 'next_free_ms <= :latest',
+              UpdateExpression: 'ADD next_free_ms :cost',
+              ExpressionAttributeValues: { ':latest': number(nowMs + maxWaitMs), ':cost': number(costMs) },
+            },
+            signal,
+          );
+          if (booked.written) {
+            const next = scheduleOf(booked.item).nextFreeMs ?? nowMs + costMs;
+            const slotMs = Math.max(nowMs, next - costMs);
+            return { kind: 'admitted', slotMs, backlogMs: slotMs - nowMs };
+          }
+          seen = scheduleOf(booked.item);
         }
-        seen = scheduleOf(booked.item);
-      }
-      return unqueued(seen, nowMs, unqueuedOverMs) ?? promise(region, seen, nowMs, costMs, signal);
-    });
-
-  return {
-    take: (region, nowMs, costMs, maxWaitMs, signal, unqueuedOverMs) =>
-      takeOr(region, nowMs, costMs, maxWaitMs, signal, unqueuedOverMs),
-    // Any refusal joins no queue: its backlog is past maxWaitMs, so over -1.
-    tryTake: (region, nowMs, costMs, maxWaitMs, signal) =>
-      takeOr(region, nowMs, costMs, maxWaitMs, signal, -1),
+        return unqueued(seen, nowMs, unqueuedOverMs) ?? promise(region, seen, nowMs, costMs, signal);
+      }),
 
     queue: (region, nowMs, costMs, signal) =>
       guarded(async () => {

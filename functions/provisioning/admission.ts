@@ -37,7 +37,7 @@ export type Verdict =
       readonly kind: 'refused';
       readonly slotMs: number;
       readonly backlogMs: number;
-      /** False: the request took no place in the queue (tryTake, or take past unqueuedOverMs). */
+      /** False: the request took no place in the queue (its backlog was past unqueuedOverMs). */
       readonly queued?: false;
     }
   /** The schedule could not be read or written: admitted or refused by the configured choice. */
@@ -78,6 +78,9 @@ export function takeSlot(schedule: Schedule, nowMs: number, costMs: number, maxW
   };
 }
 
+/** `unqueuedOverMs` for a slot only when it fits now: every refusal's backlog is over it. */
+export const ONLY_IF_ROOM = -1;
+
 /**
  * A refusal that takes no place in the queue, when its backlog is over `unqueuedOverMs`: a request
  * that may go elsewhere (spill-over) must not leave a phantom slot in a queue it never returns to.
@@ -101,26 +104,17 @@ export function memoryAdmissionState(): AdmissionState & { readonly schedules: M
     schedules.set(region, decided.schedule);
     return Promise.resolve(decided.verdict);
   };
-  const takeOr = (
-    region: string,
-    nowMs: number,
-    costMs: number,
-    maxWaitMs: number,
-    unqueuedOverMs?: number,
-  ) => {
-    const schedule = schedules.get(region) ?? {};
-    const left = fitsWithin(schedule.nextFreeMs, nowMs, maxWaitMs)
-      ? undefined
-      : unqueued(schedule, nowMs, unqueuedOverMs);
-    return left
-      ? Promise.resolve<Verdict>(left)
-      : apply(region, takeSlot(schedule, nowMs, costMs, maxWaitMs));
-  };
   return {
     schedules,
-    take: (region, nowMs, costMs, maxWaitMs, _signal, unqueuedOverMs) =>
-      takeOr(region, nowMs, costMs, maxWaitMs, unqueuedOverMs),
-    tryTake: (region, nowMs, costMs, maxWaitMs) => takeOr(region, nowMs, costMs, maxWaitMs, -1),
+    take: (region, nowMs, costMs, maxWaitMs, _signal, unqueuedOverMs) => {
+      const schedule = schedules.get(region) ?? {};
+      const left = fitsWithin(schedule.nextFreeMs, nowMs, maxWaitMs)
+        ? undefined
+        : unqueued(schedule, nowMs, unqueuedOverMs);
+      return left
+        ? Promise.resolve<Verdict>(left)
+        : apply(region, takeSlot(schedule, nowMs, costMs, maxWaitMs));
+    },
     queue: (region, nowMs, costMs) => apply(region, joinQueue(schedules.get(region) ?? {}, nowMs, costMs)),
   };
 }
@@ -166,6 +160,8 @@ export interface AdmissionState {
   /**
    * Takes a slot for `costMs` of the region's budget at `nowMs`, or a place in its queue; with
    * `unqueuedOverMs`, a refusal whose backlog is longer than that takes no place (queued: false).
+   * ONLY_IF_ROOM (-1) takes a slot only when it fits now: for a region a request might spill
+   * into, so that a storm elsewhere can't fill a quiet region's queue with phantoms.
    */
   take(
     region: string,
@@ -174,17 +170,6 @@ export interface AdmissionState {
     maxWaitMs: number,
     signal?: AbortSignal,
     unqueuedOverMs?: number,
-  ): Promise<Verdict>;
-  /**
-   * Takes a slot only when it fits now (within maxWaitMs); a refusal joins no queue. For a region a
-   * request might spill into: a storm elsewhere must not fill a quiet region's queue with phantoms.
-   */
-  tryTake(
-    region: string,
-    nowMs: number,
-    costMs: number,
-    maxWaitMs: number,
-    signal?: AbortSignal,
   ): Promise<Verdict>;
   /** Takes a place in the region's queue (a request that AWS IoT throttled after all). */
   queue(region: string, nowMs: number, costMs: number, signal?: AbortSignal): Promise<Verdict>;
@@ -320,12 +305,13 @@ export async function admitIfRoom(
   const rates = settings.rates[region];
   if (!rates) return false;
   const now = (admission.clock ?? Date.now)();
-  const verdict = await state.tryTake(
+  const verdict = await state.take(
     region,
     now,
     costMs(callsOfRequest(retiring), rates),
     settings.maxWaitMs,
     signal,
+    ONLY_IF_ROOM,
   );
   if (verdict.kind !== 'admitted') return false;
   record(region, verdict);

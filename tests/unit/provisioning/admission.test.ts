@@ -158,7 +158,6 @@ describe('admit', () => {
   it('admits when the state is unavailable and the choice is open; refuses when closed or busy', async () => {
     const failing = {
       take: () => Promise.resolve({ kind: 'unavailable' as const, busy: false, cause: new Error('gone') }),
-      tryTake: () => Promise.resolve({ kind: 'unavailable' as const, busy: false, cause: new Error('gone') }),
       queue: () => Promise.resolve({ kind: 'unavailable' as const, busy: false, cause: new Error('gone') }),
     };
     await expect(admit(atTime(0, { state: failing }).admission, 'eu-central-1', 0)).resolves.toBeUndefined();
